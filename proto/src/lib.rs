@@ -1,0 +1,56 @@
+//! The control-socket protocol of `vswitchd`: newline-delimited JSON requests and
+//! responses, and the types they carry. Shared by the daemon, `vsctl` and the agent.
+//!
+//! Everything here is plain data plus a decoder that never panics on any input
+//! (it is fuzzed: `fuzz/fuzz_targets/control_decode.rs`).
+
+pub mod codec;
+pub mod port;
+pub mod stats;
+
+pub use codec::{
+    decode_request, encode_response, ErrorCode, ErrorReply, Request, RequestId, Response,
+    MAX_LINE_BYTES, PROTOCOL_VERSION,
+};
+pub use port::{AddPortParams, DelPortParams, PortInfo, PortKind, PortMode, PortState};
+pub use stats::{DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats};
+
+/// Every operation the control socket understands, with its parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", content = "params", rename_all = "snake_case")]
+pub enum Op {
+    /// Protocol handshake: the reply carries [`HelloReply`].
+    Hello,
+    /// Attach an interface as a switch port: [`PortInfo`] back.
+    AddPort(AddPortParams),
+    /// Detach a port: `{}` back.
+    DelPort(DelPortParams),
+    /// All ports: `[PortInfo]` back.
+    ListPorts,
+    /// Counters: [`StatsReply`] back.
+    Stats(StatsParams),
+}
+
+impl Op {
+    /// The wire name of the operation (`"add_port"`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello => "hello",
+            Op::AddPort(_) => "add_port",
+            Op::DelPort(_) => "del_port",
+            Op::ListPorts => "list_ports",
+            Op::Stats(_) => "stats",
+        }
+    }
+}
+
+/// Result of `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HelloReply {
+    /// [`PROTOCOL_VERSION`] of the daemon.
+    pub protocol: u32,
+    /// The daemon's package version.
+    pub version: String,
+    /// The daemon's process id (handy to tell restarts apart).
+    pub pid: u32,
+}
