@@ -2,6 +2,13 @@
 //!
 //! See `docs/architecture.md` for who owns what and how a frame travels.
 
+pub mod bridge;
+pub mod counters;
+pub mod datapath;
 pub mod pool;
 pub mod port;
+pub mod snapshot;
 pub mod wire;
+pub mod worker;
+
+pub use datapath::{Datapath, DatapathConfig};

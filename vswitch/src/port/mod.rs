@@ -89,17 +89,18 @@ pub trait Port: Send {
     }
 }
 
-/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), on a
-/// worker whose pool is `pool`. `port_no` tags the frames the port lends to the kernel.
+/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), for a
+/// worker whose pool is registered as `umem` (if it is one). `port_no` tags the
+/// frames the port lends to the kernel.
 pub fn open(
     name: &str,
     mode: PortMode,
-    pool: &FramePool,
+    umem: Option<&xsk_rs::Umem>,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let umem = pool.as_umem().ok_or_else(|| PortError::Unsupported {
+            let umem = umem.ok_or_else(|| PortError::Unsupported {
                 name: name.to_string(),
                 mode,
                 reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
@@ -125,16 +126,16 @@ pub fn open(
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
-    pool: &FramePool,
+    umem: Option<&xsk_rs::Umem>,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
-        return open(name, requested, pool, port_no).map(|(p, a)| (p, a, Vec::new()));
+        return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
     }
     let mut tried = Vec::new();
     let mut last = None;
     for mode in [PortMode::XdpDrv, PortMode::XdpSkb, PortMode::Packet] {
-        match open(name, mode, pool, port_no) {
+        match open(name, mode, umem, port_no) {
             Ok((p, a)) => return Ok((p, a, tried)),
             Err(PortError::NoSuchInterface(n)) => return Err(PortError::NoSuchInterface(n)),
             Err(e) => {
