@@ -7,7 +7,7 @@ use crate::port::netdev;
 use crate::Datapath;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, HelloReply, Op, PortKind, PROTOCOL_VERSION};
+use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, Op, PortKind};
 
 /// How often interfaces are checked for having vanished or come back.
 const LINK_CHECK: Duration = Duration::from_secs(1);
@@ -87,11 +87,7 @@ impl Daemon {
 impl Handler for Daemon {
     fn handle(&mut self, op: Op) -> Result<Value, ErrorReply> {
         match op {
-            Op::Hello => to_value(&HelloReply {
-                protocol: PROTOCOL_VERSION,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                pid: std::process::id(),
-            }),
+            Op::Hello => to_value(&crate::control::hello_reply()),
             Op::AddPort(p) => {
                 let info = self.dp.add_port(&p)?;
                 self.save();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use vswitch::config::{DaemonConfig, parse_cores};
-use vswitch::control::server::ControlServer;
+use vswitch::control::ControlServer;
 use vswitch::daemon::Daemon;
 use vswitch::persist::StateStore;
 use vswitch::Datapath;
