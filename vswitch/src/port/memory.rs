@@ -20,7 +20,9 @@ const QUEUE_DEPTH: usize = 4096;
 enum Mode {
     Queue { inbound: Receiver<Vec<u8>>, outbound: Sender<Vec<u8>> },
     Replay { frames: Vec<Vec<u8>>, next: usize },
-    Sink,
+    /// Discards what it transmits; receives `announce` once (so the bridge learns
+    /// the sink's MAC), then nothing.
+    Sink { announce: Option<Vec<u8>> },
 }
 
 pub struct MemoryPort {
@@ -63,8 +65,13 @@ impl MemoryPort {
 
     /// A port that discards what it transmits; the counter counts frames.
     pub fn sink() -> (MemoryPort, Arc<AtomicU64>) {
+        Self::sink_announcing(None)
+    }
+
+    /// A sink that first receives `announce` once, so the bridge learns its MAC.
+    pub fn sink_announcing(announce: Option<Vec<u8>>) -> (MemoryPort, Arc<AtomicU64>) {
         let sunk = Arc::new(AtomicU64::new(0));
-        (MemoryPort { mode: Mode::Sink, sunk: sunk.clone() }, sunk)
+        (MemoryPort { mode: Mode::Sink { announce }, sunk: sunk.clone() }, sunk)
     }
 }
 
@@ -95,7 +102,12 @@ impl Port for MemoryPort {
                     n += 1;
                 }
             }
-            Mode::Sink => {}
+            Mode::Sink { announce } => {
+                if let Some(f) = announce.take().and_then(|b| pool.alloc_copy(&b)) {
+                    out.push(f);
+                    n = 1;
+                }
+            }
         }
         n
     }
@@ -105,7 +117,7 @@ impl Port for MemoryPort {
         for f in frames.drain(..) {
             let ok = match &self.mode {
                 Mode::Queue { outbound, .. } => outbound.try_send(pool.data(&f).to_vec()).is_ok(),
-                Mode::Sink | Mode::Replay { .. } => true,
+                Mode::Sink { .. } | Mode::Replay { .. } => true,
             };
             if ok {
                 o.sent += 1;
