@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use vswitch_proto::{DropCounters, DropReason, HelloReply, PortInfo, PortState, StatsReply};
+use vswitch_proto::{
+    DropCounters, DropReason, HelloReply, PortInfo, PortState, PortStats, StatsReply,
+};
 
 /// The line `add-port` prints: the port number and the mode actually in use.
 pub fn added_port(p: &PortInfo) -> String {
@@ -60,9 +62,16 @@ pub fn stats(s: &StatsReply, one_port: bool) -> String {
         .map(|p| p.port_no.to_string().len())
         .max()
         .unwrap_or(1);
+    let head = |p: &PortStats| format!("  port {:>no_width$} {}: ", p.port_no, p.name);
+    // Counters start in one column for all ports, so they can be compared by eye.
+    let head_width = ports
+        .iter()
+        .map(|p| head(p).chars().count())
+        .max()
+        .unwrap_or(0);
     for p in ports {
-        let head = format!("  port {:>no_width$} {}: ", p.port_no, p.name);
-        let pad = " ".repeat(head.chars().count());
+        let head = format!("{:<head_width$}", head(p));
+        let pad = " ".repeat(head_width);
         let _ = writeln!(out, "{head}rx pkts={}, bytes={}", p.rx_packets, p.rx_bytes);
         let _ = writeln!(out, "{pad}tx pkts={}, bytes={}", p.tx_packets, p.tx_bytes);
         let _ = writeln!(out, "{pad}{}", drops(&p.drops));
@@ -131,7 +140,7 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vswitch_proto::{PortKind, PortMode, PortStats, SwitchStats, WorkerStats};
+    use vswitch_proto::{PortKind, PortMode, SwitchStats, WorkerStats};
 
     fn port(name: &str, port_no: u32) -> PortInfo {
         PortInfo {
@@ -275,9 +284,9 @@ vswitchd 0.1.0 (pid 42, protocol 1)
     fn stats_shaped_like_dump_ports() {
         let expected = "\
 port stats: 2 ports
-  port  1 veth1: rx pkts=120, bytes=10080
-                 tx pkts=118, bytes=9912
-                 drop=3: ring_full=2, no_buffer=1
+  port  1 veth1:  rx pkts=120, bytes=10080
+                  tx pkts=118, bytes=9912
+                  drop=3: ring_full=2, no_buffer=1
   port 10 veth10: rx pkts=5, bytes=420
                   tx pkts=0, bytes=0
                   drop=0
