@@ -35,15 +35,18 @@ fn setup(flows: u32, dst: [u8; 6], extra: usize) -> Datapath {
     let mut dp = Datapath::new(DatapathConfig::in_process(1)).expect("datapath");
     let frames = (0..flows).map(|i| frame(dst, src_mac(i))).collect();
     let (sink, _) = MemoryPort::sink_announcing(Some(frame([0xff; 6], SINK_MAC)));
-    dp.add_memory_port("sink", PortKind::Pod, sink).expect("sink");
+    dp.add_memory_port("sink", PortKind::Pod, sink)
+        .expect("sink");
     for i in 0..extra {
         let (p, _) = MemoryPort::sink();
-        dp.add_memory_port(&format!("x{i}"), PortKind::Pod, p).expect("extra");
+        dp.add_memory_port(&format!("x{i}"), PortKind::Pod, p)
+            .expect("extra");
     }
     for _ in 0..4 {
         dp.run_once(); // the sink announces itself
     }
-    dp.add_memory_port("gen", PortKind::Pod, MemoryPort::replay(frames)).expect("gen");
+    dp.add_memory_port("gen", PortKind::Pod, MemoryPort::replay(frames))
+        .expect("gen");
     dp
 }
 
@@ -52,7 +55,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     for flows in [1u32, 1024] {
         let mut dp = setup(flows, SINK_MAC, 0);
-        g.bench_function(format!("unicast/{flows}flows"), |b| b.iter(|| black_box(dp.run_once())));
+        g.bench_function(format!("unicast/{flows}flows"), |b| {
+            b.iter(|| black_box(dp.run_once()))
+        });
     }
     let mut dp = setup(1, [0xff; 6], 2);
     g.bench_function("broadcast/3ports", |b| b.iter(|| black_box(dp.run_once())));

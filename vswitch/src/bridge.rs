@@ -45,12 +45,15 @@ impl Hasher for KeyHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
     #[inline]
     fn write_u64(&mut self, k: u64) {
-        self.0 = (k ^ (k >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(17);
+        self.0 = (k ^ (k >> 29))
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .rotate_left(17);
     }
 }
 
@@ -70,7 +73,9 @@ pub enum Learned {
     Refreshed,
     New,
     /// Moved from another port.
-    Moved { from: u32 },
+    Moved {
+        from: u32,
+    },
     /// Not learned: table full.
     Full,
 }
@@ -125,7 +130,14 @@ impl MacTable {
                 return Learned::Full;
             }
         }
-        self.map.insert(key, MacEntry { port, seen: now, announced: 0 });
+        self.map.insert(
+            key,
+            MacEntry {
+                port,
+                seen: now,
+                announced: 0,
+            },
+        );
         Learned::New
     }
 
@@ -206,7 +218,11 @@ mod tests {
         t.learn(key(1), 1, 0);
         t.learn(key(2), 1, 5 * S);
         assert_eq!(t.lookup(key(1), 10 * S), Some(1));
-        assert_eq!(t.lookup(key(1), 11 * S), None, "expired entries are never returned");
+        assert_eq!(
+            t.lookup(key(1), 11 * S),
+            None,
+            "expired entries are never returned"
+        );
         assert_eq!(t.expire(11 * S), 1);
         assert_eq!(t.len(), 1);
         assert_eq!(t.lookup(key(2), 11 * S), Some(1));

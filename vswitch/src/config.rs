@@ -76,10 +76,16 @@ impl DaemonConfig {
     fn validate(&self) -> Result<(), String> {
         let d = &self.datapath;
         if !(256..=1 << 20).contains(&d.pool_frames) {
-            return Err(format!("datapath.pool_frames = {} is outside 256..=1048576", d.pool_frames));
+            return Err(format!(
+                "datapath.pool_frames = {} is outside 256..=1048576",
+                d.pool_frames
+            ));
         }
         if d.max_sleep_ms == 0 || d.max_sleep_ms > 1000 {
-            return Err(format!("datapath.max_sleep_ms = {} is outside 1..=1000", d.max_sleep_ms));
+            return Err(format!(
+                "datapath.max_sleep_ms = {} is outside 1..=1000",
+                d.max_sleep_ms
+            ));
         }
         if self.bridge.mac_table_size == 0 {
             return Err("bridge.mac_table_size must be at least 1".into());
@@ -136,12 +142,16 @@ mod tests {
 
     #[test]
     fn empty_config_is_all_defaults() {
-        assert_eq!(DaemonConfig::parse("").expect("parse"), DaemonConfig::default());
+        assert_eq!(
+            DaemonConfig::parse("").expect("parse"),
+            DaemonConfig::default()
+        );
     }
 
     #[test]
     fn values_and_errors() {
-        let c = DaemonConfig::parse("[bridge]\nmac_aging_s = 10\n[datapath]\nidle_spin_us = 0\n").expect("parse");
+        let c = DaemonConfig::parse("[bridge]\nmac_aging_s = 10\n[datapath]\nidle_spin_us = 0\n")
+            .expect("parse");
         assert_eq!(c.bridge.mac_aging_s, 10);
         assert_eq!(c.datapath.idle_spin_us, 0);
         assert!(DaemonConfig::parse("[bridge]\nmac_table_size = 0").is_err());

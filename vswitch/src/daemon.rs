@@ -1,10 +1,10 @@
 //! The daemon's request handler: control-socket operations applied to the datapath,
 //! with every port change written to the state directory.
 
+use crate::Datapath;
 use crate::control::Handler;
 use crate::persist::StateStore;
 use crate::port::netdev;
-use crate::Datapath;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, Op, PortKind};
@@ -24,7 +24,11 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ErrorReply> {
 
 impl Daemon {
     pub fn new(dp: Datapath, store: Option<StateStore>) -> Daemon {
-        Daemon { dp, store, last_link_check: Instant::now() }
+        Daemon {
+            dp,
+            store,
+            last_link_check: Instant::now(),
+        }
     }
 
     pub fn datapath(&mut self) -> &mut Datapath {
@@ -35,7 +39,9 @@ impl Daemon {
     /// is gone are forgotten (their pod is); uplink/gateway ports wait, down, for
     /// their interface. Returns (attached, skipped).
     pub fn restore(&mut self) -> (usize, usize) {
-        let Some(store) = &self.store else { return (0, 0) };
+        let Some(store) = &self.store else {
+            return (0, 0);
+        };
         let saved = match store.load() {
             Ok(p) => p,
             Err(e) => {
@@ -76,7 +82,11 @@ impl Daemon {
             .dp
             .ports()
             .into_iter()
-            .map(|p| AddPortParams { name: p.name, kind: p.kind, mode: p.requested_mode })
+            .map(|p| AddPortParams {
+                name: p.name,
+                kind: p.kind,
+                mode: p.requested_mode,
+            })
             .collect();
         if let Err(e) = store.save(&ports) {
             tracing::error!(error = %e, "cannot save port state");

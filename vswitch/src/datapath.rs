@@ -117,10 +117,13 @@ impl Datapath {
         let n = cfg.workers.len().max(1);
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let epoch = Instant::now();
-        let wakers: Vec<Arc<Waker>> = (0..n).map(|_| Waker::new().map(Arc::new)).collect::<Result<_, _>>()?;
+        let wakers: Vec<Arc<Waker>> = (0..n)
+            .map(|_| Waker::new().map(Arc::new))
+            .collect::<Result<_, _>>()?;
 
         // Hand-off channels for every ordered pair of workers.
-        let mut outs: Vec<Vec<Option<HandoffTx>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut outs: Vec<Vec<Option<HandoffTx>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         let mut ins: Vec<Vec<HandoffRx>> = (0..n).map(|_| Vec::new()).collect();
         for (from, out) in outs.iter_mut().enumerate() {
             for (to, slot) in out.iter_mut().enumerate() {
@@ -156,7 +159,12 @@ impl Datapath {
                 peer_wakers: wakers.clone(),
                 handoff_in: inn,
                 learn: LearnPeers {
-                    to_peers: learn.iter().enumerate().filter(|(j, _)| *j != id).map(|(_, (tx, _))| tx.clone()).collect(),
+                    to_peers: learn
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != id)
+                        .map(|(_, (tx, _))| tx.clone())
+                        .collect(),
                     from_peers: learn[id].1.clone(),
                 },
             };
@@ -170,7 +178,9 @@ impl Datapath {
             };
             let worker = Worker::new(wcfg, pool, links, epoch);
             let (thread, inline) = if cfg.threaded {
-                let t = std::thread::Builder::new().name(format!("pmd{id}")).spawn(move || worker.run())?;
+                let t = std::thread::Builder::new()
+                    .name(format!("pmd{id}"))
+                    .spawn(move || worker.run())?;
                 (Some(t), None)
             } else {
                 (None, Some(worker))
@@ -186,7 +196,13 @@ impl Datapath {
                 ports: 0,
             });
         }
-        Ok(Datapath { cfg, workers, ports: BTreeMap::new(), snapshot, ports_vanished: 0 })
+        Ok(Datapath {
+            cfg,
+            workers,
+            ports: BTreeMap::new(),
+            snapshot,
+            ports_vanished: 0,
+        })
     }
 
     pub fn config(&self) -> &DatapathConfig {
@@ -197,18 +213,28 @@ impl Datapath {
     pub fn add_port(&mut self, p: &AddPortParams) -> Result<PortInfo, ErrorReply> {
         netdev::validate_name(&p.name).map_err(|m| err(ErrorCode::InvalidParams, m))?;
         if p.mode == PortMode::Memory {
-            return Err(err(ErrorCode::InvalidParams, "mode 'memory' exists only in-process"));
+            return Err(err(
+                ErrorCode::InvalidParams,
+                "mode 'memory' exists only in-process",
+            ));
         }
         if self.ports.contains_key(&p.name) {
-            return Err(err(ErrorCode::Exists, format!("port '{}' exists already", p.name)));
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{}' exists already", p.name),
+            ));
         }
         let w = self.least_loaded_worker();
         let port_no = self.free_port_no();
-        let (port, att, tried) = port::open_with_fallback(&p.name, p.mode, self.workers[w].umem.as_ref(), port_no)
-            .map_err(|e| match e {
-                PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
-                other => err(ErrorCode::Failed, format!("cannot attach '{}': {other}", p.name)),
-            })?;
+        let (port, att, tried) =
+            port::open_with_fallback(&p.name, p.mode, self.workers[w].umem.as_ref(), port_no)
+                .map_err(|e| match e {
+                    PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
+                    other => err(
+                        ErrorCode::Failed,
+                        format!("cannot attach '{}': {other}", p.name),
+                    ),
+                })?;
         if !tried.is_empty() {
             tracing::info!(port = %p.name, chosen = %att.mode, fell_back_from = ?tried, "auto mode fallback");
         }
@@ -216,9 +242,17 @@ impl Datapath {
     }
 
     /// Attaches an in-process memory port (tests and benchmarks).
-    pub fn add_memory_port(&mut self, name: &str, kind: PortKind, port: MemoryPort) -> Result<PortInfo, ErrorReply> {
+    pub fn add_memory_port(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        port: MemoryPort,
+    ) -> Result<PortInfo, ErrorReply> {
         if self.ports.contains_key(name) {
-            return Err(err(ErrorCode::Exists, format!("port '{name}' exists already")));
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{name}' exists already"),
+            ));
         }
         let w = self.least_loaded_worker();
         self.add_memory_port_on(name, kind, port, w)
@@ -236,8 +270,22 @@ impl Datapath {
             return Err(err(ErrorCode::InvalidParams, format!("no worker {worker}")));
         }
         let port_no = self.free_port_no();
-        let att = PortAttachment { mode: PortMode::Memory, zero_copy: false, ifindex: 0, mac: [0; 6], mtu: 1500 };
-        Ok(self.install(name, kind, PortMode::Memory, port_no, worker, Box::new(port), att))
+        let att = PortAttachment {
+            mode: PortMode::Memory,
+            zero_copy: false,
+            ifindex: 0,
+            mac: [0; 6],
+            mtu: 1500,
+        };
+        Ok(self.install(
+            name,
+            kind,
+            PortMode::Memory,
+            port_no,
+            worker,
+            Box::new(port),
+            att,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -255,10 +303,19 @@ impl Datapath {
         let wh = &mut self.workers[w];
         // The worker owns the socket from here on; the control thread keeps only
         // the counters (read-only) and the description.
-        let _ = wh.commands.send(WorkerCmd::AddPort { port_no, port, counters: counters.clone() });
+        let _ = wh.commands.send(WorkerCmd::AddPort {
+            port_no,
+            port,
+            counters: counters.clone(),
+        });
         wh.waker.wake();
         wh.ports += 1;
-        let route = PortRoute { port_no, worker: w, kind, max_frame: att.mtu + 18 };
+        let route = PortRoute {
+            port_no,
+            worker: w,
+            kind,
+            max_frame: att.mtu + 18,
+        };
         let next = self.snapshot.load().with_port(route);
         self.snapshot.store(Arc::new(next));
         let info = PortInfo {
@@ -274,7 +331,13 @@ impl Datapath {
             mtu: att.mtu,
             state: PortState::Up,
         };
-        self.ports.insert(name.to_string(), PortRecord { info: info.clone(), counters });
+        self.ports.insert(
+            name.to_string(),
+            PortRecord {
+                info: info.clone(),
+                counters,
+            },
+        );
         self.kick_inline();
         tracing::info!(port = name, port_no, mode = %att.mode, worker = w, "port added");
         info
@@ -283,7 +346,10 @@ impl Datapath {
     /// Detaches a port: it leaves the routing snapshot first (no worker sends to it
     /// any more), then its worker closes the socket, which detaches XDP.
     pub fn del_port(&mut self, name: &str) -> Result<(), ErrorReply> {
-        let rec = self.ports.remove(name).ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
+        let rec = self
+            .ports
+            .remove(name)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
         if rec.info.state == PortState::Up {
             self.detach(&rec.info);
         }
@@ -297,7 +363,10 @@ impl Datapath {
         let wh = &mut self.workers[info.worker];
         wh.ports = wh.ports.saturating_sub(1);
         let (done_tx, done_rx) = bounded(1);
-        let _ = wh.commands.send(WorkerCmd::DelPort { port_no: info.port_no, done: done_tx });
+        let _ = wh.commands.send(WorkerCmd::DelPort {
+            port_no: info.port_no,
+            done: done_tx,
+        });
         wh.waker.wake();
         if let Some(w) = wh.inline.as_mut() {
             w.run_once();
@@ -320,10 +389,17 @@ impl Datapath {
     pub fn stats(&self, port: Option<&str>) -> Result<StatsReply, ErrorReply> {
         let mut ports: Vec<_> = match port {
             Some(name) => {
-                let r = self.ports.get(name).ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
+                let r = self
+                    .ports
+                    .get(name)
+                    .ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
                 vec![r.counters.read(name, r.info.port_no)]
             }
-            None => self.ports.iter().map(|(n, r)| r.counters.read(n, r.info.port_no)).collect(),
+            None => self
+                .ports
+                .iter()
+                .map(|(n, r)| r.counters.read(n, r.info.port_no))
+                .collect(),
         };
         ports.sort_by_key(|p| p.port_no);
         let mut switch = SwitchStats {
@@ -336,7 +412,11 @@ impl Datapath {
             w.counters.add_to(&mut switch);
             workers.push(w.counters.read(id, w.core));
         }
-        Ok(StatsReply { ports, switch, workers })
+        Ok(StatsReply {
+            ports,
+            switch,
+            workers,
+        })
     }
 
     /// Notices interfaces that vanished (pod deleted) or came back. Pod ports are
@@ -346,7 +426,9 @@ impl Datapath {
         let mut ch = LinkChanges::default();
         let names: Vec<String> = self.ports.keys().cloned().collect();
         for name in names {
-            let Some(rec) = self.ports.get(&name) else { continue };
+            let Some(rec) = self.ports.get(&name) else {
+                continue;
+            };
             let info = rec.info.clone();
             if info.mode == PortMode::Memory {
                 continue;
@@ -368,7 +450,11 @@ impl Datapath {
                 }
                 PortState::Down if now.is_some() => {
                     self.ports.remove(&name);
-                    let p = AddPortParams { name: name.clone(), kind: info.kind, mode: info.requested_mode };
+                    let p = AddPortParams {
+                        name: name.clone(),
+                        kind: info.kind,
+                        mode: info.requested_mode,
+                    };
                     match self.add_port(&p) {
                         Ok(_) => ch.up.push(name),
                         Err(e) => {
@@ -387,7 +473,10 @@ impl Datapath {
     /// it is attached as soon as the interface appears.
     pub fn add_down_port(&mut self, p: &AddPortParams) -> Result<PortInfo, ErrorReply> {
         if self.ports.contains_key(&p.name) {
-            return Err(err(ErrorCode::Exists, format!("port '{}' exists already", p.name)));
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{}' exists already", p.name),
+            ));
         }
         let info = PortInfo {
             name: p.name.clone(),
@@ -409,12 +498,22 @@ impl Datapath {
     fn insert_down(&mut self, mut info: PortInfo) {
         info.state = PortState::Down;
         info.ifindex = 0;
-        self.ports.insert(info.name.clone(), PortRecord { info, counters: Arc::default() });
+        self.ports.insert(
+            info.name.clone(),
+            PortRecord {
+                info,
+                counters: Arc::default(),
+            },
+        );
     }
 
     /// Runs one iteration of every in-process worker (no-op when threaded).
     pub fn run_once(&mut self) -> usize {
-        self.workers.iter_mut().filter_map(|w| w.inline.as_mut()).map(Worker::run_once).sum()
+        self.workers
+            .iter_mut()
+            .filter_map(|w| w.inline.as_mut())
+            .map(Worker::run_once)
+            .sum()
     }
 
     /// The in-process worker `id` (tests inspect pools and MAC tables).
@@ -431,13 +530,19 @@ impl Datapath {
     }
 
     fn least_loaded_worker(&self) -> usize {
-        self.workers.iter().enumerate().min_by_key(|(_, w)| w.ports).map(|(i, _)| i).unwrap_or(0)
+        self.workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.ports)
+            .map(|(i, _)| i)
+            .unwrap_or(0)
     }
 
     /// Lowest unused port number, starting at 1 (0 is never a port, like OpenFlow's
     /// reserved numbers start high and ofport 0 is invalid).
     fn free_port_no(&self) -> u32 {
-        let used: std::collections::BTreeSet<u32> = self.ports.values().map(|r| r.info.port_no).collect();
+        let used: std::collections::BTreeSet<u32> =
+            self.ports.values().map(|r| r.info.port_no).collect();
         (1..).find(|n| !used.contains(n)).unwrap_or(u32::MAX)
     }
 

@@ -24,8 +24,13 @@ impl StateStore {
     /// Opens (and creates, mode 0700) the state directory.
     pub fn open(dir: &Path) -> std::io::Result<StateStore> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        Ok(StateStore { dir: dir.to_path_buf() })
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn path(&self) -> PathBuf {
@@ -43,18 +48,29 @@ impl StateStore {
         };
         match serde_json::from_slice::<PortsFile>(&text) {
             Ok(f) if f.version == VERSION => Ok(f.ports),
-            Ok(f) => Err(format!("{}: unsupported version {}", path.display(), f.version)),
+            Ok(f) => Err(format!(
+                "{}: unsupported version {}",
+                path.display(),
+                f.version
+            )),
             Err(e) => {
                 let aside = self.dir.join(format!("{FILE}.corrupt"));
                 let _ = std::fs::rename(&path, &aside);
-                Err(format!("{}: {e} (moved to {})", path.display(), aside.display()))
+                Err(format!(
+                    "{}: {e} (moved to {})",
+                    path.display(),
+                    aside.display()
+                ))
             }
         }
     }
 
     pub fn save(&self, ports: &[AddPortParams]) -> std::io::Result<()> {
-        let body = serde_json::to_vec_pretty(&PortsFile { version: VERSION, ports: ports.to_vec() })
-            .map_err(std::io::Error::other)?;
+        let body = serde_json::to_vec_pretty(&PortsFile {
+            version: VERSION,
+            ports: ports.to_vec(),
+        })
+        .map_err(std::io::Error::other)?;
         let tmp = self.dir.join(format!("{FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
@@ -80,8 +96,16 @@ mod tests {
         let s = StateStore::open(&d).expect("open");
         assert!(s.load().expect("empty").is_empty());
         let ports = vec![
-            AddPortParams { name: "a".into(), kind: PortKind::Pod, mode: PortMode::XdpSkb },
-            AddPortParams { name: "b".into(), kind: PortKind::Uplink, mode: PortMode::Auto },
+            AddPortParams {
+                name: "a".into(),
+                kind: PortKind::Pod,
+                mode: PortMode::XdpSkb,
+            },
+            AddPortParams {
+                name: "b".into(),
+                kind: PortKind::Uplink,
+                mode: PortMode::Auto,
+            },
         ];
         s.save(&ports).expect("save");
         assert_eq!(s.load().expect("load"), ports);

@@ -42,7 +42,10 @@ enum Backing {
     /// Plain memory; `base` points into the boxed slice.
     Heap(#[allow(dead_code)] Box<[u8]>),
     /// Registered UMEM; `templates[i]` is the kernel descriptor of frame `i`.
-    Umem { umem: Umem, templates: Vec<FrameDesc> },
+    Umem {
+        umem: Umem,
+        templates: Vec<FrameDesc>,
+    },
 }
 
 pub struct FramePool {
@@ -91,7 +94,11 @@ impl FramePool {
             data.contents_mut().as_mut_ptr().sub(first.addr())
         };
         let base = NonNull::new(base).ok_or("UMEM mapping at null")?;
-        Ok(FramePool::with_backing(base, count, Backing::Umem { umem, templates }))
+        Ok(FramePool::with_backing(
+            base,
+            count,
+            Backing::Umem { umem, templates },
+        ))
     }
 
     fn with_backing(base: NonNull<u8>, count: u32, backing: Backing) -> FramePool {
@@ -169,7 +176,11 @@ impl FramePool {
     /// that fill or read many frames at once.
     #[inline]
     pub fn data_ptr(&self, idx: u32) -> *mut u8 {
-        assert!(idx < self.count, "frame {idx} outside pool of {}", self.count);
+        assert!(
+            idx < self.count,
+            "frame {idx} outside pool of {}",
+            self.count
+        );
         // SAFETY: in bounds of the region by the assert above.
         unsafe { self.base.as_ptr().add(idx as usize * FRAME_SIZE + HEADROOM) }
     }
@@ -224,7 +235,10 @@ impl FramePool {
         if idx >= self.count as usize || addr % FRAME_SIZE != HEADROOM {
             return None;
         }
-        Some(Frame { idx: idx as u32, len: desc.lengths().data() as u32 })
+        Some(Frame {
+            idx: idx as u32,
+            len: desc.lengths().data() as u32,
+        })
     }
 
     /// The frame index behind a completion/fill address (offset ignored).

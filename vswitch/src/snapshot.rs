@@ -73,7 +73,12 @@ mod tests {
     use super::*;
 
     fn route(port_no: u32) -> PortRoute {
-        PortRoute { port_no, worker: 0, kind: PortKind::Pod, max_frame: 1518 }
+        PortRoute {
+            port_no,
+            worker: 0,
+            kind: PortKind::Pod,
+            max_frame: 1518,
+        }
     }
 
     #[test]

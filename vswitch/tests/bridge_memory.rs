@@ -31,7 +31,8 @@ impl Switch {
             .map(|i| {
                 let (port, handle) = MemoryPort::queue();
                 let w = i % dp.config().workers.len();
-                dp.add_memory_port_on(&format!("p{i}"), PortKind::Pod, port, w).expect("add");
+                dp.add_memory_port_on(&format!("p{i}"), PortKind::Pod, port, w)
+                    .expect("add");
                 handle
             })
             .collect();
@@ -59,7 +60,9 @@ impl Switch {
     }
 
     fn drops(&self, port: &str, r: DropReason) -> u64 {
-        self.dp.stats(Some(port)).expect("stats").ports[0].drops.get(r)
+        self.dp.stats(Some(port)).expect("stats").ports[0]
+            .drops
+            .get(r)
     }
 }
 
@@ -98,7 +101,11 @@ fn broadcast_and_multicast_flood_to_all_but_ingress() {
     let mut sw = Switch::with_ports(4);
     sw.send(0, &frame(mac(9), mac(1), 0)); // learn nothing useful for dst
     sw.outputs();
-    for dst in [[0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1], [0x33, 0x33, 0, 0, 0, 1]] {
+    for dst in [
+        [0xff; 6],
+        [0x01, 0x00, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+    ] {
         let f = frame(dst, mac(1), 3);
         sw.send(0, &f);
         let out = sw.outputs();
@@ -137,7 +144,10 @@ fn a_moved_mac_follows_its_new_port() {
 
 #[test]
 fn entries_age_out_and_traffic_floods_again() {
-    let cfg = DatapathConfig { mac_aging: Duration::from_millis(50), ..DatapathConfig::in_process(1) };
+    let cfg = DatapathConfig {
+        mac_aging: Duration::from_millis(50),
+        ..DatapathConfig::in_process(1)
+    };
     let mut sw = Switch::new(cfg, 3);
     sw.send(1, &frame([0xff; 6], mac(2), 0));
     sw.outputs();
@@ -154,7 +164,10 @@ fn entries_age_out_and_traffic_floods_again() {
 
 #[test]
 fn full_table_stops_learning_and_counts() {
-    let cfg = DatapathConfig { mac_capacity: 4, ..DatapathConfig::in_process(1) };
+    let cfg = DatapathConfig {
+        mac_capacity: 4,
+        ..DatapathConfig::in_process(1)
+    };
     let mut sw = Switch::new(cfg, 2);
     for i in 1..=6 {
         sw.send(0, &frame([0xff; 6], mac(i), 0));
@@ -189,7 +202,9 @@ fn malformed_and_bad_frames_are_counted_and_dropped() {
     let mut big = frame([0xff; 6], mac(1), 0);
     big.resize(1600, 0xab);
     sw.send(0, &big);
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     sw.send(0, &garbage);
     let out = sw.outputs();
     // Only the garbage may pass (it parses as a frame with some source); nothing else.
@@ -241,7 +256,11 @@ fn deleted_port_stops_receiving_and_its_macs_are_forgotten() {
     sw.send(0, &f);
     let out = sw.outputs();
     assert!(out[1].is_empty());
-    assert_eq!(out[2], vec![f], "unknown again: flooded to the remaining port");
+    assert_eq!(
+        out[2],
+        vec![f],
+        "unknown again: flooded to the remaining port"
+    );
     assert!(sw.dp.del_port("p1").is_err());
 }
 
@@ -250,7 +269,15 @@ fn no_frame_leaks_from_the_pool() {
     let mut sw = Switch::with_ports(3);
     let start = sw.dp.inline_worker(0).expect("worker").pool_available();
     for i in 0..2000u32 {
-        let f = frame(if i % 3 == 0 { [0xff; 6] } else { mac((i % 3) as u8) }, mac((i % 5 + 1) as u8), i as u8);
+        let f = frame(
+            if i % 3 == 0 {
+                [0xff; 6]
+            } else {
+                mac((i % 3) as u8)
+            },
+            mac((i % 5 + 1) as u8),
+            i as u8,
+        );
         sw.ports[(i % 3) as usize].inject(&f);
         if i % 64 == 0 {
             sw.settle();
@@ -259,5 +286,8 @@ fn no_frame_leaks_from_the_pool() {
     }
     sw.settle();
     sw.outputs();
-    assert_eq!(sw.dp.inline_worker(0).expect("worker").pool_available(), start);
+    assert_eq!(
+        sw.dp.inline_worker(0).expect("worker").pool_available(),
+        start
+    );
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use vswitch::Datapath;
 use vswitch::config::{DaemonConfig, parse_cores};
 use vswitch::control::ControlServer;
 use vswitch::daemon::Daemon;
 use vswitch::persist::StateStore;
-use vswitch::Datapath;
 
 #[derive(Parser, Debug)]
 #[command(name = "vswitchd", version, about = "Userspace AF_XDP switch daemon")]
@@ -39,10 +39,13 @@ fn run(args: Args) -> Result<(), String> {
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, shutdown.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let store = StateStore::open(&args.state_dir).map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
-    let mut server = ControlServer::bind(&args.socket).map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
+    let store = StateStore::open(&args.state_dir)
+        .map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    let mut server = ControlServer::bind(&args.socket)
+        .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
     let dp = Datapath::new(cfg.datapath(cores)).map_err(|e| format!("datapath: {e}"))?;
     let mut daemon = Daemon::new(dp, Some(store));
     let (restored, skipped) = daemon.restore();

@@ -18,11 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const QUEUE_DEPTH: usize = 4096;
 
 enum Mode {
-    Queue { inbound: Receiver<Vec<u8>>, outbound: Sender<Vec<u8>> },
-    Replay { frames: Vec<Vec<u8>>, next: usize },
+    Queue {
+        inbound: Receiver<Vec<u8>>,
+        outbound: Sender<Vec<u8>>,
+    },
+    Replay {
+        frames: Vec<Vec<u8>>,
+        next: usize,
+    },
     /// Discards what it transmits; receives `announce` once (so the bridge learns
     /// the sink's MAC), then nothing.
-    Sink { announce: Option<Vec<u8>> },
+    Sink {
+        announce: Option<Vec<u8>>,
+    },
 }
 
 pub struct MemoryPort {
@@ -40,7 +48,10 @@ pub struct MemoryPortHandle {
 impl MemoryPortHandle {
     /// Queues a frame for the switch to receive. False if the queue is full.
     pub fn inject(&self, frame: &[u8]) -> bool {
-        !matches!(self.inbound.try_send(frame.to_vec()), Err(TrySendError::Full(_) | TrySendError::Disconnected(_)))
+        !matches!(
+            self.inbound.try_send(frame.to_vec()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+        )
     }
 
     /// Everything the switch transmitted on this port so far.
@@ -54,13 +65,28 @@ impl MemoryPort {
     pub fn queue() -> (MemoryPort, MemoryPortHandle) {
         let (in_tx, in_rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         let (out_tx, out_rx) = crossbeam_channel::bounded(QUEUE_DEPTH);
-        let port = MemoryPort { mode: Mode::Queue { inbound: in_rx, outbound: out_tx }, sunk: Arc::default() };
-        (port, MemoryPortHandle { inbound: in_tx, outbound: out_rx })
+        let port = MemoryPort {
+            mode: Mode::Queue {
+                inbound: in_rx,
+                outbound: out_tx,
+            },
+            sunk: Arc::default(),
+        };
+        (
+            port,
+            MemoryPortHandle {
+                inbound: in_tx,
+                outbound: out_rx,
+            },
+        )
     }
 
     /// A port that receives `frames` round-robin, forever.
     pub fn replay(frames: Vec<Vec<u8>>) -> MemoryPort {
-        MemoryPort { mode: Mode::Replay { frames, next: 0 }, sunk: Arc::default() }
+        MemoryPort {
+            mode: Mode::Replay { frames, next: 0 },
+            sunk: Arc::default(),
+        }
     }
 
     /// A port that discards what it transmits; the counter counts frames.
@@ -71,7 +97,13 @@ impl MemoryPort {
     /// A sink that first receives `announce` once, so the bridge learns its MAC.
     pub fn sink_announcing(announce: Option<Vec<u8>>) -> (MemoryPort, Arc<AtomicU64>) {
         let sunk = Arc::new(AtomicU64::new(0));
-        (MemoryPort { mode: Mode::Sink { announce }, sunk: sunk.clone() }, sunk)
+        (
+            MemoryPort {
+                mode: Mode::Sink { announce },
+                sunk: sunk.clone(),
+            },
+            sunk,
+        )
     }
 }
 
@@ -96,7 +128,9 @@ impl Port for MemoryPort {
                     return 0;
                 }
                 while n < max {
-                    let Some(f) = pool.alloc_copy(&frames[*next]) else { break };
+                    let Some(f) = pool.alloc_copy(&frames[*next]) else {
+                        break;
+                    };
                     *next = (*next + 1) % frames.len();
                     out.push(f);
                     n += 1;

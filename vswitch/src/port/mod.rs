@@ -27,7 +27,11 @@ pub enum PortError {
     #[error("no interface named '{0}'")]
     NoSuchInterface(String),
     #[error("{mode} not possible on '{name}': {reason}")]
-    Unsupported { name: String, mode: PortMode, reason: String },
+    Unsupported {
+        name: String,
+        mode: PortMode,
+        reason: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -120,6 +124,9 @@ pub fn open(
     }
 }
 
+/// An opened port, what it attached as, and why the modes tried before it failed.
+pub type Opened = (Box<dyn Port>, PortAttachment, Vec<String>);
+
 /// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
 /// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
 /// the choice can be reported.
@@ -128,7 +135,7 @@ pub fn open_with_fallback(
     requested: PortMode,
     umem: Option<&xsk_rs::Umem>,
     port_no: u32,
-) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
+) -> Result<Opened, PortError> {
     if requested != PortMode::Auto {
         return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
     }

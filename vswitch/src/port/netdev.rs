@@ -13,9 +13,16 @@ pub fn ifindex(name: &str) -> Option<u32> {
 
 fn sysfs(name: &str, attr: &str) -> io::Result<String> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
     }
-    Ok(std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"))?.trim().to_string())
+    Ok(
+        std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"))?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// The interface's MAC address (zeros when unknown).
@@ -29,7 +36,10 @@ pub fn mac(name: &str) -> [u8; 6] {
 
 /// The interface's MTU (1500 when unknown).
 pub fn mtu(name: &str) -> u32 {
-    sysfs(name, "mtu").ok().and_then(|s| s.parse().ok()).unwrap_or(1500)
+    sysfs(name, "mtu")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500)
 }
 
 /// Checks a user-supplied interface name before it reaches the kernel.
@@ -37,7 +47,12 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!("interface name '{name}' must be 1 to 15 bytes"));
     }
-    if name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':') {
+    if name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':')
+    {
         return Err(format!("'{name}' is not a valid interface name"));
     }
     Ok(())

@@ -31,7 +31,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -47,7 +51,9 @@ impl FromStr for MacAddr {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in out.iter_mut() {
-            let p = parts.next().ok_or_else(|| format!("'{s}' is not a MAC address"))?;
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("'{s}' is not a MAC address"))?;
             if p.len() != 2 {
                 return Err(format!("'{s}' is not a MAC address"));
             }

@@ -44,7 +44,13 @@ pub fn parse(frame: &[u8]) -> Result<ParsedFrame, WireError> {
         ethertype = EtherType(u16::from_be_bytes([tag[2], tag[3]]));
         l3_offset += ethernet::VLAN_TAG_LEN;
     }
-    Ok(ParsedFrame { dst: eth.dst(), src: eth.src(), vlan, ethertype, l3_offset })
+    Ok(ParsedFrame {
+        dst: eth.dst(),
+        src: eth.src(),
+        vlan,
+        ethertype,
+        l3_offset,
+    })
 }
 
 #[cfg(test)]

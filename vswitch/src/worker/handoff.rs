@@ -36,16 +36,31 @@ pub fn handoff() -> (HandoffTx, HandoffRx) {
     let (ftx, frx) = bounded(HANDOFF_DEPTH);
     let (etx, erx) = bounded(HANDOFF_DEPTH);
     for _ in 0..HANDOFF_DEPTH {
-        let _ = etx.try_send(HandoffFrame { port_no: 0, len: 0, buf: Box::new([0; MAX_FRAME_LEN]) });
+        let _ = etx.try_send(HandoffFrame {
+            port_no: 0,
+            len: 0,
+            buf: Box::new([0; MAX_FRAME_LEN]),
+        });
     }
-    (HandoffTx { frames: ftx, empties: erx }, HandoffRx { frames: frx, empties: etx })
+    (
+        HandoffTx {
+            frames: ftx,
+            empties: erx,
+        },
+        HandoffRx {
+            frames: frx,
+            empties: etx,
+        },
+    )
 }
 
 impl HandoffTx {
     /// Copies `bytes` for `port_no`; false when no buffer is free (receiver behind).
     #[inline]
     pub fn send(&self, port_no: u32, bytes: &[u8]) -> bool {
-        let Ok(mut f) = self.empties.try_recv() else { return false };
+        let Ok(mut f) = self.empties.try_recv() else {
+            return false;
+        };
         let n = bytes.len().min(MAX_FRAME_LEN);
         f.buf[..n].copy_from_slice(&bytes[..n]);
         f.len = n as u16;
@@ -60,12 +75,19 @@ impl HandoffRx {
     pub fn drain(&self, max: usize, mut f: impl FnMut(u32, &[u8])) -> usize {
         let mut n = 0;
         while n < max {
-            let Ok(frame) = self.frames.try_recv() else { break };
+            let Ok(frame) = self.frames.try_recv() else {
+                break;
+            };
             f(frame.port_no, &frame.buf[..usize::from(frame.len)]);
             let _ = self.empties.try_send(frame);
             n += 1;
         }
         n
+    }
+
+    /// True if frames are waiting.
+    pub fn has_pending(&self) -> bool {
+        !self.frames.is_empty()
     }
 }
 
@@ -87,12 +109,5 @@ mod tests {
         });
         assert_eq!(seen, HANDOFF_DEPTH);
         assert!(tx.send(7, b"again"));
-    }
-}
-
-impl HandoffRx {
-    /// True if frames are waiting.
-    pub fn has_pending(&self) -> bool {
-        !self.frames.is_empty()
     }
 }

@@ -44,9 +44,16 @@ pub struct WorkerConfig {
 
 /// Messages from the control thread.
 pub enum WorkerCmd {
-    AddPort { port_no: u32, port: Box<dyn Port>, counters: Arc<PortCounters> },
+    AddPort {
+        port_no: u32,
+        port: Box<dyn Port>,
+        counters: Arc<PortCounters>,
+    },
     /// Detach and drop the port; `done` is signalled after its socket is closed.
-    DelPort { port_no: u32, done: Sender<()> },
+    DelPort {
+        port_no: u32,
+        done: Sender<()>,
+    },
     Stop,
 }
 
@@ -148,10 +155,10 @@ impl Worker {
 
     /// The thread body: pin, loop until told to stop, release every port.
     pub fn run(mut self) {
-        if let Some(core) = self.cfg.core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                tracing::warn!(worker = self.cfg.id, core, "could not pin worker to core");
-            }
+        if let Some(core) = self.cfg.core
+            && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+        {
+            tracing::warn!(worker = self.cfg.id, core, "could not pin worker to core");
         }
         tracing::info!(worker = self.cfg.id, core = ?self.cfg.core, "poll worker started");
         while !self.stopping {
@@ -198,12 +205,21 @@ impl Worker {
     fn handle_commands(&mut self) {
         while let Ok(cmd) = self.links.commands.try_recv() {
             match cmd {
-                WorkerCmd::AddPort { port_no, port, counters } => {
+                WorkerCmd::AddPort {
+                    port_no,
+                    port,
+                    counters,
+                } => {
                     let idx = port_no as usize;
                     if self.slot_of.len() <= idx {
                         self.slot_of.resize(idx + 1, 0);
                     }
-                    self.slots.push(Slot { port_no, port, counters, txq: Vec::with_capacity(BATCH_SIZE) });
+                    self.slots.push(Slot {
+                        port_no,
+                        port,
+                        counters,
+                        txq: Vec::with_capacity(BATCH_SIZE),
+                    });
                     self.slot_of[idx] = self.slots.len() as u32;
                     self.pollfds_dirty = true;
                 }
@@ -214,11 +230,16 @@ impl Worker {
                 WorkerCmd::Stop => self.stopping = true,
             }
         }
-        self.links.counters.ports.store(self.slots.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.links.counters.ports.store(
+            self.slots.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn remove_port(&mut self, port_no: u32) {
-        let Some(&pos) = self.slot_of.get(port_no as usize) else { return };
+        let Some(&pos) = self.slot_of.get(port_no as usize) else {
+            return;
+        };
         if pos == 0 {
             return;
         }
@@ -255,7 +276,9 @@ impl Worker {
     fn poll_port(&mut self, i: usize, now: u64) -> usize {
         let mut rx = std::mem::take(&mut self.rx);
         rx.clear();
-        let n = self.slots[i].port.rx_batch(&mut self.pool, &mut rx, BATCH_SIZE);
+        let n = self.slots[i]
+            .port
+            .rx_batch(&mut self.pool, &mut rx, BATCH_SIZE);
         if n == 0 {
             self.rx = rx;
             return 0;
@@ -267,7 +290,10 @@ impl Worker {
         WorkerCounters::add(&c.rx_packets, n as u64);
         WorkerCounters::add(&c.rx_batches, 1);
 
-        let mut tally = DropTally { slot: i, counts: [0; DropReason::COUNT] };
+        let mut tally = DropTally {
+            slot: i,
+            counts: [0; DropReason::COUNT],
+        };
         let mut flooded = 0u64;
         for frame in rx.drain(..) {
             match self.decide(&frame, in_port, now) {
@@ -317,8 +343,16 @@ impl Worker {
             Learned::Moved { .. } => WorkerCounters::add(&self.links.counters.mac_moved, 1),
             Learned::Full => WorkerCounters::add(&self.links.counters.mac_table_full, 1),
         }
-        if self.links.learn.has_peers() && self.macs.due_for_announce(skey, now, self.macs.aging_ns() / 4) {
-            self.links.learn.announce(LearnEvent { key: skey, port: in_port, seen: now });
+        if self.links.learn.has_peers()
+            && self
+                .macs
+                .due_for_announce(skey, now, self.macs.aging_ns() / 4)
+        {
+            self.links.learn.announce(LearnEvent {
+                key: skey,
+                port: in_port,
+                seen: now,
+            });
         }
         if hdr.dst.is_multicast() {
             return Verdict::Flood;
@@ -353,7 +387,9 @@ impl Worker {
 
     /// Hands a copy of `frame` to the worker that owns `port_no`.
     fn send_to_peer(&self, frame: &Frame, port_no: u32) -> Result<(), DropReason> {
-        let Some(route) = self.snap.port(port_no) else { return Err(DropReason::PortDown) };
+        let Some(route) = self.snap.port(port_no) else {
+            return Err(DropReason::PortDown);
+        };
         let Some(Some(tx)) = self.links.handoff_out.get(route.worker) else {
             return Err(DropReason::PortDown);
         };
@@ -412,7 +448,9 @@ impl Worker {
         let o = slot.port.tx_batch(&mut self.pool, &mut slot.txq);
         slot.counters.add_tx(u64::from(o.sent), o.bytes);
         if o.dropped > 0 {
-            slot.counters.drops.add(DropReason::RingFull, u64::from(o.dropped));
+            slot.counters
+                .drops
+                .add(DropReason::RingFull, u64::from(o.dropped));
         }
     }
 
@@ -468,9 +506,12 @@ impl Worker {
         let aged = self.macs.expire(now);
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);
-        c.mac_entries.store(self.macs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        c.mac_entries
+            .store(self.macs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for s in &self.slots {
-            s.counters.drops.set(DropReason::KernelRx, s.port.kernel_drops());
+            s.counters
+                .drops
+                .set(DropReason::KernelRx, s.port.kernel_drops());
         }
     }
 
@@ -480,17 +521,29 @@ impl Worker {
         if self.pollfds_dirty {
             self.rebuild_pollfds();
         }
-        let timeout = if self.must_spin { 1 } else { self.cfg.max_sleep.as_millis().max(1) as i32 };
+        let timeout = if self.must_spin {
+            1
+        } else {
+            self.cfg.max_sleep.as_millis().max(1) as i32
+        };
         let waker = &self.links.waker;
         waker.set_sleeping(true);
         // Re-check what a peer may have queued before it saw the flag.
-        if self.links.handoff_in.iter().any(HandoffRx::has_pending) || !self.links.commands.is_empty() {
+        if self.links.handoff_in.iter().any(HandoffRx::has_pending)
+            || !self.links.commands.is_empty()
+        {
             waker.set_sleeping(false);
             return;
         }
         WorkerCounters::add(&self.links.counters.sleeps, 1);
         // SAFETY: pollfds is a valid array of pollfd structs for the call's duration.
-        let _ = unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout) };
+        let _ = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout,
+            )
+        };
         waker.set_sleeping(false);
         if self.pollfds.first().is_some_and(|p| p.revents != 0) {
             waker.drain();
@@ -499,11 +552,19 @@ impl Worker {
 
     fn rebuild_pollfds(&mut self) {
         self.pollfds.clear();
-        self.pollfds.push(libc::pollfd { fd: self.links.waker.fd(), events: libc::POLLIN, revents: 0 });
+        self.pollfds.push(libc::pollfd {
+            fd: self.links.waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         self.must_spin = false;
         for s in &self.slots {
             match s.port.poll_fd() {
-                Some(fd) => self.pollfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 }),
+                Some(fd) => self.pollfds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
                 None => self.must_spin = true,
             }
         }
