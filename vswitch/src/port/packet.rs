@@ -529,13 +529,28 @@ fn insert_vlan(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> Result<usize,
     Ok(new_len)
 }
 
+/// Where SCTP keeps its checksum (`offsetof(struct sctphdr, checksum)`). No protocol
+/// whose Internet checksum the kernel leaves partial puts it there (TCP 16; UDP,
+/// UDP-Lite and DCCP 6; GRE 4; ICMP 2), so the offset alone tells SCTP apart.
+const SCTP_CSUM_OFFSET: usize = 8;
+
 /// Finishes a partial checksum as the kernel's `skb_checksum_help` does: the field
 /// at `start + offset` holds the pseudo-header sum; the one's-complement sum from
 /// `start` to the end of the frame, complemented, replaces it (0 becomes 0xffff,
 /// which means the same to TCP and is required by UDP, where 0 means "none").
-/// False when the offsets do not fit the frame.
+/// SCTP, which a veth also lets a sender leave unfinished, gets its CRC32c instead
+/// (`skb_crc32c_csum_help`). False when the offsets do not fit the frame.
 fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> bool {
     let field = start.saturating_add(offset);
+    if offset == SCTP_CSUM_OFFSET {
+        if field.saturating_add(4) > frame.len() {
+            return false;
+        }
+        frame[field..field + 4].fill(0);
+        let crc = crc32c(&frame[start..]);
+        frame[field..field + 4].copy_from_slice(&crc.to_le_bytes());
+        return true;
+    }
     let Some(body) = frame.get(start..) else {
         return false;
     };
@@ -546,6 +561,33 @@ fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> bool {
     let sum = if sum == 0 { 0xffff } else { sum };
     frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
     true
+}
+
+/// CRC32c (Castagnoli, reflected, as SCTP uses it), a byte at a time: SCTP frames
+/// with an unfinished checksum are rare enough that a table beats a dependency.
+fn crc32c(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82f6_3b78
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    !bytes
+        .iter()
+        .fold(!0u32, |c, &b| TABLE[usize::from((c as u8) ^ b)] ^ (c >> 8))
 }
 
 /// One's-complement sum of `bytes` as big-endian 16-bit words (odd tail padded with
@@ -826,9 +868,22 @@ mod tests {
         assert!(!complete_csum(&mut f, 40, 0));
         assert!(!complete_csum(&mut f, 30, 9));
         assert!(!complete_csum(&mut f, usize::MAX, usize::MAX));
-        assert!(complete_csum(&mut f, 30, 8));
+        assert!(complete_csum(&mut f, 32, 6));
         // All zeros sum to 0, whose complement 0xffff is written as such.
         assert_eq!(&f[38..40], &[0xff, 0xff]);
+    }
+
+    #[test]
+    fn sctp_gets_a_crc32c() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        // 12-byte SCTP common header (ports 1/2, tag 0) with a junk checksum field.
+        let mut f = [0, 1, 0, 2, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+        let mut zeroed = f;
+        zeroed[8..12].fill(0);
+        let want = crc32c(&zeroed).to_le_bytes();
+        assert!(complete_csum(&mut f, 0, SCTP_CSUM_OFFSET));
+        assert_eq!(f[8..12], want);
+        assert!(!complete_csum(&mut [0u8; 11], 0, SCTP_CSUM_OFFSET));
     }
 
     #[test]
