@@ -47,6 +47,22 @@ pub struct TxOutcome {
     pub dropped: u32,
 }
 
+/// Frames a port took from the kernel but could not hand to the worker, one counter
+/// per reason, cumulative (Firecracker style). The kernel's own drops (queue full
+/// before the switch read) are [`Port::kernel_drops`], not here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxDrops {
+    /// Longer than a pool buffer ([`crate::pool::MAX_FRAME_LEN`]): jumbo frames and
+    /// unsegmented GSO/GRO super-frames.
+    pub oversize: u64,
+    /// Delivered in a state the port could not repair (e.g. a partial checksum whose
+    /// offsets lie outside the frame).
+    pub malformed: u64,
+    /// Receive calls that failed with something other than "nothing to read"
+    /// (each may have cost frames the kernel then discarded).
+    pub errors: u64,
+}
+
 /// What a port found out about its interface when it was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortAttachment {
@@ -83,6 +99,12 @@ pub trait Port: Send {
     /// cumulative. Read by the worker now and then, not per packet.
     fn kernel_drops(&self) -> u64 {
         0
+    }
+
+    /// Frames this port received but dropped itself, by reason, cumulative. Read by
+    /// the worker now and then, not per packet.
+    fn rx_drops(&self) -> RxDrops {
+        RxDrops::default()
     }
 
     /// Called once, right before the port is dropped: return every frame the port
@@ -130,6 +152,7 @@ pub type Opened = (Box<dyn Port>, PortAttachment, Vec<String>);
 /// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
 /// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
 /// the choice can be reported.
+#[allow(clippy::type_complexity)] // a one-off tuple; a named type would add nothing
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
