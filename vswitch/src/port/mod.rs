@@ -99,12 +99,7 @@ pub fn open(
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let umem = pool.as_umem().ok_or_else(|| PortError::Unsupported {
-                name: name.to_string(),
-                mode,
-                reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
-            })?;
-            let (port, att) = afxdp::AfXdpPort::open(name, mode, umem, port_no)?;
+            let (port, att) = afxdp::AfXdpPort::open(name, mode, pool, port_no)?;
             Ok((Box::new(port), att))
         }
         PortMode::Packet => {
@@ -122,6 +117,9 @@ pub fn open(
 /// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
 /// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
 /// the choice can be reported.
+// The tuple is the port, what it found, and why the better modes failed; naming it
+// would hide that more than it helps.
+#[allow(clippy::type_complexity)]
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
