@@ -602,6 +602,48 @@ fn pool_from_another_namespace_is_refused() {
     assert_eq!(xdp_state(&t.a, &t.sw), "");
 }
 
+/// libxdp binds every socket of a pool through the pool's first one (see
+/// port/afxdp.rs): once all are closed the pool cannot bind again and says why; a
+/// fresh pool can (after the kernel let go of the old one's queue).
+#[test]
+fn closed_pool_is_reported_and_a_fresh_pool_works() {
+    if !require_root() {
+        return;
+    }
+    let t = Pair::new();
+    let mut pool = t.a.enter(|| FramePool::umem(256)).expect("UMEM");
+    let port = t.open(&pool, PortMode::XdpSkb, 1);
+    drop(port);
+    pool.reclaim_port(1);
+    let again =
+        t.a.enter(|| AfXdpPort::open(&t.sw, PortMode::XdpSkb, &pool, 1));
+    match again {
+        Err(PortError::Unsupported { reason, .. }) => {
+            assert!(reason.contains("first socket"), "{reason}")
+        }
+        other => panic!("expected Unsupported, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(xdp_state(&t.a, &t.sw), "");
+    drop(pool);
+    let fresh = t.a.enter(|| FramePool::umem(256)).expect("UMEM");
+    let deadline = Instant::now() + WAIT;
+    let port = loop {
+        match t
+            .a
+            .enter(|| AfXdpPort::open(&t.sw, PortMode::XdpSkb, &fresh, 1))
+        {
+            Ok((p, _)) => break p,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("fresh pool not bound yet: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("fresh pool: {e}"),
+        }
+    };
+    drop(port);
+    assert_eq!(xdp_state(&t.a, &t.sw), "");
+}
+
 /// The veth is deleted under an open port: nothing panics or spins, transmit drops.
 #[test]
 fn interface_deleted_under_the_port() {

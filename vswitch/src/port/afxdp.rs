@@ -44,21 +44,45 @@
 //! and dropped outside would otherwise leave its program attached, or worse, talk
 //! about an unrelated interface with the same index).
 //!
-//! Observed on kernel 6.18 with libxdp 1.6 (xsk-rs 0.11), veth, both modes, with and
-//! without a bpffs at /sys/fs/bpf: after the drop no XDP program is left on the
-//! interface (see `tests/port_afxdp.rs`). With a bpffs libxdp attaches its
-//! `xdp_dispatcher` holding `xsk_def_prog`; without one it attaches `xsk_def_prog`
-//! directly. Either way the detach is libxdp's, so no fallback detach is needed.
+//! # What was observed (kernel 6.18, libxdp 1.6 via xsk-rs 0.11, veth)
 //!
-//! One libxdp behaviour to know: the *first* socket bound from a UMEM uses the UMEM's
-//! own file descriptor, which libxdp closes only when the UMEM is deleted. After that
-//! port is dropped its XDP program is gone, but the descriptor stays bound to the
-//! interface's queue 0 until the worker's pool goes away. Other sockets of the pool
-//! share the UMEM through that descriptor, so if its interface is deleted the worker
-//! cannot bind new AF_XDP sockets (the kernel answers EBADF), and the same interface
-//! cannot get a new AF_XDP socket while the pool lives (EBUSY). `open` reports both
-//! as `Unsupported` with that explanation; the caller can fall back to AF_PACKET or
-//! a fresh pool.
+//! - Zero-copy: veth refuses `XDP_ZEROCOPY` (EOPNOTSUPP) before anything is attached,
+//!   and the copy-mode retry succeeds. A socket that shares the UMEM (every port but
+//!   the pool's first) is bound by libxdp with `XDP_SHARED_UMEM` alone and the kernel
+//!   gives it the first socket's mode whatever we asked, so the mode is read back
+//!   with `XDP_OPTIONS`. Consequence: a pool whose first port is copy mode never
+//!   gets zero-copy, and a pool whose first port is zero-copy cannot take a veth.
+//! - need_wakeup on veth (copy mode, both XDP modes): the TX flag is always set, so
+//!   each `tx_batch` makes exactly one `sendto`; the fill flag is never set.
+//! - Detach: with a bpffs at /sys/fs/bpf libxdp tries its dispatcher, whose
+//!   compatibility check fails on this kernel (no BPF_PROG_TYPE_EXT: EPERM), and
+//!   attaches `xsk_def_prog` directly; without a bpffs it does that at once. In both
+//!   cases and both modes, deleting the socket detaches the program (checked with
+//!   `ip -d link show` in `tests/port_afxdp.rs`). The dispatcher path could not be
+//!   exercised, so `XdpWatch` detaches a program libxdp would leave behind.
+//! - Namespaces: libxdp resolves the interface index in the calling thread's
+//!   namespace when attaching and detaching, and the UMEM's own socket (see below)
+//!   resolves it in the namespace the *pool* was made in. Hence the teardown runs in
+//!   the port's namespace, and `open` refuses a pool from another namespace (it
+//!   would have bound an unrelated interface with the same index there).
+//!
+//! # The pool's first socket
+//!
+//! libxdp binds the first socket of a UMEM through the UMEM's own descriptor and
+//! closes that only when the UMEM is deleted; every later socket shares the UMEM
+//! through it. Measured consequences, for the life of the pool:
+//! - once all AF_XDP sockets of the pool are closed, no new one can be made
+//!   (libxdp fails with ENOMEM while re-registering the rings): the worker has to
+//!   make a new pool (a just-deleted pool releases its queues asynchronously, so a
+//!   bind right after may briefly see EBUSY);
+//! - the first port's program is detached when it is dropped, but the descriptor
+//!   stays bound to its interface's queue 0, so that interface cannot get an AF_XDP
+//!   socket again (EINVAL from this pool, EBUSY from another);
+//! - if the first port's interface is deleted, new sockets fail with EBADF.
+//!
+//! `open` appends a pointer to this note to those errors. Best avoided by making the
+//! worker's first AF_XDP port a long-lived one (the uplink or gateway), or by
+//! binding the UMEM's own socket to an interface the switch keeps for that purpose.
 
 use super::{Port, PortAttachment, PortError, TxOutcome, netdev};
 use crate::pool::{Frame, FramePool};
@@ -537,16 +561,27 @@ fn query_xdp_prog(ifindex: u32, flags: XdpFlags) -> Option<u32> {
 /// The kernel's reason behind a socket creation error, without libc's decoration.
 fn explain(e: &xsk_rs::socket::SocketCreateError) -> String {
     use std::error::Error;
-    match e.source() {
-        Some(src) => {
-            let s = src.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_string(),
-                None => s,
-            }
-        }
-        None => e.to_string(),
+    let Some(src) = e.source() else {
+        return e.to_string();
+    };
+    let text = src.to_string();
+    let mut reason = match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text.clone(),
+    };
+    let errno = src
+        .downcast_ref::<io::Error>()
+        .and_then(io::Error::raw_os_error);
+    if matches!(
+        errno,
+        Some(libc::ENOMEM | libc::EBADF | libc::EINVAL | libc::EBUSY)
+    ) {
+        reason.push_str(
+            " (if this worker's pool had AF_XDP sockets before, its first socket may be \
+             closed or unbound; see \"The pool's first socket\" in port/afxdp.rs)",
+        );
     }
+    reason
 }
 
 /// Whether the kernel runs the socket in zero-copy mode (`XDP_OPTIONS`, Linux 5.3+).
