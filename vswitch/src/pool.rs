@@ -42,10 +42,8 @@ enum Backing {
     /// Plain memory; `base` points into the boxed slice.
     Heap(#[allow(dead_code)] Box<[u8]>),
     /// Registered UMEM; `templates[i]` is the kernel descriptor of frame `i`.
-    Umem {
-        umem: Umem,
-        templates: Vec<FrameDesc>,
-    },
+    /// `netns`: identity of the network namespace the UMEM's socket was made in.
+    Umem { umem: Umem, templates: Vec<FrameDesc>, netns: (u64, u64) },
 }
 
 pub struct FramePool {
@@ -71,7 +69,13 @@ impl FramePool {
     }
 
     /// A pool registered as an AF_XDP UMEM (needs CAP_NET_RAW and AF_XDP support).
+    ///
+    /// Create it in the network namespace of the interfaces its ports will use: the
+    /// UMEM is an AF_XDP socket of the calling thread's namespace, and libxdp binds
+    /// the first port's socket through that very descriptor, where interface indexes
+    /// are looked up in *its* namespace (see [`FramePool::netns`]).
     pub fn umem(count: u32) -> Result<FramePool, String> {
+        let netns = crate::port::netdev::current_netns_id().map_err(|e| format!("own network namespace: {e}"))?;
         let frames = NonZeroU32::new(count).ok_or("pool needs at least one frame")?;
         let frame_size = FrameSize::new(FRAME_SIZE as u32).map_err(|e| e.to_string())?;
         let ring = QueueSize::new(4096).map_err(|e| e.to_string())?;
@@ -94,11 +98,7 @@ impl FramePool {
             data.contents_mut().as_mut_ptr().sub(first.addr())
         };
         let base = NonNull::new(base).ok_or("UMEM mapping at null")?;
-        Ok(FramePool::with_backing(
-            base,
-            count,
-            Backing::Umem { umem, templates },
-        ))
+        Ok(FramePool::with_backing(base, count, Backing::Umem { umem, templates, netns }))
     }
 
     fn with_backing(base: NonNull<u8>, count: u32, backing: Backing) -> FramePool {
@@ -125,6 +125,15 @@ impl FramePool {
     pub fn as_umem(&self) -> Option<&Umem> {
         match &self.backing {
             Backing::Umem { umem, .. } => Some(umem),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// For a UMEM pool, the network namespace (nsfs device and inode) it was created
+    /// in; AF_XDP ports can only be opened on interfaces of that namespace.
+    pub fn netns(&self) -> Option<(u64, u64)> {
+        match &self.backing {
+            Backing::Umem { netns, .. } => Some(*netns),
             Backing::Heap(_) => None,
         }
     }
@@ -176,11 +185,7 @@ impl FramePool {
     /// that fill or read many frames at once.
     #[inline]
     pub fn data_ptr(&self, idx: u32) -> *mut u8 {
-        assert!(
-            idx < self.count,
-            "frame {idx} outside pool of {}",
-            self.count
-        );
+        assert!(idx < self.count, "frame {idx} outside pool of {}", self.count);
         // SAFETY: in bounds of the region by the assert above.
         unsafe { self.base.as_ptr().add(idx as usize * FRAME_SIZE + HEADROOM) }
     }
@@ -215,7 +220,7 @@ impl FramePool {
     #[inline]
     pub fn to_xdp_desc(&self, frame: &Frame) -> Option<FrameDesc> {
         match &self.backing {
-            Backing::Umem { umem, templates } => {
+            Backing::Umem { umem, templates, .. } => {
                 let mut d = *templates.get(frame.idx as usize)?;
                 // SAFETY: the descriptor is this UMEM's; the write only sets its length.
                 unsafe { umem.data_mut(&mut d).cursor().set_pos(frame.len as usize) };
@@ -235,10 +240,7 @@ impl FramePool {
         if idx >= self.count as usize || addr % FRAME_SIZE != HEADROOM {
             return None;
         }
-        Some(Frame {
-            idx: idx as u32,
-            len: desc.lengths().data() as u32,
-        })
+        Some(Frame { idx: idx as u32, len: desc.lengths().data() as u32 })
     }
 
     /// The frame index behind a completion/fill address (offset ignored).

@@ -27,11 +27,7 @@ pub enum PortError {
     #[error("no interface named '{0}'")]
     NoSuchInterface(String),
     #[error("{mode} not possible on '{name}': {reason}")]
-    Unsupported {
-        name: String,
-        mode: PortMode,
-        reason: String,
-    },
+    Unsupported { name: String, mode: PortMode, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -45,22 +41,6 @@ pub struct TxOutcome {
     pub bytes: u64,
     /// Frames that did not fit (TX ring full / would block); already freed.
     pub dropped: u32,
-}
-
-/// Frames a port took from the kernel but could not hand to the worker, one counter
-/// per reason, cumulative (Firecracker style). The kernel's own drops (queue full
-/// before the switch read) are [`Port::kernel_drops`], not here.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RxDrops {
-    /// Longer than a pool buffer ([`crate::pool::MAX_FRAME_LEN`]): jumbo frames and
-    /// unsegmented GSO/GRO super-frames.
-    pub oversize: u64,
-    /// Delivered in a state the port could not repair (e.g. a partial checksum whose
-    /// offsets lie outside the frame).
-    pub malformed: u64,
-    /// Receive calls that failed with something other than "nothing to read"
-    /// (each may have cost frames the kernel then discarded).
-    pub errors: u64,
 }
 
 /// What a port found out about its interface when it was opened.
@@ -101,12 +81,6 @@ pub trait Port: Send {
         0
     }
 
-    /// Frames this port received but dropped itself, by reason, cumulative. Read by
-    /// the worker now and then, not per packet.
-    fn rx_drops(&self) -> RxDrops {
-        RxDrops::default()
-    }
-
     /// Called once, right before the port is dropped: return every frame the port
     /// still holds in user space to the pool (kernel-held frames are reclaimed by
     /// the worker through the pool's lending record).
@@ -115,23 +89,17 @@ pub trait Port: Send {
     }
 }
 
-/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), for a
-/// worker whose pool is registered as `umem` (if it is one). `port_no` tags the
-/// frames the port lends to the kernel.
+/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), on a
+/// worker whose pool is `pool`. `port_no` tags the frames the port lends to the kernel.
 pub fn open(
     name: &str,
     mode: PortMode,
-    umem: Option<&xsk_rs::Umem>,
+    pool: &FramePool,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let umem = umem.ok_or_else(|| PortError::Unsupported {
-                name: name.to_string(),
-                mode,
-                reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
-            })?;
-            let (port, att) = afxdp::AfXdpPort::open(name, mode, umem, port_no)?;
+            let (port, att) = afxdp::AfXdpPort::open(name, mode, pool, port_no)?;
             Ok((Box::new(port), att))
         }
         PortMode::Packet => {
@@ -146,26 +114,25 @@ pub fn open(
     }
 }
 
-/// An opened port, what it attached as, and why the modes tried before it failed.
-pub type Opened = (Box<dyn Port>, PortAttachment, Vec<String>);
-
 /// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
 /// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
 /// the choice can be reported.
-#[allow(clippy::type_complexity)] // a one-off tuple; a named type would add nothing
+// The tuple is the port, what it found, and why the better modes failed; naming it
+// would hide that more than it helps.
+#[allow(clippy::type_complexity)]
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
-    umem: Option<&xsk_rs::Umem>,
+    pool: &FramePool,
     port_no: u32,
-) -> Result<Opened, PortError> {
+) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
-        return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
+        return open(name, requested, pool, port_no).map(|(p, a)| (p, a, Vec::new()));
     }
     let mut tried = Vec::new();
     let mut last = None;
     for mode in [PortMode::XdpDrv, PortMode::XdpSkb, PortMode::Packet] {
-        match open(name, mode, umem, port_no) {
+        match open(name, mode, pool, port_no) {
             Ok((p, a)) => return Ok((p, a, tried)),
             Err(PortError::NoSuchInterface(n)) => return Err(PortError::NoSuchInterface(n)),
             Err(e) => {
