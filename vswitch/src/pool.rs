@@ -43,7 +43,35 @@ enum Backing {
     Heap(#[allow(dead_code)] Box<[u8]>),
     /// Registered UMEM; `templates[i]` is the kernel descriptor of frame `i`.
     /// `netns`: identity of the network namespace the UMEM's socket was made in.
-    Umem { umem: Umem, templates: Vec<FrameDesc>, netns: (u64, u64) },
+    Umem {
+        umem: Umem,
+        templates: Vec<FrameDesc>,
+        netns: (u64, u64),
+    },
+}
+
+/// A pool's UMEM and the namespace it was registered in (see [`FramePool::netns`]).
+#[derive(Debug, Clone)]
+pub struct UmemHandle {
+    pub umem: Umem,
+    pub netns: (u64, u64),
+}
+
+/// Anything AF_XDP sockets can be bound through: the pool, or a handle to its UMEM.
+pub trait AsUmem {
+    fn umem_handle(&self) -> Option<UmemHandle>;
+}
+
+impl AsUmem for FramePool {
+    fn umem_handle(&self) -> Option<UmemHandle> {
+        FramePool::umem_handle(self)
+    }
+}
+
+impl AsUmem for UmemHandle {
+    fn umem_handle(&self) -> Option<UmemHandle> {
+        Some(self.clone())
+    }
 }
 
 pub struct FramePool {
@@ -75,7 +103,8 @@ impl FramePool {
     /// the first port's socket through that very descriptor, where interface indexes
     /// are looked up in *its* namespace (see [`FramePool::netns`]).
     pub fn umem(count: u32) -> Result<FramePool, String> {
-        let netns = crate::port::netdev::current_netns_id().map_err(|e| format!("own network namespace: {e}"))?;
+        let netns = crate::port::netdev::current_netns_id()
+            .map_err(|e| format!("own network namespace: {e}"))?;
         let frames = NonZeroU32::new(count).ok_or("pool needs at least one frame")?;
         let frame_size = FrameSize::new(FRAME_SIZE as u32).map_err(|e| e.to_string())?;
         let ring = QueueSize::new(4096).map_err(|e| e.to_string())?;
@@ -98,7 +127,15 @@ impl FramePool {
             data.contents_mut().as_mut_ptr().sub(first.addr())
         };
         let base = NonNull::new(base).ok_or("UMEM mapping at null")?;
-        Ok(FramePool::with_backing(base, count, Backing::Umem { umem, templates, netns }))
+        Ok(FramePool::with_backing(
+            base,
+            count,
+            Backing::Umem {
+                umem,
+                templates,
+                netns,
+            },
+        ))
     }
 
     fn with_backing(base: NonNull<u8>, count: u32, backing: Backing) -> FramePool {
@@ -125,6 +162,18 @@ impl FramePool {
     pub fn as_umem(&self) -> Option<&Umem> {
         match &self.backing {
             Backing::Umem { umem, .. } => Some(umem),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// What the control thread needs to bind AF_XDP sockets to this pool's UMEM
+    /// while the pool itself lives on the worker thread.
+    pub fn umem_handle(&self) -> Option<UmemHandle> {
+        match &self.backing {
+            Backing::Umem { umem, netns, .. } => Some(UmemHandle {
+                umem: umem.clone(),
+                netns: *netns,
+            }),
             Backing::Heap(_) => None,
         }
     }
@@ -185,7 +234,11 @@ impl FramePool {
     /// that fill or read many frames at once.
     #[inline]
     pub fn data_ptr(&self, idx: u32) -> *mut u8 {
-        assert!(idx < self.count, "frame {idx} outside pool of {}", self.count);
+        assert!(
+            idx < self.count,
+            "frame {idx} outside pool of {}",
+            self.count
+        );
         // SAFETY: in bounds of the region by the assert above.
         unsafe { self.base.as_ptr().add(idx as usize * FRAME_SIZE + HEADROOM) }
     }
@@ -220,7 +273,9 @@ impl FramePool {
     #[inline]
     pub fn to_xdp_desc(&self, frame: &Frame) -> Option<FrameDesc> {
         match &self.backing {
-            Backing::Umem { umem, templates, .. } => {
+            Backing::Umem {
+                umem, templates, ..
+            } => {
                 let mut d = *templates.get(frame.idx as usize)?;
                 // SAFETY: the descriptor is this UMEM's; the write only sets its length.
                 unsafe { umem.data_mut(&mut d).cursor().set_pos(frame.len as usize) };
@@ -240,7 +295,10 @@ impl FramePool {
         if idx >= self.count as usize || addr % FRAME_SIZE != HEADROOM {
             return None;
         }
-        Some(Frame { idx: idx as u32, len: desc.lengths().data() as u32 })
+        Some(Frame {
+            idx: idx as u32,
+            len: desc.lengths().data() as u32,
+        })
     }
 
     /// The frame index behind a completion/fill address (offset ignored).

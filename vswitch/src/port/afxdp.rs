@@ -85,7 +85,7 @@
 //! binding the UMEM's own socket to an interface the switch keeps for that purpose.
 
 use super::{Port, PortAttachment, PortError, TxOutcome, netdev};
-use crate::pool::{Frame, FramePool};
+use crate::pool::{AsUmem, Frame, FramePool, UmemHandle};
 use std::fs::File;
 use std::io;
 use std::mem::ManuallyDrop;
@@ -222,7 +222,7 @@ impl AfXdpPort {
     pub fn open(
         name: &str,
         mode: PortMode,
-        pool: &FramePool,
+        pool: &impl AsUmem,
         port_no: u32,
     ) -> Result<(AfXdpPort, PortAttachment), PortError> {
         let unsupported = |reason: String| PortError::Unsupported {
@@ -254,11 +254,16 @@ impl AfXdpPort {
             ),
             _ => return Err(unsupported("not an AF_XDP mode".into())),
         };
-        let (Some(umem), Some(pool_netns)) = (pool.as_umem(), pool.netns()) else {
+        let Some(UmemHandle {
+            umem,
+            netns: pool_netns,
+        }) = pool.umem_handle()
+        else {
             return Err(unsupported(
                 "this worker has no UMEM (AF_XDP unavailable)".into(),
             ));
         };
+        let umem = &umem;
         let netns = current_netns()?;
         let here = netns_id(&netns)?;
         if here != pool_netns {

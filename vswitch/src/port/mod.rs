@@ -10,11 +10,12 @@
 //! A port is owned by exactly one poll worker and only ever touched by that thread.
 
 pub mod afxdp;
+pub mod anchor;
 pub mod memory;
 pub mod netdev;
 pub mod packet;
 
-use crate::pool::{Frame, FramePool};
+use crate::pool::{Frame, FramePool, UmemHandle};
 use std::os::fd::RawFd;
 use vswitch_proto::PortMode;
 
@@ -27,7 +28,11 @@ pub enum PortError {
     #[error("no interface named '{0}'")]
     NoSuchInterface(String),
     #[error("{mode} not possible on '{name}': {reason}")]
-    Unsupported { name: String, mode: PortMode, reason: String },
+    Unsupported {
+        name: String,
+        mode: PortMode,
+        reason: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +46,22 @@ pub struct TxOutcome {
     pub bytes: u64,
     /// Frames that did not fit (TX ring full / would block); already freed.
     pub dropped: u32,
+}
+
+/// Frames a port took from the kernel but could not hand to the worker, one counter
+/// per reason, cumulative (Firecracker style). The kernel's own drops (queue full
+/// before the switch read) are [`Port::kernel_drops`], not here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxDrops {
+    /// Longer than a pool buffer ([`crate::pool::MAX_FRAME_LEN`]): jumbo frames and
+    /// unsegmented GSO/GRO super-frames.
+    pub oversize: u64,
+    /// Delivered in a state the port could not repair (e.g. a partial checksum whose
+    /// offsets lie outside the frame).
+    pub malformed: u64,
+    /// Receive calls that failed with something other than "nothing to read"
+    /// (each may have cost frames the kernel then discarded).
+    pub errors: u64,
 }
 
 /// What a port found out about its interface when it was opened.
@@ -81,6 +102,12 @@ pub trait Port: Send {
         0
     }
 
+    /// Frames this port received but dropped itself, by reason, cumulative. Read by
+    /// the worker now and then, not per packet.
+    fn rx_drops(&self) -> RxDrops {
+        RxDrops::default()
+    }
+
     /// Called once, right before the port is dropped: return every frame the port
     /// still holds in user space to the pool (kernel-held frames are reclaimed by
     /// the worker through the pool's lending record).
@@ -94,12 +121,19 @@ pub trait Port: Send {
 pub fn open(
     name: &str,
     mode: PortMode,
-    pool: &FramePool,
+    umem: Option<&UmemHandle>,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let (port, att) = afxdp::AfXdpPort::open(name, mode, pool, port_no)?;
+            let (port, att) = {
+                let umem = umem.ok_or_else(|| PortError::Unsupported {
+                    name: name.to_string(),
+                    mode,
+                    reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
+                })?;
+                afxdp::AfXdpPort::open(name, mode, umem, port_no)?
+            };
             Ok((Box::new(port), att))
         }
         PortMode::Packet => {
@@ -123,16 +157,16 @@ pub fn open(
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
-    pool: &FramePool,
+    umem: Option<&UmemHandle>,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
-        return open(name, requested, pool, port_no).map(|(p, a)| (p, a, Vec::new()));
+        return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
     }
     let mut tried = Vec::new();
     let mut last = None;
     for mode in [PortMode::XdpDrv, PortMode::XdpSkb, PortMode::Packet] {
-        match open(name, mode, pool, port_no) {
+        match open(name, mode, umem, port_no) {
             Ok((p, a)) => return Ok((p, a, tried)),
             Err(PortError::NoSuchInterface(n)) => return Err(PortError::NoSuchInterface(n)),
             Err(e) => {

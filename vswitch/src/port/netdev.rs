@@ -13,9 +13,16 @@ pub fn ifindex(name: &str) -> Option<u32> {
 
 fn sysfs(name: &str, attr: &str) -> io::Result<String> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
     }
-    Ok(std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"))?.trim().to_string())
+    Ok(
+        std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}"))?
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Asks the kernel about an interface with an `ifreq` ioctl. Unlike /sys/class/net,
@@ -26,7 +33,10 @@ fn ifreq(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
     }
     // SAFETY: plain socket(2); the descriptor is owned right below.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -74,7 +84,10 @@ pub fn mtu(name: &str) -> u32 {
             return mtu;
         }
     }
-    sysfs(name, "mtu").ok().and_then(|s| s.parse().ok()).unwrap_or(1500)
+    sysfs(name, "mtu")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500)
 }
 
 /// Identity (nsfs device, inode) of the calling thread's network namespace.
@@ -89,7 +102,12 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!("interface name '{name}' must be 1 to 15 bytes"));
     }
-    if name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':') {
+    if name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':')
+    {
         return Err(format!("'{name}' is not a valid interface name"));
     }
     Ok(())
