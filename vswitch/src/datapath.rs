@@ -227,10 +227,21 @@ impl Datapath {
                 "mode 'memory' exists only in-process",
             ));
         }
-        if self.ports.contains_key(&p.name) {
+        if let Some(rec) = self.ports.get(&p.name) {
+            // Adding what is already there is a no-op (like `ovs-vsctl --may-exist
+            // add-port`): a restarted switch restores its ports before its clients
+            // re-add them, and a CNI ADD may be retried.
+            let i = &rec.info;
+            let same = i.kind == p.kind && i.requested_mode == p.mode && i.state == PortState::Up;
+            if same && netdev::ifindex(&p.name) == Some(i.ifindex) {
+                return Ok(i.clone());
+            }
             return Err(err(
                 ErrorCode::Exists,
-                format!("port '{}' exists already", p.name),
+                format!(
+                    "port '{}' exists already (kind {}, mode {}, {:?})",
+                    p.name, i.kind, i.requested_mode, i.state
+                ),
             ));
         }
         let w = self.least_loaded_worker();
