@@ -67,7 +67,10 @@ pub struct ErrorReply {
 
 impl ErrorReply {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorReply { code, message: message.into() }
+        ErrorReply {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -93,10 +96,18 @@ pub struct Response {
 
 impl Response {
     pub fn ok(id: RequestId, result: Value) -> Self {
-        Response { id, result: Some(result), error: None }
+        Response {
+            id,
+            result: Some(result),
+            error: None,
+        }
     }
     pub fn err(id: RequestId, error: ErrorReply) -> Self {
-        Response { id, result: None, error: Some(error) }
+        Response {
+            id,
+            result: None,
+            error: Some(error),
+        }
     }
     /// The result, or the error as a Rust error.
     pub fn into_result(self) -> Result<Value, ErrorReply> {
@@ -128,31 +139,57 @@ pub fn decode_request(line: &[u8]) -> Result<Request, (RequestId, ErrorReply)> {
             null,
             ErrorReply::new(
                 ErrorCode::TooLarge,
-                format!("request of {} bytes exceeds the limit of {MAX_LINE_BYTES}", line.len()),
+                format!(
+                    "request of {} bytes exceeds the limit of {MAX_LINE_BYTES}",
+                    line.len()
+                ),
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(line)
-        .map_err(|e| (Value::Null, ErrorReply::new(ErrorCode::ParseError, e.to_string())))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        (
+            Value::Null,
+            ErrorReply::new(ErrorCode::ParseError, e.to_string()),
+        )
+    })?;
     let Value::Object(mut obj) = value else {
-        return Err((null, ErrorReply::new(ErrorCode::InvalidRequest, "request must be a JSON object")));
+        return Err((
+            null,
+            ErrorReply::new(ErrorCode::InvalidRequest, "request must be a JSON object"),
+        ));
     };
     let id = match obj.remove("id") {
         Some(id @ (Value::Number(_) | Value::String(_))) => id,
         Some(_) => {
             return Err((
                 Value::Null,
-                ErrorReply::new(ErrorCode::InvalidRequest, "'id' must be a number or a string"),
+                ErrorReply::new(
+                    ErrorCode::InvalidRequest,
+                    "'id' must be a number or a string",
+                ),
             ));
         }
         None => {
-            return Err((Value::Null, ErrorReply::new(ErrorCode::InvalidRequest, "missing 'id'")));
+            return Err((
+                Value::Null,
+                ErrorReply::new(ErrorCode::InvalidRequest, "missing 'id'"),
+            ));
         }
     };
     let op = match obj.remove("op") {
         Some(Value::String(op)) => op,
-        Some(_) => return Err((id, ErrorReply::new(ErrorCode::InvalidRequest, "'op' must be a string"))),
-        None => return Err((id, ErrorReply::new(ErrorCode::InvalidRequest, "missing 'op'"))),
+        Some(_) => {
+            return Err((
+                id,
+                ErrorReply::new(ErrorCode::InvalidRequest, "'op' must be a string"),
+            ));
+        }
+        None => {
+            return Err((
+                id,
+                ErrorReply::new(ErrorCode::InvalidRequest, "missing 'op'"),
+            ));
+        }
     };
     let params = obj.remove("params").unwrap_or(Value::Null);
     match decode_op(&op, params) {
@@ -168,10 +205,17 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "add_port" => typed::<AddPortParams>(op, params).map(Op::AddPort),
         "del_port" => typed::<DelPortParams>(op, params).map(Op::DelPort),
         "stats" => {
-            let params = if params.is_null() { Value::Object(Default::default()) } else { params };
+            let params = if params.is_null() {
+                Value::Object(Default::default())
+            } else {
+                params
+            };
             typed::<StatsParams>(op, params).map(Op::Stats)
         }
-        other => Err(ErrorReply::new(ErrorCode::UnknownOp, format!("unknown op '{}'", truncate(other)))),
+        other => Err(ErrorReply::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op '{}'", truncate(other)),
+        )),
     }
 }
 
@@ -179,13 +223,19 @@ fn no_params(op: &str, params: Value) -> Result<(), ErrorReply> {
     match params {
         Value::Null => Ok(()),
         Value::Object(m) if m.is_empty() => Ok(()),
-        _ => Err(ErrorReply::new(ErrorCode::InvalidParams, format!("'{op}' takes no params"))),
+        _ => Err(ErrorReply::new(
+            ErrorCode::InvalidParams,
+            format!("'{op}' takes no params"),
+        )),
     }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(op: &str, params: Value) -> Result<T, ErrorReply> {
     if params.is_null() {
-        return Err(ErrorReply::new(ErrorCode::InvalidParams, format!("'{op}' needs params")));
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidParams,
+            format!("'{op}' needs params"),
+        ));
     }
     serde_json::from_value(params)
         .map_err(|e| ErrorReply::new(ErrorCode::InvalidParams, format!("{op}: {e}")))
@@ -221,12 +271,34 @@ mod tests {
         assert_eq!(r.id, Value::String("a".into()));
         assert_eq!(
             r.op,
-            Op::AddPort(AddPortParams { name: "v0".into(), kind: PortKind::Uplink, mode: PortMode::XdpSkb })
+            Op::AddPort(AddPortParams {
+                name: "v0".into(),
+                kind: PortKind::Uplink,
+                mode: PortMode::XdpSkb
+            })
         );
-        let r = decode_request(br#"{"id":2,"op":"add_port","params":{"name":"v0"}}"#).expect("defaults");
-        assert_eq!(r.op, Op::AddPort(AddPortParams { name: "v0".into(), kind: PortKind::Pod, mode: PortMode::Auto }));
-        assert_eq!(decode_request(br#"{"id":3,"op":"stats"}"#).expect("stats").op, Op::Stats(StatsParams::default()));
-        assert_eq!(decode_request(br#"{"id":3,"op":"list_ports","params":{}}"#).expect("lp").op, Op::ListPorts);
+        let r = decode_request(br#"{"id":2,"op":"add_port","params":{"name":"v0"}}"#)
+            .expect("defaults");
+        assert_eq!(
+            r.op,
+            Op::AddPort(AddPortParams {
+                name: "v0".into(),
+                kind: PortKind::Pod,
+                mode: PortMode::Auto
+            })
+        );
+        assert_eq!(
+            decode_request(br#"{"id":3,"op":"stats"}"#)
+                .expect("stats")
+                .op,
+            Op::Stats(StatsParams::default())
+        );
+        assert_eq!(
+            decode_request(br#"{"id":3,"op":"list_ports","params":{}}"#)
+                .expect("lp")
+                .op,
+            Op::ListPorts
+        );
         let r = decode_request(br#"{"id":4,"op":"del_port","params":{"name":"v0"}}"#).expect("del");
         assert_eq!(r.op, Op::DelPort(DelPortParams { name: "v0".into() }));
     }
@@ -235,11 +307,18 @@ mod tests {
     fn request_round_trips_through_serde() {
         let req = Request {
             id: Value::from(9),
-            op: Op::AddPort(AddPortParams { name: "x".into(), kind: PortKind::Gateway, mode: PortMode::Packet }),
+            op: Op::AddPort(AddPortParams {
+                name: "x".into(),
+                kind: PortKind::Gateway,
+                mode: PortMode::Packet,
+            }),
         };
         let line = serde_json::to_vec(&req).expect("encode");
         assert_eq!(decode_request(&line).expect("decode"), req);
-        let req = Request { id: Value::from(10), op: Op::ListPorts };
+        let req = Request {
+            id: Value::from(10),
+            op: Op::ListPorts,
+        };
         let line = serde_json::to_vec(&req).expect("encode");
         assert_eq!(decode_request(&line).expect("decode"), req);
     }
@@ -250,17 +329,40 @@ mod tests {
         assert_eq!(err_code(r#"{"id":1,"op":"hello""#), ErrorCode::ParseError);
         assert_eq!(err_code("[1,2]"), ErrorCode::InvalidRequest);
         assert_eq!(err_code(r#"{"op":"hello"}"#), ErrorCode::InvalidRequest);
-        assert_eq!(err_code(r#"{"id":{},"op":"hello"}"#), ErrorCode::InvalidRequest);
+        assert_eq!(
+            err_code(r#"{"id":{},"op":"hello"}"#),
+            ErrorCode::InvalidRequest
+        );
         assert_eq!(err_code(r#"{"id":1,"op":7}"#), ErrorCode::InvalidRequest);
-        assert_eq!(err_code(r#"{"id":1,"op":"frobnicate"}"#), ErrorCode::UnknownOp);
-        assert_eq!(err_code(r#"{"id":1,"op":"add_port"}"#), ErrorCode::InvalidParams);
-        assert_eq!(err_code(r#"{"id":1,"op":"add_port","params":{"name":3}}"#), ErrorCode::InvalidParams);
-        assert_eq!(err_code(r#"{"id":1,"op":"add_port","params":{"name":"a","mode":"turbo"}}"#), ErrorCode::InvalidParams);
-        assert_eq!(err_code(r#"{"id":1,"op":"add_port","params":{"name":"a","bogus":1}}"#), ErrorCode::InvalidParams);
-        assert_eq!(err_code(r#"{"id":1,"op":"hello","params":[1]}"#), ErrorCode::InvalidParams);
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"frobnicate"}"#),
+            ErrorCode::UnknownOp
+        );
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"add_port"}"#),
+            ErrorCode::InvalidParams
+        );
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"add_port","params":{"name":3}}"#),
+            ErrorCode::InvalidParams
+        );
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"add_port","params":{"name":"a","mode":"turbo"}}"#),
+            ErrorCode::InvalidParams
+        );
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"add_port","params":{"name":"a","bogus":1}}"#),
+            ErrorCode::InvalidParams
+        );
+        assert_eq!(
+            err_code(r#"{"id":1,"op":"hello","params":[1]}"#),
+            ErrorCode::InvalidParams
+        );
         let big = vec![b' '; MAX_LINE_BYTES + 1];
         assert!(matches!(decode_request(&big), Err((_, e)) if e.code == ErrorCode::TooLarge));
-        assert!(matches!(decode_request(&[0xff, 0xfe]), Err((_, e)) if e.code == ErrorCode::ParseError));
+        assert!(
+            matches!(decode_request(&[0xff, 0xfe]), Err((_, e)) if e.code == ErrorCode::ParseError)
+        );
     }
 
     #[test]
@@ -272,11 +374,17 @@ mod tests {
 
     #[test]
     fn responses_encode_as_one_line() {
-        let line = encode_response(&Response::err(Value::from(1), ErrorReply::new(ErrorCode::NotFound, "no\nport")));
+        let line = encode_response(&Response::err(
+            Value::from(1),
+            ErrorReply::new(ErrorCode::NotFound, "no\nport"),
+        ));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!(line.last(), Some(&b'\n'));
         let back: Response = serde_json::from_slice(&line).expect("decode");
-        assert_eq!(back.into_result().expect_err("err").code, ErrorCode::NotFound);
+        assert_eq!(
+            back.into_result().expect_err("err").code,
+            ErrorCode::NotFound
+        );
     }
 
     #[test]

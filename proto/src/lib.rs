@@ -9,11 +9,13 @@ pub mod port;
 pub mod stats;
 
 pub use codec::{
-    decode_request, encode_response, ErrorCode, ErrorReply, Request, RequestId, Response,
-    MAX_LINE_BYTES, PROTOCOL_VERSION,
+    ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
+    decode_request, encode_response,
 };
 pub use port::{AddPortParams, DelPortParams, PortInfo, PortKind, PortMode, PortState};
-pub use stats::{DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats};
+pub use stats::{
+    DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats,
+};
 
 /// Every operation the control socket understands, with its parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,1 +1,18 @@
+//! The vswitch datapath: ports, frame pools, poll workers, the learning bridge.
+//!
+//! See `docs/architecture.md` for who owns what and how a frame travels.
 
+pub mod bridge;
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod daemon;
+pub mod datapath;
+pub mod persist;
+pub mod pool;
+pub mod port;
+pub mod snapshot;
+pub mod wire;
+pub mod worker;
+
+pub use datapath::{Datapath, DatapathConfig};

@@ -1,1 +1,224 @@
-fn main() {}
+//! `vsctl`: command line for the `vswitchd` control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use vswitch_control::{Client, DEFAULT_SOCKET, format};
+use vswitch_proto::{
+    AddPortParams, DelPortParams, HelloReply, Op, PortInfo, PortKind, PortMode, StatsParams,
+    StatsReply,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vsctl",
+    version,
+    about = "Configure and inspect a running vswitchd through its control socket"
+)]
+struct Cli {
+    /// Control socket of the vswitchd to talk to.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the daemon's result as JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach an interface to the switch as a port.
+    AddPort {
+        /// Interface name in the switch's network namespace.
+        ifname: String,
+        /// What the port connects the switch to.
+        #[arg(long, default_value = "pod", value_parser = kind_parser())]
+        kind: PortKind,
+        /// How to read and write the interface; auto tries xdp-drv, xdp-skb, packet in turn.
+        #[arg(long, default_value = "auto", value_parser = mode_parser())]
+        mode: PortMode,
+    },
+    /// Detach a port from the switch.
+    DelPort { ifname: String },
+    /// Show the daemon and its ports.
+    Show,
+    /// Show traffic and drop counters, of all ports or of one.
+    Stats { ifname: Option<String> },
+}
+
+/// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
+fn kind_parser() -> impl TypedValueParser<Value = PortKind> {
+    PossibleValuesParser::new(PortKind::ALL.map(PortKind::as_str))
+        .try_map(|s| s.parse::<PortKind>())
+}
+
+/// The modes a user may ask for (`memory` is for tests in-process only).
+fn mode_parser() -> impl TypedValueParser<Value = PortMode> {
+    let modes = [
+        PortMode::Auto,
+        PortMode::XdpDrv,
+        PortMode::XdpSkb,
+        PortMode::Packet,
+    ];
+    PossibleValuesParser::new(modes.map(PortMode::as_str)).try_map(|s| s.parse::<PortMode>())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match run(&cli) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vsctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out as clap writes them; real usage errors become one line,
+/// like every other error of ours.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("vsctl: {first} (see 'vsctl --help')");
+    ExitCode::from(2)
+}
+
+/// Carries out the command and returns what to print.
+fn run(cli: &Cli) -> anyhow::Result<String> {
+    let mut client = Client::connect(&cli.socket)?;
+    let json = cli.json;
+    match &cli.command {
+        Command::AddPort { ifname, kind, mode } => {
+            let v = client.call(Op::AddPort(AddPortParams {
+                name: ifname.clone(),
+                kind: *kind,
+                mode: *mode,
+            }))?;
+            output::<PortInfo>(&client, v, json, format::added_port)
+        }
+        Command::DelPort { ifname } => {
+            let v = client.call(Op::DelPort(DelPortParams {
+                name: ifname.clone(),
+            }))?;
+            if json {
+                pretty(&v)
+            } else {
+                Ok(format!("deleted {ifname}\n"))
+            }
+        }
+        Command::Show => {
+            let hello = client.call(Op::Hello)?;
+            let ports = client.call(Op::ListPorts)?;
+            if json {
+                return pretty(&json!({ "daemon": hello, "ports": ports }));
+            }
+            let hello: HelloReply = client.decode(hello)?;
+            let ports: Vec<PortInfo> = client.decode(ports)?;
+            Ok(format::show(&hello, &ports))
+        }
+        Command::Stats { ifname } => {
+            let v = client.call(Op::Stats(StatsParams {
+                port: ifname.clone(),
+            }))?;
+            output::<StatsReply>(&client, v, json, |s| format::stats(s, ifname.is_some()))
+        }
+    }
+}
+
+/// The raw result with `--json`, else the typed result through `text`.
+fn output<T: DeserializeOwned>(
+    client: &Client,
+    v: Value,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    if json {
+        return pretty(&v);
+    }
+    let typed: T = client.decode(v)?;
+    let mut s = text(&typed);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+fn pretty(v: &Value) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(v).context("formatting JSON")?;
+    s.push('\n');
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_before_and_after_the_subcommand() {
+        let a =
+            Cli::try_parse_from(["vsctl", "--socket", "/s", "--json", "stats"]).expect("before");
+        let b = Cli::try_parse_from(["vsctl", "stats", "--socket", "/s", "--json"]).expect("after");
+        for cli in [a, b] {
+            assert_eq!(cli.socket, PathBuf::from("/s"));
+            assert!(cli.json);
+            assert!(matches!(cli.command, Command::Stats { ifname: None }));
+        }
+    }
+
+    #[test]
+    fn add_port_defaults_and_choices() {
+        let cli = Cli::try_parse_from(["vsctl", "add-port", "veth1"]).expect("defaults");
+        assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(matches!(
+            cli.command,
+            Command::AddPort { ref ifname, kind: PortKind::Pod, mode: PortMode::Auto } if ifname == "veth1"
+        ));
+        let cli = Cli::try_parse_from([
+            "vsctl", "add-port", "eth0", "--kind", "uplink", "--mode", "xdp-skb",
+        ])
+        .expect("explicit");
+        assert!(matches!(
+            cli.command,
+            Command::AddPort {
+                kind: PortKind::Uplink,
+                mode: PortMode::XdpSkb,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--mode", "memory"]).is_err());
+        assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--kind", "router"]).is_err());
+    }
+}

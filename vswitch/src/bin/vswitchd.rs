@@ -1,1 +1,75 @@
-fn main() {}
+//! vswitchd: the switch daemon. Ports, per-CPU poll workers, the control socket.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use vswitch::Datapath;
+use vswitch::config::{DaemonConfig, parse_cores};
+use vswitch::control::ControlServer;
+use vswitch::daemon::Daemon;
+use vswitch::persist::StateStore;
+
+#[derive(Parser, Debug)]
+#[command(name = "vswitchd", version, about = "Userspace AF_XDP switch daemon")]
+struct Args {
+    /// Control socket (created mode 0600).
+    #[arg(long, default_value = "/run/vswitch/vswitchd.sock")]
+    socket: PathBuf,
+    /// Optional TOML configuration; built-in defaults otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// CPUs for poll workers, e.g. "1" or "0,1" or "0-3" (default: one worker, not pinned).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Where ports are kept across restarts.
+    #[arg(long, default_value = "/var/lib/vswitch")]
+    state_dir: PathBuf,
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let cfg = match &args.config {
+        Some(p) => DaemonConfig::load(p)?,
+        None => DaemonConfig::default(),
+    };
+    let cores: Vec<Option<usize>> = match &args.cores {
+        Some(list) => parse_cores(list)?.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let store = StateStore::open(&args.state_dir)
+        .map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
+    let mut server = ControlServer::bind(&args.socket)
+        .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
+    let dp = Datapath::new(cfg.datapath(cores)).map_err(|e| format!("datapath: {e}"))?;
+    let mut daemon = Daemon::new(dp, Some(store));
+    let (restored, skipped) = daemon.restore();
+    tracing::info!(socket = %args.socket.display(), restored, skipped, "vswitchd ready");
+    let served = server.run(&mut daemon, &shutdown);
+    tracing::info!("shutting down");
+    // Workers stop and close every socket (detaching XDP) before the socket file goes.
+    daemon.datapath().shutdown();
+    let _ = std::fs::remove_file(&args.socket);
+    served.map_err(|e| format!("control socket: {e}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Human-readable output of `vsctl`: pure functions from protocol values to text,
+//! shaped after the Open vSwitch tools users already read (`ovs-vsctl show`,
+//! `ovs-ofctl dump-ports`, `ovs-appctl dpif-netdev/pmd-stats-show`).
+
+use std::fmt::Write as _;
+
+use vswitch_proto::{
+    DropCounters, DropReason, HelloReply, PortInfo, PortState, PortStats, StatsReply,
+};
+
+/// The line `add-port` prints: the port number and the mode actually in use.
+pub fn added_port(p: &PortInfo) -> String {
+    format!(
+        "added {} as port {} (mode {}, worker {})",
+        p.name, p.port_no, p.mode, p.worker
+    )
+}
+
+/// `vsctl show`: the daemon, then every port with its settings, by port number.
+pub fn show(hello: &HelloReply, ports: &[PortInfo]) -> String {
+    let mut out = format!(
+        "vswitchd {} (pid {}, protocol {})\n",
+        hello.version, hello.pid, hello.protocol
+    );
+    let mut ports: Vec<&PortInfo> = ports.iter().collect();
+    ports.sort_by_key(|p| p.port_no);
+    for p in ports {
+        let _ = writeln!(out, "    Port {}", p.name);
+        let _ = writeln!(out, "        port_no: {}", p.port_no);
+        let _ = writeln!(out, "        kind: {}", p.kind);
+        let _ = writeln!(
+            out,
+            "        mode: {} (requested {})",
+            p.mode, p.requested_mode
+        );
+        let _ = writeln!(out, "        zero_copy: {}", p.zero_copy);
+        let _ = writeln!(out, "        worker: {}", p.worker);
+        let _ = writeln!(out, "        ifindex: {}", p.ifindex);
+        let _ = writeln!(out, "        mac: {}", p.mac);
+        let _ = writeln!(out, "        mtu: {}", p.mtu);
+        let state = match p.state {
+            PortState::Up => "up",
+            PortState::Down => "down",
+        };
+        let _ = writeln!(out, "        state: {state}");
+    }
+    out
+}
+
+/// `vsctl stats`: per port traffic and drops, then (for the whole switch, not when
+/// one port was asked for) the learning counters and one line per poll worker.
+pub fn stats(s: &StatsReply, one_port: bool) -> String {
+    let mut out = format!(
+        "port stats: {} port{}\n",
+        s.ports.len(),
+        plural(s.ports.len())
+    );
+    let mut ports: Vec<_> = s.ports.iter().collect();
+    ports.sort_by_key(|p| p.port_no);
+    let no_width = ports
+        .iter()
+        .map(|p| p.port_no.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let head = |p: &PortStats| format!("  port {:>no_width$} {}: ", p.port_no, p.name);
+    // Counters start in one column for all ports, so they can be compared by eye.
+    let head_width = ports
+        .iter()
+        .map(|p| head(p).chars().count())
+        .max()
+        .unwrap_or(0);
+    for p in ports {
+        let head = format!("{:<head_width$}", head(p));
+        let pad = " ".repeat(head_width);
+        let _ = writeln!(out, "{head}rx pkts={}, bytes={}", p.rx_packets, p.rx_bytes);
+        let _ = writeln!(out, "{pad}tx pkts={}, bytes={}", p.tx_packets, p.tx_bytes);
+        let _ = writeln!(out, "{pad}{}", drops(&p.drops));
+    }
+    if one_port {
+        return out;
+    }
+    let w = &s.switch;
+    let _ = writeln!(
+        out,
+        "switch: mac entries={}/{}, learned={}, moved={}, aged={}, table_full={}",
+        w.mac_entries, w.mac_capacity, w.mac_learned, w.mac_moved, w.mac_aged, w.mac_table_full
+    );
+    let _ = writeln!(
+        out,
+        "        flooded={}, ports_vanished={}",
+        w.flooded, w.ports_vanished
+    );
+    let _ = writeln!(out, "        {}", drops(&w.drops));
+    for wk in &s.workers {
+        let core = match wk.core {
+            Some(c) => format!("core {c}"),
+            None => "not pinned".to_string(),
+        };
+        let batch = if wk.rx_batches > 0 {
+            format!(
+                " ({:.1}/batch)",
+                wk.rx_packets as f64 / wk.rx_batches as f64
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "worker {} ({core}): ports={}, rx pkts={}, batches={}{batch}, busy iterations={}, idle iterations={}, sleeps={}",
+            wk.id,
+            wk.ports,
+            wk.rx_packets,
+            wk.rx_batches,
+            wk.busy_iterations,
+            wk.idle_iterations,
+            wk.sleeps
+        );
+    }
+    out
+}
+
+/// `drop=N`, then the reasons that are not zero: `drop=3: ring_full=2, no_buffer=1`.
+fn drops(d: &DropCounters) -> String {
+    let reasons: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|r| d.get(**r) > 0)
+        .map(|r| format!("{}={}", r.name(), d.get(*r)))
+        .collect();
+    if reasons.is_empty() {
+        format!("drop={}", d.total())
+    } else {
+        format!("drop={}: {}", d.total(), reasons.join(", "))
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch_proto::{PortKind, PortMode, SwitchStats, WorkerStats};
+
+    fn port(name: &str, port_no: u32) -> PortInfo {
+        PortInfo {
+            name: name.into(),
+            port_no,
+            kind: PortKind::Pod,
+            requested_mode: PortMode::Auto,
+            mode: PortMode::XdpDrv,
+            zero_copy: false,
+            worker: 0,
+            ifindex: 7,
+            mac: "02:00:00:00:00:01".into(),
+            mtu: 1500,
+            state: PortState::Up,
+        }
+    }
+
+    #[test]
+    fn added_port_names_the_effective_mode() {
+        assert_eq!(
+            added_port(&port("veth1", 1)),
+            "added veth1 as port 1 (mode xdp-drv, worker 0)"
+        );
+    }
+
+    #[test]
+    fn show_lists_ports_by_number() {
+        let hello = HelloReply {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+        };
+        let mut up = port("eth0", 1);
+        up.kind = PortKind::Uplink;
+        up.requested_mode = PortMode::XdpSkb;
+        up.mode = PortMode::XdpSkb;
+        up.zero_copy = true;
+        let mut down = port("veth1", 2);
+        down.state = PortState::Down;
+        down.ifindex = 0;
+        let text = show(&hello, &[down, up]);
+        let expected = "\
+vswitchd 0.1.0 (pid 42, protocol 1)
+    Port eth0
+        port_no: 1
+        kind: uplink
+        mode: xdp-skb (requested xdp-skb)
+        zero_copy: true
+        worker: 0
+        ifindex: 7
+        mac: 02:00:00:00:00:01
+        mtu: 1500
+        state: up
+    Port veth1
+        port_no: 2
+        kind: pod
+        mode: xdp-drv (requested auto)
+        zero_copy: false
+        worker: 0
+        ifindex: 0
+        mac: 02:00:00:00:00:01
+        mtu: 1500
+        state: down
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn show_without_ports_is_one_line() {
+        let hello = HelloReply {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+        };
+        assert_eq!(show(&hello, &[]), "vswitchd 0.1.0 (pid 42, protocol 1)\n");
+    }
+
+    fn sample_stats() -> StatsReply {
+        let drops = DropCounters {
+            ring_full: 2,
+            no_buffer: 1,
+            ..DropCounters::default()
+        };
+        let switch_drops = DropCounters {
+            malformed: 5,
+            ..DropCounters::default()
+        };
+        StatsReply {
+            ports: vec![
+                PortStats {
+                    name: "veth10".into(),
+                    port_no: 10,
+                    rx_packets: 5,
+                    rx_bytes: 420,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                    drops: DropCounters::default(),
+                },
+                PortStats {
+                    name: "veth1".into(),
+                    port_no: 1,
+                    rx_packets: 120,
+                    rx_bytes: 10080,
+                    tx_packets: 118,
+                    tx_bytes: 9912,
+                    drops,
+                },
+            ],
+            switch: SwitchStats {
+                mac_entries: 2,
+                mac_capacity: 4096,
+                mac_learned: 3,
+                mac_moved: 1,
+                mac_aged: 1,
+                mac_table_full: 0,
+                flooded: 4,
+                ports_vanished: 0,
+                drops: switch_drops,
+            },
+            workers: vec![
+                WorkerStats {
+                    id: 0,
+                    core: Some(2),
+                    ports: 2,
+                    busy_iterations: 100,
+                    idle_iterations: 5000,
+                    sleeps: 12,
+                    rx_packets: 125,
+                    rx_batches: 50,
+                },
+                WorkerStats {
+                    id: 1,
+                    core: None,
+                    ..WorkerStats::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn stats_shaped_like_dump_ports() {
+        let expected = "\
+port stats: 2 ports
+  port  1 veth1:  rx pkts=120, bytes=10080
+                  tx pkts=118, bytes=9912
+                  drop=3: ring_full=2, no_buffer=1
+  port 10 veth10: rx pkts=5, bytes=420
+                  tx pkts=0, bytes=0
+                  drop=0
+switch: mac entries=2/4096, learned=3, moved=1, aged=1, table_full=0
+        flooded=4, ports_vanished=0
+        drop=5: malformed=5
+worker 0 (core 2): ports=2, rx pkts=125, batches=50 (2.5/batch), busy iterations=100, idle iterations=5000, sleeps=12
+worker 1 (not pinned): ports=0, rx pkts=0, batches=0, busy iterations=0, idle iterations=0, sleeps=0
+";
+        assert_eq!(stats(&sample_stats(), false), expected);
+    }
+
+    #[test]
+    fn stats_of_one_port_leaves_out_the_switch() {
+        let mut s = sample_stats();
+        s.ports.retain(|p| p.name == "veth1");
+        let text = stats(&s, true);
+        assert!(
+            text.starts_with("port stats: 1 port\n  port 1 veth1: rx pkts=120"),
+            "{text}"
+        );
+        assert!(!text.contains("switch:"));
+        assert!(!text.contains("worker"));
+    }
+
+    #[test]
+    fn every_drop_reason_is_named() {
+        let all = DropCounters::from_array(&[1; DropReason::COUNT]);
+        let line = drops(&all);
+        for r in DropReason::ALL {
+            assert!(line.contains(&format!("{}=1", r.name())), "{line}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `vswitchd --config FILE`: optional TOML; every key has a built-in default.
+//!
+//! ```toml
+//! [datapath]
+//! pool_frames = 16384     # 2 KiB frames per poll worker (its UMEM)
+//! idle_spin_us = 200      # keep polling this long after the last frame
+//! max_sleep_ms = 10       # longest idle sleep in poll(2)
+//! afxdp = true            # false: never create UMEMs (packet mode only)
+//!
+//! [bridge]
+//! mac_aging_s = 300
+//! mac_table_size = 8192
+//! ```
+
+use crate::DatapathConfig;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub datapath: DatapathSection,
+    pub bridge: BridgeSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathSection {
+    pub pool_frames: u32,
+    pub idle_spin_us: u64,
+    pub max_sleep_ms: u64,
+    pub afxdp: bool,
+}
+
+impl Default for DatapathSection {
+    fn default() -> Self {
+        let d = DatapathConfig::default();
+        DatapathSection {
+            pool_frames: d.pool_frames,
+            idle_spin_us: d.idle_spin.as_micros() as u64,
+            max_sleep_ms: d.max_sleep.as_millis() as u64,
+            afxdp: d.use_umem,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeSection {
+    pub mac_aging_s: u64,
+    pub mac_table_size: usize,
+}
+
+impl Default for BridgeSection {
+    fn default() -> Self {
+        BridgeSection {
+            mac_aging_s: crate::bridge::DEFAULT_AGING.as_secs(),
+            mac_table_size: crate::bridge::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl DaemonConfig {
+    pub fn load(path: &Path) -> Result<DaemonConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<DaemonConfig, String> {
+        let c: DaemonConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let d = &self.datapath;
+        if !(256..=1 << 20).contains(&d.pool_frames) {
+            return Err(format!(
+                "datapath.pool_frames = {} is outside 256..=1048576",
+                d.pool_frames
+            ));
+        }
+        if d.max_sleep_ms == 0 || d.max_sleep_ms > 1000 {
+            return Err(format!(
+                "datapath.max_sleep_ms = {} is outside 1..=1000",
+                d.max_sleep_ms
+            ));
+        }
+        if self.bridge.mac_table_size == 0 {
+            return Err("bridge.mac_table_size must be at least 1".into());
+        }
+        if self.bridge.mac_aging_s == 0 {
+            return Err("bridge.mac_aging_s must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The datapath configuration for workers pinned to `cores`.
+    pub fn datapath(&self, cores: Vec<Option<usize>>) -> DatapathConfig {
+        DatapathConfig {
+            workers: cores,
+            pool_frames: self.datapath.pool_frames,
+            mac_aging: Duration::from_secs(self.bridge.mac_aging_s),
+            mac_capacity: self.bridge.mac_table_size,
+            idle_spin: Duration::from_micros(self.datapath.idle_spin_us),
+            max_sleep: Duration::from_millis(self.datapath.max_sleep_ms),
+            use_umem: self.datapath.afxdp,
+            threaded: true,
+        }
+    }
+}
+
+/// Parses `--cores`: "1", "0,2", "0-3", "0-1,4".
+pub fn parse_cores(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("bad CPU list '{s}' (expected e.g. 1 or 0,2 or 0-3)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().map_err(|_| bad())?;
+                let b: usize = b.trim().parse().map_err(|_| bad())?;
+                if a > b || b - a > 1024 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("empty CPU list '{s}'"));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        assert_eq!(
+            DaemonConfig::parse("").expect("parse"),
+            DaemonConfig::default()
+        );
+    }
+
+    #[test]
+    fn values_and_errors() {
+        let c = DaemonConfig::parse("[bridge]\nmac_aging_s = 10\n[datapath]\nidle_spin_us = 0\n")
+            .expect("parse");
+        assert_eq!(c.bridge.mac_aging_s, 10);
+        assert_eq!(c.datapath.idle_spin_us, 0);
+        assert!(DaemonConfig::parse("[bridge]\nmac_table_size = 0").is_err());
+        assert!(DaemonConfig::parse("[bridge]\nunknown = 1").is_err());
+        assert!(DaemonConfig::parse("[datapath]\npool_frames = 10").is_err());
+        assert!(DaemonConfig::parse("not toml [").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cores("1"), Ok(vec![1]));
+        assert_eq!(parse_cores("0-2,5,1"), Ok(vec![0, 1, 2, 5]));
+        assert!(parse_cores("").is_err());
+        assert!(parse_cores("a").is_err());
+        assert!(parse_cores("3-1").is_err());
+    }
+}

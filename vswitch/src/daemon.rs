@@ -1,0 +1,126 @@
+//! The daemon's request handler: control-socket operations applied to the datapath,
+//! with every port change written to the state directory.
+
+use crate::Datapath;
+use crate::control::Handler;
+use crate::persist::StateStore;
+use crate::port::netdev;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, Op, PortKind};
+
+/// How often interfaces are checked for having vanished or come back.
+const LINK_CHECK: Duration = Duration::from_secs(1);
+
+pub struct Daemon {
+    dp: Datapath,
+    store: Option<StateStore>,
+    last_link_check: Instant,
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ErrorReply> {
+    serde_json::to_value(v).map_err(|e| ErrorReply::new(ErrorCode::Internal, e.to_string()))
+}
+
+impl Daemon {
+    pub fn new(dp: Datapath, store: Option<StateStore>) -> Daemon {
+        Daemon {
+            dp,
+            store,
+            last_link_check: Instant::now(),
+        }
+    }
+
+    pub fn datapath(&mut self) -> &mut Datapath {
+        &mut self.dp
+    }
+
+    /// Re-attaches the ports saved in the state directory. Pod ports whose interface
+    /// is gone are forgotten (their pod is); uplink/gateway ports wait, down, for
+    /// their interface. Returns (attached, skipped).
+    pub fn restore(&mut self) -> (usize, usize) {
+        let Some(store) = &self.store else {
+            return (0, 0);
+        };
+        let saved = match store.load() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read saved ports; starting without them");
+                return (0, 0);
+            }
+        };
+        let (mut ok, mut skipped) = (0, 0);
+        for p in saved {
+            let present = netdev::ifindex(&p.name).is_some();
+            let r = match (present, p.kind) {
+                (true, _) => self.dp.add_port(&p),
+                (false, PortKind::Pod) => {
+                    tracing::info!(port = %p.name, "saved pod port has no interface any more; forgotten");
+                    skipped += 1;
+                    continue;
+                }
+                (false, _) => self.dp.add_down_port(&p),
+            };
+            match r {
+                Ok(info) => {
+                    tracing::info!(port = %info.name, mode = %info.mode, state = ?info.state, "restored port");
+                    ok += 1;
+                }
+                Err(e) => {
+                    tracing::error!(port = %p.name, error = %e, "could not restore port");
+                    skipped += 1;
+                }
+            }
+        }
+        self.save();
+        (ok, skipped)
+    }
+
+    fn save(&self) {
+        let Some(store) = &self.store else { return };
+        let ports: Vec<AddPortParams> = self
+            .dp
+            .ports()
+            .into_iter()
+            .map(|p| AddPortParams {
+                name: p.name,
+                kind: p.kind,
+                mode: p.requested_mode,
+            })
+            .collect();
+        if let Err(e) = store.save(&ports) {
+            tracing::error!(error = %e, "cannot save port state");
+        }
+    }
+}
+
+impl Handler for Daemon {
+    fn handle(&mut self, op: Op) -> Result<Value, ErrorReply> {
+        match op {
+            Op::Hello => to_value(&crate::control::hello_reply()),
+            Op::AddPort(p) => {
+                let info = self.dp.add_port(&p)?;
+                self.save();
+                to_value(&info)
+            }
+            Op::DelPort(p) => {
+                self.dp.del_port(&p.name)?;
+                self.save();
+                Ok(Value::Object(Default::default()))
+            }
+            Op::ListPorts => to_value(&self.dp.ports()),
+            Op::Stats(p) => to_value(&self.dp.stats(p.port.as_deref())?),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.last_link_check.elapsed() < LINK_CHECK {
+            return;
+        }
+        self.last_link_check = Instant::now();
+        let ch = self.dp.check_links();
+        if !ch.removed.is_empty() {
+            self.save();
+        }
+    }
+}

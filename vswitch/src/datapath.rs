@@ -1,0 +1,572 @@
+//! The control side of the switch: creates the poll workers, opens ports and hands
+//! them to workers, publishes routing snapshots, watches for vanished interfaces and
+//! reads counters. Runs on the control thread; never on the per-packet path.
+
+use crate::counters::{PortCounters, WorkerCounters};
+use crate::pool::FramePool;
+use crate::port::memory::MemoryPort;
+use crate::port::{self, Port, PortAttachment, PortError, netdev};
+use crate::snapshot::{PortRoute, SharedSnapshot, Snapshot};
+use crate::worker::handoff::{self, HandoffRx, HandoffTx};
+use crate::worker::waker::Waker;
+use crate::worker::{LearnPeers, Worker, WorkerCmd, WorkerConfig, WorkerLinks};
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Sender, bounded, unbounded};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vswitch_proto::{
+    AddPortParams, ErrorCode, ErrorReply, PortInfo, PortKind, PortMode, PortState, StatsReply,
+    SwitchStats,
+};
+
+/// Learn events queued per worker before announcements are dropped.
+const LEARN_DEPTH: usize = 4096;
+/// How long `del_port` waits for a worker to close a socket.
+const DEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the datapath is built.
+#[derive(Debug, Clone)]
+pub struct DatapathConfig {
+    /// One entry per poll worker: the CPU to pin it to, or `None`.
+    pub workers: Vec<Option<usize>>,
+    /// Frames per worker pool (2 KiB each).
+    pub pool_frames: u32,
+    pub mac_aging: Duration,
+    pub mac_capacity: usize,
+    pub idle_spin: Duration,
+    pub max_sleep: Duration,
+    /// Register pools as AF_XDP UMEMs when possible (false: plain memory only).
+    pub use_umem: bool,
+    /// Run workers on their own threads (false: the caller drives `run_once`,
+    /// which is how in-process tests and micro benchmarks work).
+    pub threaded: bool,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            workers: vec![None],
+            pool_frames: 16384,
+            mac_aging: crate::bridge::DEFAULT_AGING,
+            mac_capacity: crate::bridge::DEFAULT_CAPACITY,
+            idle_spin: Duration::from_micros(200),
+            max_sleep: Duration::from_millis(10),
+            use_umem: true,
+            threaded: true,
+        }
+    }
+}
+
+impl DatapathConfig {
+    /// In-process configuration for tests and benchmarks: memory pools, no threads.
+    pub fn in_process(workers: usize) -> DatapathConfig {
+        DatapathConfig {
+            workers: vec![None; workers.max(1)],
+            pool_frames: 4096,
+            use_umem: false,
+            threaded: false,
+            ..DatapathConfig::default()
+        }
+    }
+}
+
+struct WorkerHandle {
+    core: Option<usize>,
+    commands: Sender<WorkerCmd>,
+    waker: Arc<Waker>,
+    counters: Arc<WorkerCounters>,
+    umem: Option<xsk_rs::Umem>,
+    thread: Option<JoinHandle<()>>,
+    /// The worker itself when not threaded.
+    inline: Option<Worker>,
+    ports: usize,
+}
+
+struct PortRecord {
+    info: PortInfo,
+    counters: Arc<PortCounters>,
+}
+
+/// What `check_links` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkChanges {
+    /// Pod ports removed because their interface vanished.
+    pub removed: Vec<String>,
+    /// Uplink/gateway ports that went down (interface vanished).
+    pub down: Vec<String>,
+    /// Uplink/gateway ports attached again.
+    pub up: Vec<String>,
+}
+
+pub struct Datapath {
+    cfg: DatapathConfig,
+    workers: Vec<WorkerHandle>,
+    ports: BTreeMap<String, PortRecord>,
+    snapshot: SharedSnapshot,
+    ports_vanished: u64,
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(code, msg)
+}
+
+impl Datapath {
+    pub fn new(cfg: DatapathConfig) -> std::io::Result<Datapath> {
+        let n = cfg.workers.len().max(1);
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let epoch = Instant::now();
+        let wakers: Vec<Arc<Waker>> = (0..n)
+            .map(|_| Waker::new().map(Arc::new))
+            .collect::<Result<_, _>>()?;
+
+        // Hand-off channels for every ordered pair of workers.
+        let mut outs: Vec<Vec<Option<HandoffTx>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut ins: Vec<Vec<HandoffRx>> = (0..n).map(|_| Vec::new()).collect();
+        for (from, out) in outs.iter_mut().enumerate() {
+            for (to, slot) in out.iter_mut().enumerate() {
+                if from != to {
+                    let (tx, rx) = handoff::handoff();
+                    *slot = Some(tx);
+                    ins[to].push(rx);
+                }
+            }
+        }
+        let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
+
+        let mut workers = Vec::with_capacity(n);
+        for (id, (out, inn)) in outs.into_iter().zip(ins).enumerate() {
+            let core = cfg.workers.get(id).copied().flatten();
+            let pool = if cfg.use_umem {
+                FramePool::umem(cfg.pool_frames).unwrap_or_else(|e| {
+                    tracing::warn!(worker = id, error = %e, "no AF_XDP UMEM; ports of this worker use packet mode");
+                    FramePool::heap(cfg.pool_frames)
+                })
+            } else {
+                FramePool::heap(cfg.pool_frames)
+            };
+            let umem = pool.as_umem().cloned();
+            let (cmd_tx, cmd_rx) = unbounded();
+            let counters = Arc::new(WorkerCounters::default());
+            let links = WorkerLinks {
+                snapshot: snapshot.clone(),
+                commands: cmd_rx,
+                waker: wakers[id].clone(),
+                counters: counters.clone(),
+                handoff_out: out,
+                peer_wakers: wakers.clone(),
+                handoff_in: inn,
+                learn: LearnPeers {
+                    to_peers: learn
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != id)
+                        .map(|(_, (tx, _))| tx.clone())
+                        .collect(),
+                    from_peers: learn[id].1.clone(),
+                },
+            };
+            let wcfg = WorkerConfig {
+                id,
+                core,
+                mac_aging: cfg.mac_aging,
+                mac_capacity: cfg.mac_capacity,
+                idle_spin: cfg.idle_spin,
+                max_sleep: cfg.max_sleep,
+            };
+            let worker = Worker::new(wcfg, pool, links, epoch);
+            let (thread, inline) = if cfg.threaded {
+                let t = std::thread::Builder::new()
+                    .name(format!("pmd{id}"))
+                    .spawn(move || worker.run())?;
+                (Some(t), None)
+            } else {
+                (None, Some(worker))
+            };
+            workers.push(WorkerHandle {
+                core,
+                commands: cmd_tx,
+                waker: wakers[id].clone(),
+                counters,
+                umem,
+                thread,
+                inline,
+                ports: 0,
+            });
+        }
+        Ok(Datapath {
+            cfg,
+            workers,
+            ports: BTreeMap::new(),
+            snapshot,
+            ports_vanished: 0,
+        })
+    }
+
+    pub fn config(&self) -> &DatapathConfig {
+        &self.cfg
+    }
+
+    /// Attaches interface `p.name` (in this process's network namespace).
+    pub fn add_port(&mut self, p: &AddPortParams) -> Result<PortInfo, ErrorReply> {
+        netdev::validate_name(&p.name).map_err(|m| err(ErrorCode::InvalidParams, m))?;
+        if p.mode == PortMode::Memory {
+            return Err(err(
+                ErrorCode::InvalidParams,
+                "mode 'memory' exists only in-process",
+            ));
+        }
+        if self.ports.contains_key(&p.name) {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{}' exists already", p.name),
+            ));
+        }
+        let w = self.least_loaded_worker();
+        let port_no = self.free_port_no();
+        let (port, att, tried) =
+            port::open_with_fallback(&p.name, p.mode, self.workers[w].umem.as_ref(), port_no)
+                .map_err(|e| match e {
+                    PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
+                    other => err(
+                        ErrorCode::Failed,
+                        format!("cannot attach '{}': {other}", p.name),
+                    ),
+                })?;
+        if !tried.is_empty() {
+            tracing::info!(port = %p.name, chosen = %att.mode, fell_back_from = ?tried, "auto mode fallback");
+        }
+        Ok(self.install(&p.name, p.kind, p.mode, port_no, w, port, att))
+    }
+
+    /// Attaches an in-process memory port (tests and benchmarks).
+    pub fn add_memory_port(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        port: MemoryPort,
+    ) -> Result<PortInfo, ErrorReply> {
+        if self.ports.contains_key(name) {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{name}' exists already"),
+            ));
+        }
+        let w = self.least_loaded_worker();
+        self.add_memory_port_on(name, kind, port, w)
+    }
+
+    /// Attaches a memory port to a chosen worker (tests of cross-worker paths).
+    pub fn add_memory_port_on(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        port: MemoryPort,
+        worker: usize,
+    ) -> Result<PortInfo, ErrorReply> {
+        if worker >= self.workers.len() {
+            return Err(err(ErrorCode::InvalidParams, format!("no worker {worker}")));
+        }
+        let port_no = self.free_port_no();
+        let att = PortAttachment {
+            mode: PortMode::Memory,
+            zero_copy: false,
+            ifindex: 0,
+            mac: [0; 6],
+            mtu: 1500,
+        };
+        Ok(self.install(
+            name,
+            kind,
+            PortMode::Memory,
+            port_no,
+            worker,
+            Box::new(port),
+            att,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        name: &str,
+        kind: PortKind,
+        requested: PortMode,
+        port_no: u32,
+        w: usize,
+        port: Box<dyn Port>,
+        att: PortAttachment,
+    ) -> PortInfo {
+        let counters = Arc::new(PortCounters::default());
+        let wh = &mut self.workers[w];
+        // The worker owns the socket from here on; the control thread keeps only
+        // the counters (read-only) and the description.
+        let _ = wh.commands.send(WorkerCmd::AddPort {
+            port_no,
+            port,
+            counters: counters.clone(),
+        });
+        wh.waker.wake();
+        wh.ports += 1;
+        let route = PortRoute {
+            port_no,
+            worker: w,
+            kind,
+            max_frame: att.mtu + 18,
+        };
+        let next = self.snapshot.load().with_port(route);
+        self.snapshot.store(Arc::new(next));
+        let info = PortInfo {
+            name: name.to_string(),
+            port_no,
+            kind,
+            requested_mode: requested,
+            mode: att.mode,
+            zero_copy: att.zero_copy,
+            worker: w,
+            ifindex: att.ifindex,
+            mac: crate::wire::MacAddr(att.mac).to_string(),
+            mtu: att.mtu,
+            state: PortState::Up,
+        };
+        self.ports.insert(
+            name.to_string(),
+            PortRecord {
+                info: info.clone(),
+                counters,
+            },
+        );
+        self.kick_inline();
+        tracing::info!(port = name, port_no, mode = %att.mode, worker = w, "port added");
+        info
+    }
+
+    /// Detaches a port: it leaves the routing snapshot first (no worker sends to it
+    /// any more), then its worker closes the socket, which detaches XDP.
+    pub fn del_port(&mut self, name: &str) -> Result<(), ErrorReply> {
+        let rec = self
+            .ports
+            .remove(name)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
+        if rec.info.state == PortState::Up {
+            self.detach(&rec.info);
+        }
+        tracing::info!(port = name, "port deleted");
+        Ok(())
+    }
+
+    fn detach(&mut self, info: &PortInfo) {
+        let next = self.snapshot.load().without_port(info.port_no);
+        self.snapshot.store(Arc::new(next));
+        let wh = &mut self.workers[info.worker];
+        wh.ports = wh.ports.saturating_sub(1);
+        let (done_tx, done_rx) = bounded(1);
+        let _ = wh.commands.send(WorkerCmd::DelPort {
+            port_no: info.port_no,
+            done: done_tx,
+        });
+        wh.waker.wake();
+        if let Some(w) = wh.inline.as_mut() {
+            w.run_once();
+        }
+        if done_rx.recv_timeout(DEL_TIMEOUT).is_err() {
+            tracing::error!(port = %info.name, "worker did not release the port in time");
+        }
+    }
+
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let mut v: Vec<PortInfo> = self.ports.values().map(|r| r.info.clone()).collect();
+        v.sort_by_key(|p| p.port_no);
+        v
+    }
+
+    pub fn port(&self, name: &str) -> Option<PortInfo> {
+        self.ports.get(name).map(|r| r.info.clone())
+    }
+
+    pub fn stats(&self, port: Option<&str>) -> Result<StatsReply, ErrorReply> {
+        let mut ports: Vec<_> = match port {
+            Some(name) => {
+                let r = self
+                    .ports
+                    .get(name)
+                    .ok_or_else(|| err(ErrorCode::NotFound, format!("no port named '{name}'")))?;
+                vec![r.counters.read(name, r.info.port_no)]
+            }
+            None => self
+                .ports
+                .iter()
+                .map(|(n, r)| r.counters.read(n, r.info.port_no))
+                .collect(),
+        };
+        ports.sort_by_key(|p| p.port_no);
+        let mut switch = SwitchStats {
+            mac_capacity: self.cfg.mac_capacity as u64,
+            ports_vanished: self.ports_vanished,
+            ..SwitchStats::default()
+        };
+        let mut workers = Vec::new();
+        for (id, w) in self.workers.iter().enumerate() {
+            w.counters.add_to(&mut switch);
+            workers.push(w.counters.read(id, w.core));
+        }
+        Ok(StatsReply {
+            ports,
+            switch,
+            workers,
+        })
+    }
+
+    /// Notices interfaces that vanished (pod deleted) or came back. Pod ports are
+    /// removed for good; uplink and gateway ports go down and are re-attached when
+    /// their interface reappears. Call about once a second.
+    pub fn check_links(&mut self) -> LinkChanges {
+        let mut ch = LinkChanges::default();
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for name in names {
+            let Some(rec) = self.ports.get(&name) else {
+                continue;
+            };
+            let info = rec.info.clone();
+            if info.mode == PortMode::Memory {
+                continue;
+            }
+            let now = netdev::ifindex(&name);
+            match info.state {
+                PortState::Up if now != Some(info.ifindex) => {
+                    self.ports_vanished += 1;
+                    tracing::warn!(port = %name, kind = %info.kind, "interface vanished");
+                    self.detach(&info);
+                    if info.kind == PortKind::Pod {
+                        self.ports.remove(&name);
+                        ch.removed.push(name);
+                    } else if let Some(r) = self.ports.get_mut(&name) {
+                        r.info.state = PortState::Down;
+                        r.info.ifindex = 0;
+                        ch.down.push(name);
+                    }
+                }
+                PortState::Down if now.is_some() => {
+                    self.ports.remove(&name);
+                    let p = AddPortParams {
+                        name: name.clone(),
+                        kind: info.kind,
+                        mode: info.requested_mode,
+                    };
+                    match self.add_port(&p) {
+                        Ok(_) => ch.up.push(name),
+                        Err(e) => {
+                            tracing::warn!(port = %name, error = %e, "re-attach failed; will retry");
+                            self.insert_down(info);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        ch
+    }
+
+    /// Records an uplink/gateway port whose interface is missing (e.g. at restart):
+    /// it is attached as soon as the interface appears.
+    pub fn add_down_port(&mut self, p: &AddPortParams) -> Result<PortInfo, ErrorReply> {
+        if self.ports.contains_key(&p.name) {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("port '{}' exists already", p.name),
+            ));
+        }
+        let info = PortInfo {
+            name: p.name.clone(),
+            port_no: self.free_port_no(),
+            kind: p.kind,
+            requested_mode: p.mode,
+            mode: p.mode,
+            zero_copy: false,
+            worker: 0,
+            ifindex: 0,
+            mac: crate::wire::MacAddr::default().to_string(),
+            mtu: 0,
+            state: PortState::Down,
+        };
+        self.insert_down(info.clone());
+        Ok(info)
+    }
+
+    fn insert_down(&mut self, mut info: PortInfo) {
+        info.state = PortState::Down;
+        info.ifindex = 0;
+        self.ports.insert(
+            info.name.clone(),
+            PortRecord {
+                info,
+                counters: Arc::default(),
+            },
+        );
+    }
+
+    /// Runs one iteration of every in-process worker (no-op when threaded).
+    pub fn run_once(&mut self) -> usize {
+        self.workers
+            .iter_mut()
+            .filter_map(|w| w.inline.as_mut())
+            .map(Worker::run_once)
+            .sum()
+    }
+
+    /// The in-process worker `id` (tests inspect pools and MAC tables).
+    pub fn inline_worker(&self, id: usize) -> Option<&Worker> {
+        self.workers.get(id).and_then(|w| w.inline.as_ref())
+    }
+
+    fn kick_inline(&mut self) {
+        for w in self.workers.iter_mut() {
+            if let Some(w) = w.inline.as_mut() {
+                w.run_once();
+            }
+        }
+    }
+
+    fn least_loaded_worker(&self) -> usize {
+        self.workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.ports)
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+
+    /// Lowest unused port number, starting at 1 (0 is never a port, like OpenFlow's
+    /// reserved numbers start high and ofport 0 is invalid).
+    fn free_port_no(&self) -> u32 {
+        let used: std::collections::BTreeSet<u32> =
+            self.ports.values().map(|r| r.info.port_no).collect();
+        (1..).find(|n| !used.contains(n)).unwrap_or(u32::MAX)
+    }
+
+    /// Stops the workers; every socket is closed and every XDP program detached
+    /// before this returns.
+    pub fn shutdown(&mut self) {
+        for w in &self.workers {
+            let _ = w.commands.send(WorkerCmd::Stop);
+            w.waker.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+            if let Some(mut inline) = w.inline.take() {
+                inline.run_once();
+                drop(inline);
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,155 @@
+//! Ports: one batch-oriented trait (ixy.rs style) for every way the switch reads and
+//! writes an interface.
+//!
+//! | module | mode | data path |
+//! | --- | --- | --- |
+//! | [`afxdp`] | `xdp-drv`, `xdp-skb` | AF_XDP socket on the worker's shared UMEM: RX and TX move frame descriptors |
+//! | [`packet`] | `packet` | AF_PACKET socket, `recvmmsg`/`sendmmsg` straight into/out of pool frames |
+//! | [`memory`] | `memory` | in-process queues, for tests and micro benchmarks |
+//!
+//! A port is owned by exactly one poll worker and only ever touched by that thread.
+
+pub mod afxdp;
+pub mod memory;
+pub mod netdev;
+pub mod packet;
+
+use crate::pool::{Frame, FramePool};
+use std::os::fd::RawFd;
+use vswitch_proto::PortMode;
+
+/// Most frames one `rx_batch` call returns.
+pub const BATCH_SIZE: usize = 64;
+
+/// Why a port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("no interface named '{0}'")]
+    NoSuchInterface(String),
+    #[error("{mode} not possible on '{name}': {reason}")]
+    Unsupported {
+        name: String,
+        mode: PortMode,
+        reason: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result of a transmit call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Frames handed to the device.
+    pub sent: u32,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// Frames that did not fit (TX ring full / would block); already freed.
+    pub dropped: u32,
+}
+
+/// What a port found out about its interface when it was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortAttachment {
+    pub mode: PortMode,
+    pub zero_copy: bool,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
+/// A switch port as a poll worker drives it.
+///
+/// Frame ownership: `rx_batch` hands the worker frames of the worker's pool;
+/// `tx_batch` takes every frame it is given: sent frames go back to the pool when the
+/// device is done with them (at once for copying ports, on TX completion for AF_XDP),
+/// frames that did not fit are freed at once and reported in [`TxOutcome::dropped`].
+pub trait Port: Send {
+    /// Appends up to `max` received frames to `out`. Returns how many.
+    fn rx_batch(&mut self, pool: &mut FramePool, out: &mut Vec<Frame>, max: usize) -> usize;
+
+    /// Transmits and drains `frames`.
+    fn tx_batch(&mut self, pool: &mut FramePool, frames: &mut Vec<Frame>) -> TxOutcome;
+
+    /// Per-iteration housekeeping: reap TX completions, refill receive buffers, kick
+    /// the kernel where it asked for a wake-up. Cheap when there is nothing to do.
+    fn maintain(&mut self, pool: &mut FramePool);
+
+    /// A descriptor that becomes readable when frames arrive, for sleeping in
+    /// poll(2) when idle. `None`: the port must be polled (the worker never sleeps
+    /// long while such a port exists).
+    fn poll_fd(&self) -> Option<RawFd>;
+
+    /// Frames the kernel dropped before the switch saw them (AF_XDP statistics),
+    /// cumulative. Read by the worker now and then, not per packet.
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+
+    /// Called once, right before the port is dropped: return every frame the port
+    /// still holds in user space to the pool (kernel-held frames are reclaimed by
+    /// the worker through the pool's lending record).
+    fn release(&mut self, pool: &mut FramePool) {
+        let _ = pool;
+    }
+}
+
+/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), for a
+/// worker whose pool is registered as `umem` (if it is one). `port_no` tags the
+/// frames the port lends to the kernel.
+pub fn open(
+    name: &str,
+    mode: PortMode,
+    umem: Option<&xsk_rs::Umem>,
+    port_no: u32,
+) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
+    match mode {
+        PortMode::XdpDrv | PortMode::XdpSkb => {
+            let umem = umem.ok_or_else(|| PortError::Unsupported {
+                name: name.to_string(),
+                mode,
+                reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
+            })?;
+            let (port, att) = afxdp::AfXdpPort::open(name, mode, umem, port_no)?;
+            Ok((Box::new(port), att))
+        }
+        PortMode::Packet => {
+            let (port, att) = packet::PacketPort::open(name)?;
+            Ok((Box::new(port), att))
+        }
+        PortMode::Auto | PortMode::Memory => Err(PortError::Unsupported {
+            name: name.to_string(),
+            mode,
+            reason: "not an openable mode".into(),
+        }),
+    }
+}
+
+/// An opened port, what it attached as, and why the modes tried before it failed.
+pub type Opened = (Box<dyn Port>, PortAttachment, Vec<String>);
+
+/// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
+/// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
+/// the choice can be reported.
+pub fn open_with_fallback(
+    name: &str,
+    requested: PortMode,
+    umem: Option<&xsk_rs::Umem>,
+    port_no: u32,
+) -> Result<Opened, PortError> {
+    if requested != PortMode::Auto {
+        return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
+    }
+    let mut tried = Vec::new();
+    let mut last = None;
+    for mode in [PortMode::XdpDrv, PortMode::XdpSkb, PortMode::Packet] {
+        match open(name, mode, umem, port_no) {
+            Ok((p, a)) => return Ok((p, a, tried)),
+            Err(PortError::NoSuchInterface(n)) => return Err(PortError::NoSuchInterface(n)),
+            Err(e) => {
+                tried.push(format!("{mode}: {e}"));
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| PortError::NoSuchInterface(name.to_string())))
+}

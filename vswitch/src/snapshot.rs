@@ -1,0 +1,95 @@
+//! The configuration every poll worker reads: an immutable snapshot that the control
+//! thread replaces atomically (arc-swap). A worker checks the generation once per
+//! loop iteration — a lock-free load — and never takes a lock per packet.
+
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use vswitch_proto::PortKind;
+
+/// Where a port lives, as far as forwarding is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRoute {
+    pub port_no: u32,
+    /// Worker that owns the port's queue.
+    pub worker: usize,
+    pub kind: PortKind,
+    /// Largest frame the port accepts: MTU + Ethernet header + one VLAN tag.
+    pub max_frame: u32,
+}
+
+/// One generation of the switch configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// Indexed by port number; `None` for unused numbers.
+    pub ports: Vec<Option<PortRoute>>,
+    /// Port numbers that receive flooded frames (every attached port), ascending.
+    pub flood: Vec<u32>,
+}
+
+impl Snapshot {
+    #[inline]
+    pub fn port(&self, port_no: u32) -> Option<&PortRoute> {
+        self.ports.get(port_no as usize).and_then(Option::as_ref)
+    }
+
+    /// A new snapshot with `route` added or replaced.
+    pub fn with_port(&self, route: PortRoute) -> Snapshot {
+        let mut s = self.clone();
+        let i = route.port_no as usize;
+        if s.ports.len() <= i {
+            s.ports.resize(i + 1, None);
+        }
+        s.ports[i] = Some(route);
+        s.rebuild_flood();
+        s.generation += 1;
+        s
+    }
+
+    /// A new snapshot without `port_no`.
+    pub fn without_port(&self, port_no: u32) -> Snapshot {
+        let mut s = self.clone();
+        if let Some(slot) = s.ports.get_mut(port_no as usize) {
+            *slot = None;
+        }
+        while matches!(s.ports.last(), Some(None)) {
+            s.ports.pop();
+        }
+        s.rebuild_flood();
+        s.generation += 1;
+        s
+    }
+
+    fn rebuild_flood(&mut self) {
+        self.flood = self.ports.iter().flatten().map(|r| r.port_no).collect();
+    }
+}
+
+/// The shared cell holding the current snapshot.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(port_no: u32) -> PortRoute {
+        PortRoute {
+            port_no,
+            worker: 0,
+            kind: PortKind::Pod,
+            max_frame: 1518,
+        }
+    }
+
+    #[test]
+    fn add_and_remove_ports() {
+        let s = Snapshot::default().with_port(route(1)).with_port(route(3));
+        assert_eq!(s.generation, 2);
+        assert_eq!(s.flood, vec![1, 3]);
+        assert!(s.port(2).is_none());
+        let s = s.without_port(3);
+        assert_eq!(s.flood, vec![1]);
+        assert_eq!(s.ports.len(), 2);
+        assert!(s.port(99).is_none());
+    }
+}

@@ -1,0 +1,573 @@
+//! Poll workers: one thread per CPU, each owning a frame pool (its UMEM), a set of
+//! ports, a MAC table and counters. A worker receives a batch from each port,
+//! decides each frame's outputs, transmits per output port in batches, and does
+//! ring housekeeping. When nothing has arrived for `idle_spin` it sleeps in poll(2)
+//! on its ports' descriptors and its waker, so an idle switch costs ~0% CPU.
+//!
+//! Configuration arrives two ways, neither blocking the worker: the routing snapshot
+//! (which port lives on which worker, the flood set) through arc-swap, and port
+//! ownership (a socket can have only one user) through a command channel.
+
+pub mod handoff;
+mod learning;
+pub mod waker;
+
+use crate::bridge::{Learned, MacTable, mac_key};
+use crate::counters::{PortCounters, WorkerCounters};
+use crate::pool::{Frame, FramePool};
+use crate::port::{BATCH_SIZE, Port};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use crossbeam_channel::{Receiver, Sender};
+use handoff::{HandoffRx, HandoffTx};
+pub use learning::{LearnEvent, LearnPeers};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vswitch_proto::DropReason;
+use waker::Waker;
+
+/// How often (at most) the worker does its slow housekeeping: MAC aging, kernel
+/// drop statistics, gauges.
+const HOUSEKEEPING_NS: u64 = 250_000_000;
+
+/// Tunables of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub mac_aging: Duration,
+    pub mac_capacity: usize,
+    /// Keep polling without sleeping for this long after the last frame.
+    pub idle_spin: Duration,
+    /// Longest sleep in poll(2) (housekeeping still runs this often when idle).
+    pub max_sleep: Duration,
+}
+
+/// Messages from the control thread.
+pub enum WorkerCmd {
+    AddPort {
+        port_no: u32,
+        port: Box<dyn Port>,
+        counters: Arc<PortCounters>,
+    },
+    /// Detach and drop the port; `done` is signalled after its socket is closed.
+    DelPort {
+        port_no: u32,
+        done: Sender<()>,
+    },
+    Stop,
+}
+
+/// Everything a worker needs from outside, handed over at creation.
+pub struct WorkerLinks {
+    pub snapshot: SharedSnapshot,
+    pub commands: Receiver<WorkerCmd>,
+    pub waker: Arc<Waker>,
+    pub counters: Arc<WorkerCounters>,
+    /// Indexed by destination worker id; `None` for itself.
+    pub handoff_out: Vec<Option<HandoffTx>>,
+    /// Wakers of the other workers, indexed by id (to wake a sleeping receiver).
+    pub peer_wakers: Vec<Arc<Waker>>,
+    pub handoff_in: Vec<HandoffRx>,
+    pub learn: LearnPeers,
+}
+
+struct Slot {
+    port_no: u32,
+    port: Box<dyn Port>,
+    counters: Arc<PortCounters>,
+    /// Frames waiting to be transmitted on this port, flushed once per iteration.
+    txq: Vec<Frame>,
+}
+
+/// Per-iteration drop tallies by ingress slot, stored once per batch.
+struct DropTally {
+    slot: usize,
+    counts: [u64; DropReason::COUNT],
+}
+
+pub struct Worker {
+    cfg: WorkerConfig,
+    pool: FramePool,
+    slots: Vec<Slot>,
+    /// `slot_of[port_no]` = slot index + 1 for local ports, 0 otherwise.
+    slot_of: Vec<u32>,
+    snap: Arc<Snapshot>,
+    links: WorkerLinks,
+    macs: MacTable,
+    rx: Vec<Frame>,
+    epoch: Instant,
+    last_housekeeping: u64,
+    last_busy: u64,
+    stopping: bool,
+    pollfds: Vec<libc::pollfd>,
+    /// Set when a port without a pollable descriptor exists.
+    must_spin: bool,
+    pollfds_dirty: bool,
+}
+
+/// Outputs chosen for one frame.
+enum Verdict {
+    Output(u32),
+    Flood,
+    Drop(DropReason),
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, pool: FramePool, links: WorkerLinks, epoch: Instant) -> Worker {
+        let snap = links.snapshot.load_full();
+        let macs = MacTable::new(cfg.mac_aging, cfg.mac_capacity);
+        Worker {
+            cfg,
+            pool,
+            slots: Vec::new(),
+            slot_of: Vec::new(),
+            snap,
+            links,
+            macs,
+            rx: Vec::with_capacity(BATCH_SIZE),
+            epoch,
+            last_housekeeping: 0,
+            last_busy: 0,
+            stopping: false,
+            pollfds: Vec::new(),
+            must_spin: false,
+            pollfds_dirty: true,
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.cfg.id
+    }
+
+    /// Free frames in this worker's pool (tests check for leaks with it).
+    pub fn pool_available(&self) -> usize {
+        self.pool.available()
+    }
+
+    pub fn mac_table(&self) -> &MacTable {
+        &self.macs
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The thread body: pin, loop until told to stop, release every port.
+    pub fn run(mut self) {
+        if let Some(core) = self.cfg.core
+            && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+        {
+            tracing::warn!(worker = self.cfg.id, core, "could not pin worker to core");
+        }
+        tracing::info!(worker = self.cfg.id, core = ?self.cfg.core, "poll worker started");
+        while !self.stopping {
+            let moved = self.run_once();
+            if moved == 0 {
+                let now = self.now_ns();
+                if now.saturating_sub(self.last_busy) >= self.cfg.idle_spin.as_nanos() as u64 {
+                    self.sleep();
+                }
+            }
+        }
+        self.release_all();
+        tracing::info!(worker = self.cfg.id, "poll worker stopped");
+    }
+
+    /// One loop iteration: commands, snapshot, peers, every port once. Returns the
+    /// number of frames received (from ports or other workers).
+    pub fn run_once(&mut self) -> usize {
+        self.handle_commands();
+        self.refresh_snapshot();
+        let now = self.now_ns();
+        self.apply_learn_events(now);
+        let mut moved = self.receive_handoffs();
+        for i in 0..self.slots.len() {
+            moved += self.poll_port(i, now);
+        }
+        self.flush_all();
+        for s in &mut self.slots {
+            s.port.maintain(&mut self.pool);
+        }
+        let c = &self.links.counters;
+        if moved > 0 {
+            self.last_busy = now;
+            WorkerCounters::add(&c.busy_iterations, 1);
+        } else {
+            WorkerCounters::add(&c.idle_iterations, 1);
+        }
+        if now.saturating_sub(self.last_housekeeping) >= HOUSEKEEPING_NS {
+            self.housekeeping(now);
+        }
+        moved
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(cmd) = self.links.commands.try_recv() {
+            match cmd {
+                WorkerCmd::AddPort {
+                    port_no,
+                    port,
+                    counters,
+                } => {
+                    let idx = port_no as usize;
+                    if self.slot_of.len() <= idx {
+                        self.slot_of.resize(idx + 1, 0);
+                    }
+                    self.slots.push(Slot {
+                        port_no,
+                        port,
+                        counters,
+                        txq: Vec::with_capacity(BATCH_SIZE),
+                    });
+                    self.slot_of[idx] = self.slots.len() as u32;
+                    self.pollfds_dirty = true;
+                }
+                WorkerCmd::DelPort { port_no, done } => {
+                    self.remove_port(port_no);
+                    let _ = done.send(());
+                }
+                WorkerCmd::Stop => self.stopping = true,
+            }
+        }
+        self.links.counters.ports.store(
+            self.slots.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn remove_port(&mut self, port_no: u32) {
+        let Some(&pos) = self.slot_of.get(port_no as usize) else {
+            return;
+        };
+        if pos == 0 {
+            return;
+        }
+        let i = pos as usize - 1;
+        let mut slot = self.slots.swap_remove(i);
+        self.slot_of[port_no as usize] = 0;
+        if let Some(moved) = self.slots.get(i) {
+            self.slot_of[moved.port_no as usize] = i as u32 + 1;
+        }
+        self.pool.free_all(slot.txq.drain(..));
+        slot.port.release(&mut self.pool);
+        drop(slot);
+        // The socket is closed now: nothing the kernel held for it will come back.
+        self.pool.reclaim_port(port_no);
+        self.macs.forget_port(port_no);
+        self.pollfds_dirty = true;
+    }
+
+    fn release_all(&mut self) {
+        let ports: Vec<u32> = self.slots.iter().map(|s| s.port_no).collect();
+        for p in ports {
+            self.remove_port(p);
+        }
+    }
+
+    fn refresh_snapshot(&mut self) {
+        let cur = self.links.snapshot.load();
+        if cur.generation != self.snap.generation {
+            self.snap = arc_swap::Guard::into_inner(cur);
+        }
+    }
+
+    /// Receives one batch from slot `i` and decides where each frame goes.
+    fn poll_port(&mut self, i: usize, now: u64) -> usize {
+        let mut rx = std::mem::take(&mut self.rx);
+        rx.clear();
+        let n = self.slots[i]
+            .port
+            .rx_batch(&mut self.pool, &mut rx, BATCH_SIZE);
+        if n == 0 {
+            self.rx = rx;
+            return 0;
+        }
+        let in_port = self.slots[i].port_no;
+        let bytes: u64 = rx.iter().map(|f| u64::from(f.len)).sum();
+        self.slots[i].counters.add_rx(n as u64, bytes);
+        let c = &self.links.counters;
+        WorkerCounters::add(&c.rx_packets, n as u64);
+        WorkerCounters::add(&c.rx_batches, 1);
+
+        let mut tally = DropTally {
+            slot: i,
+            counts: [0; DropReason::COUNT],
+        };
+        let mut flooded = 0u64;
+        for frame in rx.drain(..) {
+            match self.decide(&frame, in_port, now) {
+                Verdict::Output(p) => self.output(frame, p, &mut tally),
+                Verdict::Flood => {
+                    flooded += 1;
+                    self.flood(frame, in_port, &mut tally);
+                }
+                Verdict::Drop(r) => {
+                    tally.counts[r as usize] += 1;
+                    self.pool.free(frame);
+                }
+            }
+        }
+        self.rx = rx;
+        WorkerCounters::add(&self.links.counters.flooded, flooded);
+        let drops = &self.slots[tally.slot].counters.drops;
+        for (r, &n) in DropReason::ALL.iter().zip(&tally.counts) {
+            if n > 0 {
+                drops.add(*r, n);
+            }
+        }
+        n
+    }
+
+    /// The learning bridge: validate, learn the source, look up the destination.
+    #[inline]
+    fn decide(&mut self, frame: &Frame, in_port: u32, now: u64) -> Verdict {
+        let data = self.pool.data(frame);
+        let hdr = match crate::wire::parse(data) {
+            Ok(h) => h,
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        let Some(route) = self.snap.port(in_port) else {
+            return Verdict::Drop(DropReason::PortDown);
+        };
+        if frame.len > route.max_frame {
+            return Verdict::Drop(DropReason::Oversize);
+        }
+        if hdr.src.is_multicast() {
+            return Verdict::Drop(DropReason::BadSrcMac);
+        }
+        let skey = mac_key(hdr.src, hdr.vlan);
+        match self.macs.learn(skey, in_port, now) {
+            Learned::Refreshed => {}
+            Learned::New => WorkerCounters::add(&self.links.counters.mac_learned, 1),
+            Learned::Moved { .. } => WorkerCounters::add(&self.links.counters.mac_moved, 1),
+            Learned::Full => WorkerCounters::add(&self.links.counters.mac_table_full, 1),
+        }
+        if self.links.learn.has_peers()
+            && self
+                .macs
+                .due_for_announce(skey, now, self.macs.aging_ns() / 4)
+        {
+            self.links.learn.announce(LearnEvent {
+                key: skey,
+                port: in_port,
+                seen: now,
+            });
+        }
+        if hdr.dst.is_multicast() {
+            return Verdict::Flood;
+        }
+        match self.macs.lookup(mac_key(hdr.dst, hdr.vlan), now) {
+            Some(p) if p == in_port => Verdict::Drop(DropReason::SamePort),
+            Some(p) => Verdict::Output(p),
+            None => Verdict::Flood,
+        }
+    }
+
+    /// Queues `frame` for `port_no`, locally or through another worker.
+    #[inline]
+    fn output(&mut self, frame: Frame, port_no: u32, tally: &mut DropTally) {
+        match self.slot_of.get(port_no as usize) {
+            Some(&pos) if pos > 0 => {
+                let slot = &mut self.slots[pos as usize - 1];
+                slot.txq.push(frame);
+                if slot.txq.len() >= BATCH_SIZE {
+                    self.flush_slot(pos as usize - 1);
+                }
+            }
+            _ => {
+                let r = self.send_to_peer(&frame, port_no);
+                if let Err(reason) = r {
+                    tally.counts[reason as usize] += 1;
+                }
+                self.pool.free(frame);
+            }
+        }
+    }
+
+    /// Hands a copy of `frame` to the worker that owns `port_no`.
+    fn send_to_peer(&self, frame: &Frame, port_no: u32) -> Result<(), DropReason> {
+        let Some(route) = self.snap.port(port_no) else {
+            return Err(DropReason::PortDown);
+        };
+        let Some(Some(tx)) = self.links.handoff_out.get(route.worker) else {
+            return Err(DropReason::PortDown);
+        };
+        if !tx.send(port_no, self.pool.data(frame)) {
+            return Err(DropReason::CrossWorkerFull);
+        }
+        if let Some(w) = self.links.peer_wakers.get(route.worker) {
+            w.wake_if_sleeping();
+        }
+        Ok(())
+    }
+
+    /// Sends `frame` to every port in the flood set except `in_port`: copies for all
+    /// but the last local output, which gets the original.
+    fn flood(&mut self, frame: Frame, in_port: u32, tally: &mut DropTally) {
+        let mut last_local: Option<u32> = None;
+        let mut any = false;
+        // Indexing (not iterating) keeps `self` free for `output` without cloning
+        // the snapshot Arc per flooded frame.
+        for k in 0..self.snap.flood.len() {
+            let p = self.snap.flood[k];
+            if p == in_port {
+                continue;
+            }
+            any = true;
+            let local = matches!(self.slot_of.get(p as usize), Some(&pos) if pos > 0);
+            if !local {
+                if let Err(r) = self.send_to_peer(&frame, p) {
+                    tally.counts[r as usize] += 1;
+                }
+                continue;
+            }
+            if let Some(prev) = last_local.replace(p) {
+                match self.pool.clone_frame(&frame) {
+                    Some(copy) => self.output(copy, prev, tally),
+                    None => tally.counts[DropReason::NoBuffer as usize] += 1,
+                }
+            }
+        }
+        match last_local {
+            Some(p) => self.output(frame, p, tally),
+            None => {
+                if !any {
+                    tally.counts[DropReason::NoRoute as usize] += 1;
+                }
+                self.pool.free(frame);
+            }
+        }
+    }
+
+    fn flush_slot(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.txq.is_empty() {
+            return;
+        }
+        let o = slot.port.tx_batch(&mut self.pool, &mut slot.txq);
+        slot.counters.add_tx(u64::from(o.sent), o.bytes);
+        if o.dropped > 0 {
+            slot.counters
+                .drops
+                .add(DropReason::RingFull, u64::from(o.dropped));
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.flush_slot(i);
+        }
+    }
+
+    /// Frames other workers received for our ports.
+    fn receive_handoffs(&mut self) -> usize {
+        let mut n = 0;
+        let mut no_buffer = 0u64;
+        let mut port_down = 0u64;
+        for rx in &self.links.handoff_in {
+            n += rx.drain(BATCH_SIZE, |port_no, bytes| {
+                let pos = match self.slot_of.get(port_no as usize) {
+                    Some(&pos) if pos > 0 => pos as usize - 1,
+                    _ => {
+                        port_down += 1;
+                        return;
+                    }
+                };
+                match self.pool.alloc_copy(bytes) {
+                    Some(f) => self.slots[pos].txq.push(f),
+                    None => no_buffer += 1,
+                }
+            });
+        }
+        let d = &self.links.counters.drops;
+        if no_buffer > 0 {
+            d.add(DropReason::NoBuffer, no_buffer);
+        }
+        if port_down > 0 {
+            d.add(DropReason::PortDown, port_down);
+        }
+        n
+    }
+
+    fn apply_learn_events(&mut self, now: u64) {
+        let interval = self.macs.aging_ns() / 4;
+        let macs = &mut self.macs;
+        self.links.learn.drain(|ev| {
+            if macs.learn(ev.key, ev.port, ev.seen) != Learned::Full {
+                // Mark as announced so the event is not echoed back.
+                macs.due_for_announce(ev.key, now, interval);
+            }
+        });
+    }
+
+    fn housekeeping(&mut self, now: u64) {
+        self.last_housekeeping = now;
+        let aged = self.macs.expire(now);
+        let c = &self.links.counters;
+        WorkerCounters::add(&c.mac_aged, aged as u64);
+        c.mac_entries
+            .store(self.macs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for s in &self.slots {
+            s.counters
+                .drops
+                .set(DropReason::KernelRx, s.port.kernel_drops());
+        }
+    }
+
+    /// Sleeps in poll(2) until a port has frames, the control thread or a peer
+    /// wakes us, or `max_sleep` passes.
+    fn sleep(&mut self) {
+        if self.pollfds_dirty {
+            self.rebuild_pollfds();
+        }
+        let timeout = if self.must_spin {
+            1
+        } else {
+            self.cfg.max_sleep.as_millis().max(1) as i32
+        };
+        let waker = &self.links.waker;
+        waker.set_sleeping(true);
+        // Re-check what a peer may have queued before it saw the flag.
+        if self.links.handoff_in.iter().any(HandoffRx::has_pending)
+            || !self.links.commands.is_empty()
+        {
+            waker.set_sleeping(false);
+            return;
+        }
+        WorkerCounters::add(&self.links.counters.sleeps, 1);
+        // SAFETY: pollfds is a valid array of pollfd structs for the call's duration.
+        let _ = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout,
+            )
+        };
+        waker.set_sleeping(false);
+        if self.pollfds.first().is_some_and(|p| p.revents != 0) {
+            waker.drain();
+        }
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        self.pollfds.push(libc::pollfd {
+            fd: self.links.waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.must_spin = false;
+        for s in &self.slots {
+            match s.port.poll_fd() {
+                Some(fd) => self.pollfds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+                None => self.must_spin = true,
+            }
+        }
+        self.pollfds_dirty = false;
+    }
+}
