@@ -137,6 +137,8 @@ impl Vswitchd {
         }
         c.args(&self.opts.extra_args);
         c.stdin(Stdio::null()).stdout(log).stderr(log2);
+        // Plain log lines: the log is a file, read by people after a failure.
+        c.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             c.env("RUST_LOG", "info");
         }

@@ -24,6 +24,10 @@ pub struct PodOpts {
     /// MTU of the pod end only (the switch end keeps the default 1500). A larger pod
     /// MTU lets a test send frames bigger than the switch port accepts.
     pub mtu: Option<u32>,
+    /// Leave TX checksum offload and TSO/GSO on at the pod end (the kernel default),
+    /// e.g. to send GSO super-packets at the switch. TCP/UDP from such a pod carries
+    /// unfinished checksums; call [`disable_offloads`] before relying on it.
+    pub keep_offloads: bool,
 }
 
 /// A pod namespace with interface `ifname` (pod end of the veth, address `ip`/24) whose
@@ -54,7 +58,9 @@ impl Pod {
         if let Some(mtu) = opts.mtu {
             ns.ip(&["link", "set", &ifname, "mtu", &mtu.to_string()])?;
         }
-        disable_offloads(&ns, &ifname)?;
+        if !opts.keep_offloads {
+            disable_offloads(&ns, &ifname)?;
+        }
         ns.ip(&[
             "addr",
             "add",
@@ -173,6 +179,36 @@ impl Pod {
     /// go), without telling the switch.
     pub fn remove_link(&self) -> Result<()> {
         self.ns.ip(&["link", "del", &self.ifname]).map(|_| ())
+    }
+
+    /// Sends one UDP datagram of `len` bytes to `to`:9 as a single GSO super-packet
+    /// with segments of `gso_size` bytes (UDP_SEGMENT). With offloads on at the pod end
+    /// (see [`PodOpts::keep_offloads`]) it crosses the veth as ONE frame longer than the
+    /// MTU, since veth does not check the length of GSO packets: the realistic way a
+    /// switch port receives oversized frames.
+    pub fn send_udp_gso(&self, to: Ipv4Addr, len: usize, gso_size: u16) -> Result<usize> {
+        self.ns.enter(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| err!("udp bind: {e}"))?;
+            let size = libc::c_int::from(gso_size);
+            // SAFETY: valid fd, option value is a c_int of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_UDP,
+                    libc::UDP_SEGMENT,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(err!(
+                    "setsockopt(UDP_SEGMENT): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            s.send_to(&vec![0x47; len], (to, 9))
+                .map_err(|e| err!("udp gso send: {e}"))
+        })
     }
 
     /// Sends each frame as it is through an AF_PACKET socket on the pod's interface
@@ -371,8 +407,8 @@ fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-/// Runs `argv` in the pod (a convenience for tests: `pod.run(&["ip", "route"])`).
 impl Pod {
+    /// Runs `argv` in the pod (a convenience for tests: `pod.run(&["ip", "route"])`).
     pub fn run(&self, argv: &[&str]) -> Result<String> {
         self.ns.run(argv)
     }

@@ -27,7 +27,15 @@ fn pods_talk_through_a_kernel_bridge() {
     };
     let sw = Netns::new("sw").expect("switch namespace");
     let a = Pod::new(&sw, pod_ip(1), PodOpts::default()).expect("pod a");
-    let b = Pod::new(&sw, pod_ip(2), PodOpts { mtu: Some(2000) }).expect("pod b");
+    let b = Pod::new(
+        &sw,
+        pod_ip(2),
+        PodOpts {
+            mtu: Some(2000),
+            ..PodOpts::default()
+        },
+    )
+    .expect("pod b");
     assert!(a.switch_if.len() <= 15 && a.ifname.len() <= 15);
     assert!(sw.links().expect("links").contains(&a.switch_if));
     bridge(&sw, &[&a, &b]);
