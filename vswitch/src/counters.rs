@@ -22,11 +22,6 @@ impl DropSet {
         bump(&self.0[reason as usize], n);
     }
 
-    /// Sets a counter that mirrors a cumulative value kept elsewhere (kernel stats).
-    pub fn set(&self, reason: DropReason, v: u64) {
-        self.0[reason as usize].store(v, Relaxed);
-    }
-
     pub fn read(&self) -> DropCounters {
         let mut a = [0u64; DropReason::COUNT];
         for (v, c) in a.iter_mut().zip(&self.0) {

@@ -3,7 +3,8 @@
 //! reads counters. Runs on the control thread; never on the per-packet path.
 
 use crate::counters::{PortCounters, WorkerCounters};
-use crate::pool::FramePool;
+use crate::pool::{FramePool, UmemHandle};
+use crate::port::anchor::UmemAnchor;
 use crate::port::memory::MemoryPort;
 use crate::port::{self, Port, PortAttachment, PortError, netdev};
 use crate::snapshot::{PortRoute, SharedSnapshot, Snapshot};
@@ -77,7 +78,9 @@ struct WorkerHandle {
     commands: Sender<WorkerCmd>,
     waker: Arc<Waker>,
     counters: Arc<WorkerCounters>,
-    umem: Option<xsk_rs::Umem>,
+    umem: Option<UmemHandle>,
+    /// Keeps the UMEM bindable whatever ports come and go; dropped after the worker.
+    anchor: Option<UmemAnchor>,
     thread: Option<JoinHandle<()>>,
     /// The worker itself when not threaded.
     inline: Option<Worker>,
@@ -147,7 +150,12 @@ impl Datapath {
             } else {
                 FramePool::heap(cfg.pool_frames)
             };
-            let umem = pool.as_umem().cloned();
+            let umem = pool.umem_handle();
+            let anchor = umem.as_ref().and_then(|u| {
+                UmemAnchor::create(u, id)
+                    .inspect_err(|e| tracing::warn!(worker = id, error = %e, "no UMEM anchor; AF_XDP ports may fail once the first is removed"))
+                    .ok()
+            });
             let (cmd_tx, cmd_rx) = unbounded();
             let counters = Arc::new(WorkerCounters::default());
             let links = WorkerLinks {
@@ -191,6 +199,7 @@ impl Datapath {
                 waker: wakers[id].clone(),
                 counters,
                 umem,
+                anchor,
                 thread,
                 inline,
                 ports: 0,
@@ -561,6 +570,7 @@ impl Datapath {
                 inline.run_once();
                 drop(inline);
             }
+            drop(w.anchor.take());
         }
     }
 }

@@ -42,10 +42,36 @@ enum Backing {
     /// Plain memory; `base` points into the boxed slice.
     Heap(#[allow(dead_code)] Box<[u8]>),
     /// Registered UMEM; `templates[i]` is the kernel descriptor of frame `i`.
+    /// `netns`: identity of the network namespace the UMEM's socket was made in.
     Umem {
         umem: Umem,
         templates: Vec<FrameDesc>,
+        netns: (u64, u64),
     },
+}
+
+/// A pool's UMEM and the namespace it was registered in (see [`FramePool::netns`]).
+#[derive(Debug, Clone)]
+pub struct UmemHandle {
+    pub umem: Umem,
+    pub netns: (u64, u64),
+}
+
+/// Anything AF_XDP sockets can be bound through: the pool, or a handle to its UMEM.
+pub trait AsUmem {
+    fn umem_handle(&self) -> Option<UmemHandle>;
+}
+
+impl AsUmem for FramePool {
+    fn umem_handle(&self) -> Option<UmemHandle> {
+        FramePool::umem_handle(self)
+    }
+}
+
+impl AsUmem for UmemHandle {
+    fn umem_handle(&self) -> Option<UmemHandle> {
+        Some(self.clone())
+    }
 }
 
 pub struct FramePool {
@@ -71,7 +97,14 @@ impl FramePool {
     }
 
     /// A pool registered as an AF_XDP UMEM (needs CAP_NET_RAW and AF_XDP support).
+    ///
+    /// Create it in the network namespace of the interfaces its ports will use: the
+    /// UMEM is an AF_XDP socket of the calling thread's namespace, and libxdp binds
+    /// the first port's socket through that very descriptor, where interface indexes
+    /// are looked up in *its* namespace (see [`FramePool::netns`]).
     pub fn umem(count: u32) -> Result<FramePool, String> {
+        let netns = crate::port::netdev::current_netns_id()
+            .map_err(|e| format!("own network namespace: {e}"))?;
         let frames = NonZeroU32::new(count).ok_or("pool needs at least one frame")?;
         let frame_size = FrameSize::new(FRAME_SIZE as u32).map_err(|e| e.to_string())?;
         let ring = QueueSize::new(4096).map_err(|e| e.to_string())?;
@@ -97,7 +130,11 @@ impl FramePool {
         Ok(FramePool::with_backing(
             base,
             count,
-            Backing::Umem { umem, templates },
+            Backing::Umem {
+                umem,
+                templates,
+                netns,
+            },
         ))
     }
 
@@ -125,6 +162,27 @@ impl FramePool {
     pub fn as_umem(&self) -> Option<&Umem> {
         match &self.backing {
             Backing::Umem { umem, .. } => Some(umem),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// What the control thread needs to bind AF_XDP sockets to this pool's UMEM
+    /// while the pool itself lives on the worker thread.
+    pub fn umem_handle(&self) -> Option<UmemHandle> {
+        match &self.backing {
+            Backing::Umem { umem, netns, .. } => Some(UmemHandle {
+                umem: umem.clone(),
+                netns: *netns,
+            }),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// For a UMEM pool, the network namespace (nsfs device and inode) it was created
+    /// in; AF_XDP ports can only be opened on interfaces of that namespace.
+    pub fn netns(&self) -> Option<(u64, u64)> {
+        match &self.backing {
+            Backing::Umem { netns, .. } => Some(*netns),
             Backing::Heap(_) => None,
         }
     }
@@ -215,7 +273,9 @@ impl FramePool {
     #[inline]
     pub fn to_xdp_desc(&self, frame: &Frame) -> Option<FrameDesc> {
         match &self.backing {
-            Backing::Umem { umem, templates } => {
+            Backing::Umem {
+                umem, templates, ..
+            } => {
                 let mut d = *templates.get(frame.idx as usize)?;
                 // SAFETY: the descriptor is this UMEM's; the write only sets its length.
                 unsafe { umem.data_mut(&mut d).cursor().set_pos(frame.len as usize) };

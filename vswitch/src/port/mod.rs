@@ -10,11 +10,12 @@
 //! A port is owned by exactly one poll worker and only ever touched by that thread.
 
 pub mod afxdp;
+pub mod anchor;
 pub mod memory;
 pub mod netdev;
 pub mod packet;
 
-use crate::pool::{Frame, FramePool};
+use crate::pool::{Frame, FramePool, UmemHandle};
 use std::os::fd::RawFd;
 use vswitch_proto::PortMode;
 
@@ -45,6 +46,22 @@ pub struct TxOutcome {
     pub bytes: u64,
     /// Frames that did not fit (TX ring full / would block); already freed.
     pub dropped: u32,
+}
+
+/// Frames a port took from the kernel but could not hand to the worker, one counter
+/// per reason, cumulative (Firecracker style). The kernel's own drops (queue full
+/// before the switch read) are [`Port::kernel_drops`], not here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxDrops {
+    /// Longer than a pool buffer ([`crate::pool::MAX_FRAME_LEN`]): jumbo frames and
+    /// unsegmented GSO/GRO super-frames.
+    pub oversize: u64,
+    /// Delivered in a state the port could not repair (e.g. a partial checksum whose
+    /// offsets lie outside the frame).
+    pub malformed: u64,
+    /// Receive calls that failed with something other than "nothing to read"
+    /// (each may have cost frames the kernel then discarded).
+    pub errors: u64,
 }
 
 /// What a port found out about its interface when it was opened.
@@ -85,6 +102,12 @@ pub trait Port: Send {
         0
     }
 
+    /// Frames this port received but dropped itself, by reason, cumulative. Read by
+    /// the worker now and then, not per packet.
+    fn rx_drops(&self) -> RxDrops {
+        RxDrops::default()
+    }
+
     /// Called once, right before the port is dropped: return every frame the port
     /// still holds in user space to the pool (kernel-held frames are reclaimed by
     /// the worker through the pool's lending record).
@@ -93,23 +116,24 @@ pub trait Port: Send {
     }
 }
 
-/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), for a
-/// worker whose pool is registered as `umem` (if it is one). `port_no` tags the
-/// frames the port lends to the kernel.
+/// Opens a port on interface `name` in `mode` (never `Auto` or `Memory` here), on a
+/// worker whose pool is `pool`. `port_no` tags the frames the port lends to the kernel.
 pub fn open(
     name: &str,
     mode: PortMode,
-    umem: Option<&xsk_rs::Umem>,
+    umem: Option<&UmemHandle>,
     port_no: u32,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let umem = umem.ok_or_else(|| PortError::Unsupported {
-                name: name.to_string(),
-                mode,
-                reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
-            })?;
-            let (port, att) = afxdp::AfXdpPort::open(name, mode, umem, port_no)?;
+            let (port, att) = {
+                let umem = umem.ok_or_else(|| PortError::Unsupported {
+                    name: name.to_string(),
+                    mode,
+                    reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
+                })?;
+                afxdp::AfXdpPort::open(name, mode, umem, port_no)?
+            };
             Ok((Box::new(port), att))
         }
         PortMode::Packet => {
@@ -124,18 +148,18 @@ pub fn open(
     }
 }
 
-/// An opened port, what it attached as, and why the modes tried before it failed.
-pub type Opened = (Box<dyn Port>, PortAttachment, Vec<String>);
-
 /// Opens a port, trying driver-mode AF_XDP, then skb-mode AF_XDP, then AF_PACKET
 /// when `requested` is `Auto`. Returns the errors of the modes that failed too, so
 /// the choice can be reported.
+// The tuple is the port, what it found, and why the better modes failed; naming it
+// would hide that more than it helps.
+#[allow(clippy::type_complexity)]
 pub fn open_with_fallback(
     name: &str,
     requested: PortMode,
-    umem: Option<&xsk_rs::Umem>,
+    umem: Option<&UmemHandle>,
     port_no: u32,
-) -> Result<Opened, PortError> {
+) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
         return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
     }

@@ -25,8 +25,49 @@ fn sysfs(name: &str, attr: &str) -> io::Result<String> {
     )
 }
 
+/// Asks the kernel about an interface with an `ifreq` ioctl. Unlike /sys/class/net,
+/// which shows the namespace /sys was mounted in, this answers for the calling
+/// thread's network namespace (a worker that entered the switch's namespace, a test
+/// inside `Netns::enter`).
+fn ifreq(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: all-zero is a valid ifreq (name empty, union zeroed).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: the request is one of the SIOCGIF* reads, which fill in `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(req)
+}
+
 /// The interface's MAC address (zeros when unknown).
 pub fn mac(name: &str) -> [u8; 6] {
+    if let Ok(req) = ifreq(name, libc::SIOCGIFHWADDR) {
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(sa.sa_data) {
+            *d = s as u8;
+        }
+        return mac;
+    }
     sysfs(name, "address")
         .ok()
         .and_then(|s| s.parse::<crate::wire::MacAddr>().ok())
@@ -36,10 +77,24 @@ pub fn mac(name: &str) -> [u8; 6] {
 
 /// The interface's MTU (1500 when unknown).
 pub fn mtu(name: &str) -> u32 {
+    if let Ok(req) = ifreq(name, libc::SIOCGIFMTU) {
+        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        if let Ok(mtu) = u32::try_from(mtu) {
+            return mtu;
+        }
+    }
     sysfs(name, "mtu")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500)
+}
+
+/// Identity (nsfs device, inode) of the calling thread's network namespace.
+pub fn current_netns_id() -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/thread-self/ns/net")?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Checks a user-supplied interface name before it reaches the kernel.

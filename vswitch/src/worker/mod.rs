@@ -15,7 +15,7 @@ pub mod waker;
 use crate::bridge::{Learned, MacTable, mac_key};
 use crate::counters::{PortCounters, WorkerCounters};
 use crate::pool::{Frame, FramePool};
-use crate::port::{BATCH_SIZE, Port};
+use crate::port::{BATCH_SIZE, Port, RxDrops};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crossbeam_channel::{Receiver, Sender};
 use handoff::{HandoffRx, HandoffTx};
@@ -77,6 +77,10 @@ struct Slot {
     counters: Arc<PortCounters>,
     /// Frames waiting to be transmitted on this port, flushed once per iteration.
     txq: Vec<Frame>,
+    /// The port's own cumulative drop figures at the last housekeeping, so only
+    /// the increase is added to the counters the worker also writes per frame.
+    last_rx_drops: RxDrops,
+    last_kernel_drops: u64,
 }
 
 /// Per-iteration drop tallies by ingress slot, stored once per batch.
@@ -219,6 +223,8 @@ impl Worker {
                         port,
                         counters,
                         txq: Vec::with_capacity(BATCH_SIZE),
+                        last_rx_drops: RxDrops::default(),
+                        last_kernel_drops: 0,
                     });
                     self.slot_of[idx] = self.slots.len() as u32;
                     self.pollfds_dirty = true;
@@ -508,10 +514,19 @@ impl Worker {
         WorkerCounters::add(&c.mac_aged, aged as u64);
         c.mac_entries
             .store(self.macs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        for s in &self.slots {
-            s.counters
-                .drops
-                .set(DropReason::KernelRx, s.port.kernel_drops());
+        for s in &mut self.slots {
+            let (d, k) = (s.port.rx_drops(), s.port.kernel_drops());
+            let (p, pk) = (s.last_rx_drops, s.last_kernel_drops);
+            let drops = &s.counters.drops;
+            drops.add(DropReason::Oversize, d.oversize.saturating_sub(p.oversize));
+            drops.add(
+                DropReason::Malformed,
+                d.malformed.saturating_sub(p.malformed),
+            );
+            let kernel = d.errors.saturating_sub(p.errors) + k.saturating_sub(pk);
+            drops.add(DropReason::KernelRx, kernel);
+            s.last_rx_drops = d;
+            s.last_kernel_drops = k;
         }
     }
 

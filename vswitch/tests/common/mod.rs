@@ -23,15 +23,24 @@ pub fn require_root() -> bool {
     if is_root() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "root-only test running in CI without root");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "root-only test running in CI without root"
+    );
     eprintln!("SKIP: needs root");
     false
 }
 
 pub fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -60,12 +69,21 @@ impl Netns {
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         use std::os::fd::AsRawFd;
         let here = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
-        let there = std::fs::File::open(format!("/var/run/netns/{}", self.name)).expect("test netns");
+        let there =
+            std::fs::File::open(format!("/var/run/netns/{}", self.name)).expect("test netns");
         // SAFETY: setns on valid namespace fds; the thread is switched back below.
-        assert_eq!(unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        assert_eq!(
+            unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
         let r = f();
         // SAFETY: as above.
-        assert_eq!(unsafe { libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns back");
+        assert_eq!(
+            unsafe { libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns back"
+        );
         r
     }
 }
@@ -79,8 +97,11 @@ impl Drop for Netns {
 /// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`), both up, offloads off on both.
 /// Deleted with the namespaces.
 pub fn veth_pair(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) {
-    run(&["ip", "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns", &ns_b.name])
-        .expect("ip link add veth");
+    run(&[
+        "ip", "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns",
+        &ns_b.name,
+    ])
+    .expect("ip link add veth");
     for (ns, i) in [(ns_a, a), (ns_b, b)] {
         ns.exec(&["ip", "link", "set", i, "up"]).expect("link up");
         let _ = ns.exec(&["ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off"]);
