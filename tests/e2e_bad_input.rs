@@ -10,7 +10,7 @@
 use serde_json::Value;
 use std::time::Duration;
 use vswitch_suite::control::{RawClient, error_code};
-use vswitch_suite::daemon::{DaemonOpts, Stats, Vswitchd};
+use vswitch_suite::daemon::{DaemonOpts, Vswitchd};
 use vswitch_suite::frames;
 use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::{PodOpts, tcp_transfer};
@@ -86,28 +86,36 @@ fn bad_frames(mode: &str) {
         a.send_udp_gso(b.ip, 2 * 1472, 1472).expect("udp gso");
     }
 
-    // Too-big frames must be counted as oversize. In the XDP modes the kernel may already
-    // refuse a frame longer than the socket's UMEM frame; the switch then sees it only
-    // as an AF_XDP receive drop (kernel_rx). Either way it is accounted to the port.
-    let too_big_seen = |s: &Stats| {
-        let d = |r: &str| {
-            s.drops(&a.switch_if, r)
-                .saturating_sub(before.drops(&a.switch_if, r))
-        };
-        d("oversize") > 0 || (mode != "packet" && d("kernel_rx") > 0)
-    };
+    // Which of these a veth can deliver depends on the port mode (seen on kernel 6.18):
+    // - xdp-skb: generic XDP sees raw frames: truncated VLAN tags (malformed) and GSO
+    //   super-packets (oversize) both arrive;
+    // - xdp-drv: native veth XDP sees truncated VLAN tags, but while a (non-frags) XDP
+    //   program is attached veth turns GSO off on the peer and caps its MTU, so nothing
+    //   oversized can arrive: the pod's kernel segments first;
+    // - packet: the kernel drops a truncated VLAN tag before packet sockets see it
+    //   (skb_vlan_untag), and the other broken frames are broken above L2; GSO
+    //   super-packets arrive whole.
+    // So each counter is required only where the kernel lets such frames through. In
+    // xdp-skb mode an oversized frame may also be longer than the socket's UMEM frame;
+    // then the kernel refuses it at the AF_XDP socket and the switch can only count it
+    // as kernel_rx (from XDP_STATISTICS): accounted to the port all the same.
+    let want_malformed = mode != "packet";
+    let want_oversize = mode != "xdp-drv";
     let moved = wait_for(Duration::from_secs(5), || {
         let s = t.daemon.stats().ok()?;
         let d = |r: &str| {
             s.drops(&a.switch_if, r)
                 .saturating_sub(before.drops(&a.switch_if, r))
         };
-        (d("malformed") > 0 && d("bad_src_mac") > 0 && too_big_seen(&s)).then_some(())
+        let ok = d("bad_src_mac") > 0
+            && (!want_malformed || d("malformed") > 0)
+            && (!want_oversize || d("oversize") > 0 || (mode == "xdp-skb" && d("kernel_rx") > 0));
+        ok.then_some(())
     });
     let now = t.daemon.stats().expect("stats");
     assert!(
         moved.is_some(),
-        "{mode}: malformed/oversize/bad_src_mac drops of {} did not move\nbefore: {}\nafter: {}",
+        "{mode}: drops of {} did not move (want bad_src_mac, malformed: {want_malformed}, oversize: {want_oversize})\nbefore: {}\nafter: {}",
         a.switch_if,
         before.port(&a.switch_if).cloned().unwrap_or_default(),
         now.port(&a.switch_if).cloned().unwrap_or_default()
