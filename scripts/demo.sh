@@ -70,8 +70,8 @@ if [ "${SKIP_DEPS:-0}" != 1 ]; then
 	scripts/install-deps.sh
 fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-	say "cargo build --release"
-	cargo build --release
+	say "cargo build --release --workspace"
+	cargo build --release --workspace
 fi
 BIN=${VSWITCH_BIN_DIR:-$(target_dir)/release}
 for b in vswitchd vsctl; do [ -x "$BIN/$b" ] || die "$BIN/$b missing"; done
