@@ -236,10 +236,6 @@ impl Worker {
                 WorkerCmd::Stop => self.stopping = true,
             }
         }
-        self.links.counters.ports.store(
-            self.slots.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 
     fn remove_port(&mut self, port_no: u32) {
@@ -509,6 +505,12 @@ impl Worker {
 
     fn housekeeping(&mut self, now: u64) {
         self.last_housekeeping = now;
+        // Gauges are refreshed here, not on every loop iteration.
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.links
+            .counters
+            .ports
+            .store(self.slots.len() as u64, relaxed);
         let aged = self.macs.expire(now);
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);
