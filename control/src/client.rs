@@ -154,6 +154,7 @@ impl Client {
             name: name.to_string(),
             kind,
             mode,
+            pod: None,
         }))?;
         self.decode(v)
     }

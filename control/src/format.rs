@@ -155,6 +155,7 @@ mod tests {
             mac: "02:00:00:00:00:01".into(),
             mtu: 1500,
             state: PortState::Up,
+            pod: None,
         }
     }
 

@@ -31,6 +31,7 @@ fn port(name: &str, requested: PortMode) -> PortInfo {
         mac: "02:00:00:00:00:01".into(),
         mtu: 1500,
         state: PortState::Up,
+        pod: None,
     }
 }
 

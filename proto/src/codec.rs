@@ -274,7 +274,8 @@ mod tests {
             Op::AddPort(AddPortParams {
                 name: "v0".into(),
                 kind: PortKind::Uplink,
-                mode: PortMode::XdpSkb
+                mode: PortMode::XdpSkb,
+                pod: None,
             })
         );
         let r = decode_request(br#"{"id":2,"op":"add_port","params":{"name":"v0"}}"#)
@@ -284,7 +285,8 @@ mod tests {
             Op::AddPort(AddPortParams {
                 name: "v0".into(),
                 kind: PortKind::Pod,
-                mode: PortMode::Auto
+                mode: PortMode::Auto,
+                pod: None,
             })
         );
         assert_eq!(
@@ -311,6 +313,7 @@ mod tests {
                 name: "x".into(),
                 kind: PortKind::Gateway,
                 mode: PortMode::Packet,
+                pod: None,
             }),
         };
         let line = serde_json::to_vec(&req).expect("encode");

@@ -12,7 +12,7 @@ pub use codec::{
     ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
     decode_request, encode_response,
 };
-pub use port::{AddPortParams, DelPortParams, PortInfo, PortKind, PortMode, PortState};
+pub use port::{AddPortParams, DelPortParams, PodRef, PortInfo, PortKind, PortMode, PortState};
 pub use stats::{
     DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats,
 };

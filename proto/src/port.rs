@@ -104,6 +104,21 @@ pub struct AddPortParams {
     pub kind: PortKind,
     #[serde(default)]
     pub mode: PortMode,
+    /// The pod this port belongs to (pod ports attached by the CNI plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// Which pod a port belongs to: the CNI plugin passes it from `CNI_ARGS`
+/// (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`) and the container id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    /// The runtime's container (sandbox) id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// Parameters of `del_port`.
@@ -145,4 +160,7 @@ pub struct PortInfo {
     pub mac: String,
     pub mtu: u32,
     pub state: PortState,
+    /// The pod the port belongs to, when the attacher said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }

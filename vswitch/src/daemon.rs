@@ -86,6 +86,7 @@ impl Daemon {
                 name: p.name,
                 kind: p.kind,
                 mode: p.requested_mode,
+                pod: p.pod,
             })
             .collect();
         if let Err(e) = store.save(&ports) {

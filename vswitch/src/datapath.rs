@@ -258,7 +258,14 @@ impl Datapath {
         if !tried.is_empty() {
             tracing::info!(port = %p.name, chosen = %att.mode, fell_back_from = ?tried, "auto mode fallback");
         }
-        Ok(self.install(&p.name, p.kind, p.mode, port_no, w, port, att))
+        let mut info = self.install(&p.name, p.kind, p.mode, port_no, w, port, att);
+        if p.pod.is_some() {
+            info.pod = p.pod.clone();
+            if let Some(rec) = self.ports.get_mut(&p.name) {
+                rec.info.pod = p.pod.clone();
+            }
+        }
+        Ok(info)
     }
 
     /// Attaches an in-process memory port (tests and benchmarks).
@@ -350,6 +357,7 @@ impl Datapath {
             mac: crate::wire::MacAddr(att.mac).to_string(),
             mtu: att.mtu,
             state: PortState::Up,
+            pod: None,
         };
         self.ports.insert(
             name.to_string(),
@@ -474,6 +482,7 @@ impl Datapath {
                         name: name.clone(),
                         kind: info.kind,
                         mode: info.requested_mode,
+                        pod: info.pod.clone(),
                     };
                     match self.add_port(&p) {
                         Ok(_) => ch.up.push(name),
@@ -510,6 +519,7 @@ impl Datapath {
             mac: crate::wire::MacAddr::default().to_string(),
             mtu: 0,
             state: PortState::Down,
+            pod: p.pod.clone(),
         };
         self.insert_down(info.clone());
         Ok(info)

@@ -100,11 +100,13 @@ mod tests {
                 name: "a".into(),
                 kind: PortKind::Pod,
                 mode: PortMode::XdpSkb,
+                pod: None,
             },
             AddPortParams {
                 name: "b".into(),
                 kind: PortKind::Uplink,
                 mode: PortMode::Auto,
+                pod: None,
             },
         ];
         s.save(&ports).expect("save");

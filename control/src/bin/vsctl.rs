@@ -120,6 +120,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 name: ifname.clone(),
                 kind: *kind,
                 mode: *mode,
+                pod: None,
             }))?;
             output::<PortInfo>(&client, v, json, format::added_port)
         }
