@@ -137,6 +137,69 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// `dump-flows`: one OVS-style line per flow.
+pub fn dump_flows(flows: &[vswitch_proto::FlowEntry]) -> String {
+    flows.iter().map(|f| format!(" {}\n", f.text)).collect()
+}
+
+/// What a bundle did, in one line.
+pub fn flow_mods(r: &vswitch_proto::FlowModsReply) -> String {
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (r.added, "added"),
+        (r.replaced, "replaced"),
+        (r.modified, "modified"),
+        (r.deleted, "deleted"),
+        (r.groups_set, "groups set"),
+        (r.groups_deleted, "groups deleted"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("no change".into());
+    }
+    format!("{} (flow tables version {})\n", parts.join(", "), r.version)
+}
+
+/// `trace`: each table visited, the flow matched and its notes, then the verdict.
+pub fn trace(t: &vswitch_proto::TraceReply) -> String {
+    let mut s = format!("Packet: {}\n\n", t.packet);
+    for step in &t.tables {
+        let pad = "    ".repeat(step.depth as usize);
+        s.push_str(&format!("{pad}table {}:\n", step.table));
+        match &step.flow {
+            Some(f) => s.push_str(&format!("{pad}  matched: {f}\n")),
+            None => s.push_str(&format!("{pad}  no match\n")),
+        }
+        for n in &step.notes {
+            s.push_str(&format!("{pad}  -> {n}\n"));
+        }
+    }
+    s.push_str("\nDatapath actions: ");
+    if t.datapath_actions.is_empty() {
+        s.push_str("drop");
+    } else {
+        s.push_str(&t.datapath_actions.join(", "));
+    }
+    s.push_str(&format!("\nVerdict: {}\n", t.verdict));
+    if let Some(e) = &t.error {
+        s.push_str(&format!("Error: {e}\n"));
+    }
+    s.push_str(&format!("Megaflow: {}\n", t.megaflow));
+    let yes_no = |v: &[bool]| {
+        v.iter()
+            .enumerate()
+            .map(|(i, b)| format!("worker {i}: {}", if *b { "hit" } else { "miss" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.push_str(&format!("Exact-match cache: {}\n", yes_no(&t.emc_hit)));
+    s.push_str(&format!("Megaflow cache: {}\n", yes_no(&t.megaflow_hit)));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +323,7 @@ vswitchd 0.1.0 (pid 42, protocol 1)
                 flooded: 4,
                 ports_vanished: 0,
                 drops: switch_drops,
+                ..SwitchStats::default()
             },
             workers: vec![
                 WorkerStats {
@@ -271,6 +335,7 @@ vswitchd 0.1.0 (pid 42, protocol 1)
                     sleeps: 12,
                     rx_packets: 125,
                     rx_batches: 50,
+                    ..WorkerStats::default()
                 },
                 WorkerStats {
                     id: 1,

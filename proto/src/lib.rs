@@ -5,6 +5,7 @@
 //! (it is fuzzed: `fuzz/fuzz_targets/control_decode.rs`).
 
 pub mod codec;
+pub mod flow;
 pub mod port;
 pub mod stats;
 
@@ -12,9 +13,14 @@ pub use codec::{
     ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
     decode_request, encode_response,
 };
+pub use flow::{
+    DumpFlowsParams, FlowEntry, FlowModOp, FlowModText, FlowModsParams, FlowModsReply, GroupEntry,
+    TraceParams, TraceReply, TraceTable,
+};
 pub use port::{AddPortParams, DelPortParams, PodRef, PortInfo, PortKind, PortMode, PortState};
 pub use stats::{
-    DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats,
+    CacheStats, DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats,
+    WorkerStats,
 };
 
 /// Every operation the control socket understands, with its parameters.
@@ -31,6 +37,14 @@ pub enum Op {
     ListPorts,
     /// Counters: [`StatsReply`] back.
     Stats(StatsParams),
+    /// A bundle of flow/group changes, all or nothing: [`FlowModsReply`] back.
+    FlowMods(FlowModsParams),
+    /// Flows: `[FlowEntry]` back.
+    DumpFlows(DumpFlowsParams),
+    /// Groups: `[GroupEntry]` back.
+    DumpGroups,
+    /// Where a packet would go: [`TraceReply`] back.
+    Trace(TraceParams),
 }
 
 impl Op {
@@ -42,6 +56,10 @@ impl Op {
             Op::DelPort(_) => "del_port",
             Op::ListPorts => "list_ports",
             Op::Stats(_) => "stats",
+            Op::FlowMods(_) => "flow_mods",
+            Op::DumpFlows(_) => "dump_flows",
+            Op::DumpGroups => "dump_groups",
+            Op::Trace(_) => "trace",
         }
     }
 }

@@ -66,6 +66,17 @@ drop_reasons! {
     CrossWorkerFull => cross_worker_full,
     /// Dropped by the kernel before the switch saw it (AF_XDP socket statistics).
     KernelRx => kernel_rx,
+    /// The flow pipeline decided to drop it (a drop flow, no output, or a table miss).
+    Pipeline => pipeline,
+    /// dec_ttl on a packet whose TTL / hop limit was already 1 or 0.
+    TtlExpired => ttl_expired,
+    /// A punt to the switch's own handlers over their rate limit, or not answerable.
+    Punt => punt,
+    /// An action the packet could not take (e.g. a header that is not there, a
+    /// frame that would not fit, recirculation too deep).
+    ActionFailed => action_failed,
+    /// Conntrack marked the packet invalid and the pipeline dropped it.
+    CtInvalid => ct_invalid,
 }
 
 /// Parameters of `stats`.
@@ -107,6 +118,30 @@ pub struct SwitchStats {
     pub ports_vanished: u64,
     /// Drops not attributable to a port.
     pub drops: DropCounters,
+    /// Flow cache figures summed over workers.
+    #[serde(default)]
+    pub cache: CacheStats,
+    /// Flows per table (index = table; trailing empty tables left out).
+    #[serde(default)]
+    pub flows_per_table: Vec<u64>,
+    /// Version of the flow tables.
+    #[serde(default)]
+    pub flows_version: u64,
+}
+
+/// Flow cache hits and misses (OVS's `pmd-stats-show` emc/megaflow/miss lines).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Packets answered by the exact-match cache.
+    pub emc_hits: u64,
+    /// Packets answered by the megaflow cache (EMC missed).
+    pub megaflow_hits: u64,
+    /// Packets that went through the slow path (flow tables).
+    pub misses: u64,
+    /// Cache entries found stale after a flow change and rebuilt.
+    pub revalidated: u64,
+    /// Megaflows installed now.
+    pub megaflows: u64,
 }
 
 /// One poll worker's loop figures (like `ovs-appctl dpif-netdev/pmd-stats-show`).
@@ -125,6 +160,9 @@ pub struct WorkerStats {
     pub rx_packets: u64,
     /// Receive batches (rx_packets / rx_batches = mean batch size).
     pub rx_batches: u64,
+    /// This worker's flow cache figures.
+    #[serde(default)]
+    pub cache: CacheStats,
 }
 
 /// Result of `stats`.

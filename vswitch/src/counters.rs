@@ -103,6 +103,7 @@ impl WorkerCounters {
             sleeps: self.sleeps.load(Relaxed),
             rx_packets: self.rx_packets.load(Relaxed),
             rx_batches: self.rx_batches.load(Relaxed),
+            cache: Default::default(),
         }
     }
 

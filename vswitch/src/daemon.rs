@@ -111,6 +111,16 @@ impl Handler for Daemon {
             }
             Op::ListPorts => to_value(&self.dp.ports()),
             Op::Stats(p) => to_value(&self.dp.stats(p.port.as_deref())?),
+            #[allow(unreachable_patterns)]
+            _ => Err(ErrorReply::new(ErrorCode::UnknownOp, "not yet")),
+            #[cfg(any())]
+            Op::FlowMods(p) => to_value(&crate::flowctl::flow_mods(&mut self.dp, p)?),
+            #[cfg(any())]
+            Op::DumpFlows(p) => to_value(&crate::flowctl::dump_flows(&mut self.dp, p)?),
+            #[cfg(any())]
+            Op::DumpGroups => to_value(&crate::flowctl::dump_groups(&self.dp)),
+            #[cfg(any())]
+            Op::Trace(p) => to_value(&crate::flowctl::trace(&mut self.dp, p)?),
         }
     }
 
@@ -119,6 +129,10 @@ impl Handler for Daemon {
             return;
         }
         self.last_link_check = Instant::now();
+        let expired = self.dp.expire_flows();
+        if expired > 0 {
+            tracing::debug!(expired, "flows timed out");
+        }
         let ch = self.dp.check_links();
         if !ch.removed.is_empty() {
             self.save();

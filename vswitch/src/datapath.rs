@@ -3,6 +3,12 @@
 //! reads counters. Runs on the control thread; never on the per-packet path.
 
 use crate::counters::{PortCounters, WorkerCounters};
+use crate::flow::cache::{CacheConfig, CacheCounters, Probe};
+use crate::flow::key::Key;
+use crate::flow::rule::Rule;
+use crate::flow::spec::{Action, FlowFilter, FlowSpec, GroupSpec};
+use crate::flow::tables::{BundleError, BundleOutcome, FlowMod, FlowTables, PipelineReader};
+use crate::flow::xlate::{self, Trace, Translation};
 use crate::pool::{FramePool, UmemHandle};
 use crate::port::anchor::UmemAnchor;
 use crate::port::memory::MemoryPort;
@@ -78,6 +84,7 @@ struct WorkerHandle {
     commands: Sender<WorkerCmd>,
     waker: Arc<Waker>,
     counters: Arc<WorkerCounters>,
+    cache_counters: Arc<CacheCounters>,
     umem: Option<UmemHandle>,
     /// Keeps the UMEM bindable whatever ports come and go; dropped after the worker.
     anchor: Option<UmemAnchor>,
@@ -109,6 +116,8 @@ pub struct Datapath {
     ports: BTreeMap<String, PortRecord>,
     snapshot: SharedSnapshot,
     ports_vanished: u64,
+    flows: FlowTables,
+    epoch: Instant,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -138,6 +147,16 @@ impl Datapath {
             }
         }
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
+        let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
+        // A new switch is a learning bridge: one flow sends everything to NORMAL.
+        let bridge = FlowSpec {
+            priority: 0,
+            actions: vec![Action::Normal],
+            ..FlowSpec::default()
+        };
+        if let Err(e) = flows.apply(vec![FlowMod::Add(bridge)], 0) {
+            tracing::error!(error = %e, "cannot install the default bridge flow");
+        }
 
         let mut workers = Vec::with_capacity(n);
         for (id, (out, inn)) in outs.into_iter().zip(ins).enumerate() {
@@ -158,7 +177,11 @@ impl Datapath {
             });
             let (cmd_tx, cmd_rx) = unbounded();
             let counters = Arc::new(WorkerCounters::default());
+            let cache_counters = Arc::new(CacheCounters::default());
             let links = WorkerLinks {
+                pipeline: reader.clone(),
+                cache_config: CacheConfig::default(),
+                cache_counters: cache_counters.clone(),
                 snapshot: snapshot.clone(),
                 commands: cmd_rx,
                 waker: wakers[id].clone(),
@@ -198,6 +221,7 @@ impl Datapath {
                 commands: cmd_tx,
                 waker: wakers[id].clone(),
                 counters,
+                cache_counters,
                 umem,
                 anchor,
                 thread,
@@ -211,7 +235,112 @@ impl Datapath {
             ports: BTreeMap::new(),
             snapshot,
             ports_vanished: 0,
+            flows,
+            epoch,
         })
+    }
+
+    /// Nanoseconds since the datapath started (the clock of flow timeouts).
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Applies a bundle of flow and group changes atomically (all or nothing).
+    pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
+        let now = self.now_ns();
+        self.flows.apply(mods, now)
+    }
+
+    /// Makes every worker push the hits its caches owe to flows, so counters read
+    /// next are exact (otherwise they lag by up to the housekeeping interval).
+    pub fn flush_flow_stats(&mut self) {
+        let mut waits = Vec::new();
+        for w in &mut self.workers {
+            if let Some(inline) = &mut w.inline {
+                inline.flush_flow_stats();
+                continue;
+            }
+            let (tx, rx) = bounded(1);
+            if w.commands.send(WorkerCmd::FlushStats { done: tx }).is_ok() {
+                w.waker.wake();
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_timeout(Duration::from_millis(200));
+        }
+    }
+
+    /// Flows the filter selects, by table and priority.
+    pub fn dump_flows(&self, filter: &FlowFilter) -> Vec<Arc<Rule>> {
+        self.flows.dump(filter)
+    }
+
+    pub fn groups(&self) -> Vec<Arc<GroupSpec>> {
+        self.flows.groups()
+    }
+
+    /// Number of flows per table (index = table).
+    pub fn flow_counts(&self) -> Vec<usize> {
+        self.flows
+            .read(|p| p.tables.iter().map(|t| t.len()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The version of the flow tables (bumped by every bundle that changed them).
+    pub fn flows_version(&self) -> u64 {
+        self.flows.version()
+    }
+
+    /// Removes flows whose timeouts ran out; call about once a second.
+    pub fn expire_flows(&mut self) -> usize {
+        let now = self.now_ns();
+        self.flows.expire(now)
+    }
+
+    /// Runs the slow path for `key` with a trace, and asks every worker whether its
+    /// caches would have answered.
+    pub fn trace(&mut self, key: &Key) -> (Translation, Trace, Vec<Probe>) {
+        let mut trace = Trace::default();
+        let tr = self
+            .flows
+            .read(|p| xlate::translate(p, key, Some(&mut trace)))
+            .unwrap_or_else(|| Translation {
+                actions: Vec::new(),
+                consulted: Key::ZERO,
+                tables: 0,
+                rules: Vec::new(),
+                built_at: 0,
+                error: Some("pipeline unavailable".into()),
+            });
+        let mut probes = Vec::new();
+        for w in &mut self.workers {
+            if let Some(inline) = &mut w.inline {
+                probes.push(inline.probe(key));
+                continue;
+            }
+            let (tx, rx) = bounded(1);
+            let _ = w.commands.send(WorkerCmd::Probe {
+                key: Box::new(*key),
+                reply: tx,
+            });
+            w.waker.wake();
+            probes.push(rx.recv_timeout(DEL_TIMEOUT).unwrap_or_default());
+        }
+        (tr, trace, probes)
+    }
+
+    /// Port number of an attached or configured port, by interface name.
+    pub fn port_no(&self, name: &str) -> Option<u32> {
+        self.ports.get(name).map(|r| r.info.port_no)
+    }
+
+    /// Interface name of a port number.
+    pub fn port_name(&self, port_no: u32) -> Option<String> {
+        self.ports
+            .values()
+            .find(|r| r.info.port_no == port_no)
+            .map(|r| r.info.name.clone())
     }
 
     pub fn config(&self) -> &DatapathConfig {
@@ -438,8 +567,22 @@ impl Datapath {
         let mut workers = Vec::new();
         for (id, w) in self.workers.iter().enumerate() {
             w.counters.add_to(&mut switch);
-            workers.push(w.counters.read(id, w.core));
+            let mut ws = w.counters.read(id, w.core);
+            ws.cache = w.cache_counters.read();
+            let c = &mut switch.cache;
+            c.emc_hits += ws.cache.emc_hits;
+            c.megaflow_hits += ws.cache.megaflow_hits;
+            c.misses += ws.cache.misses;
+            c.revalidated += ws.cache.revalidated;
+            c.megaflows += ws.cache.megaflows;
+            workers.push(ws);
         }
+        let mut per_table: Vec<u64> = self.flow_counts().into_iter().map(|n| n as u64).collect();
+        while per_table.last() == Some(&0) {
+            per_table.pop();
+        }
+        switch.flows_per_table = per_table;
+        switch.flows_version = self.flows_version();
         Ok(StatsReply {
             ports,
             switch,

@@ -4,11 +4,13 @@
 
 pub mod bridge;
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;
 pub mod flow;
+// pub mod flowctl; (enabled once flow::parse lands)
 pub mod persist;
 pub mod pool;
 pub mod port;

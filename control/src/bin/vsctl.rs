@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
-    AddPortParams, DelPortParams, HelloReply, Op, PortInfo, PortKind, PortMode, StatsParams,
-    StatsReply,
+    AddPortParams, DelPortParams, DumpFlowsParams, FlowEntry, FlowModOp, FlowModText,
+    FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op, PortInfo, PortKind, PortMode,
+    StatsParams, StatsReply, TraceParams, TraceReply,
 };
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,35 @@ enum Command {
     Show,
     /// Show traffic and drop counters, of all ports or of one.
     Stats { ifname: Option<String> },
+    /// Print flows (all, or those a filter such as `ip,nw_dst=10.0.0.0/8` selects).
+    DumpFlows {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<u8>,
+        filter: Option<String>,
+    },
+    /// Add (or replace) a flow: `table=0,priority=100,ip,nw_dst=10.0.0.2 actions=output:2`.
+    AddFlow { spec: String },
+    /// Add the flows of FILE (one per line, `#` comments) in one atomic bundle.
+    AddFlows { file: PathBuf },
+    /// Delete flows at least as specific as SPEC (all flows without SPEC).
+    DelFlows {
+        spec: Option<String>,
+        /// Only the flow with exactly this match and priority.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Replace the actions of the flows SPEC selects: `ip,nw_dst=10.0.0.2 actions=drop`.
+    ModFlows { spec: String },
+    /// Show which tables and flows a packet would take, and its final actions:
+    /// `in_port=p1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_dst=80`.
+    Trace { spec: String },
+    /// Add (or replace) a group: `group_id=1,type=select,bucket=actions=output:1,bucket=actions=output:2`.
+    AddGroup { spec: String },
+    /// Delete a group (`group_id=N`), or all groups.
+    DelGroups { spec: Option<String> },
+    /// Print groups.
+    DumpGroups,
 }
 
 /// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
@@ -150,7 +180,74 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             }))?;
             output::<StatsReply>(&client, v, json, |s| format::stats(s, ifname.is_some()))
         }
+        Command::DumpFlows { table, filter } => {
+            let v = client.call(Op::DumpFlows(DumpFlowsParams {
+                table: *table,
+                filter: filter.clone(),
+            }))?;
+            output::<Vec<FlowEntry>>(&client, v, json, |f| format::dump_flows(f))
+        }
+        Command::AddFlow { spec } => flow_mods(&mut client, one_mod(FlowModOp::Add, spec), json),
+        Command::AddFlows { file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            flow_mods(&mut client, flow_lines(&text), json)
+        }
+        Command::DelFlows { spec, strict } => {
+            let op = if *strict {
+                FlowModOp::DeleteStrict
+            } else {
+                FlowModOp::Delete
+            };
+            let spec = spec.clone().unwrap_or_default();
+            flow_mods(&mut client, one_mod(op, &spec), json)
+        }
+        Command::ModFlows { spec } => {
+            flow_mods(&mut client, one_mod(FlowModOp::Modify, spec), json)
+        }
+        Command::Trace { spec } => {
+            let v = client.call(Op::Trace(TraceParams { spec: spec.clone() }))?;
+            output::<TraceReply>(&client, v, json, format::trace)
+        }
+        Command::AddGroup { spec } => {
+            flow_mods(&mut client, one_mod(FlowModOp::AddGroup, spec), json)
+        }
+        Command::DelGroups { spec } => {
+            let spec = spec.clone().unwrap_or_default();
+            flow_mods(&mut client, one_mod(FlowModOp::DeleteGroup, &spec), json)
+        }
+        Command::DumpGroups => {
+            let v = client.call(Op::DumpGroups)?;
+            output::<Vec<GroupEntry>>(&client, v, json, |g| {
+                g.iter().map(|g| format!("{}\n", g.text)).collect()
+            })
+        }
     }
+}
+
+/// Sends one bundle and summarises what it did.
+fn flow_mods(client: &mut Client, mods: Vec<FlowModText>, json: bool) -> anyhow::Result<String> {
+    let v = client.call(Op::FlowMods(FlowModsParams { mods }))?;
+    output::<FlowModsReply>(client, v, json, format::flow_mods)
+}
+
+fn one_mod(op: FlowModOp, spec: &str) -> Vec<FlowModText> {
+    vec![FlowModText {
+        op,
+        spec: spec.to_string(),
+    }]
+}
+
+/// Flow lines of an `add-flows` file: blank lines and `#` comments skipped.
+fn flow_lines(text: &str) -> Vec<FlowModText> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| FlowModText {
+            op: FlowModOp::Add,
+            spec: l.to_string(),
+        })
+        .collect()
 }
 
 /// The raw result with `--json`, else the typed result through `text`.

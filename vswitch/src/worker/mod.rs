@@ -8,12 +8,18 @@
 //! (which port lives on which worker, the flood set) through arc-swap, and port
 //! ownership (a socket can have only one user) through a command channel.
 
+mod exec;
 pub mod handoff;
 mod learning;
+pub mod punt;
 pub mod waker;
 
-use crate::bridge::{Learned, MacTable, mac_key};
+use crate::bridge::{Learned, MacTable};
+use crate::conntrack::Conntrack;
 use crate::counters::{PortCounters, WorkerCounters};
+use crate::flow::cache::{CacheConfig, CacheCounters, FlowCache, Probe};
+use crate::flow::key::Key;
+use crate::flow::tables::PipelineReader;
 use crate::pool::{Frame, FramePool};
 use crate::port::{BATCH_SIZE, Port, RxDrops};
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -54,6 +60,15 @@ pub enum WorkerCmd {
         port_no: u32,
         done: Sender<()>,
     },
+    /// Push cache hits owed to flows now (`done` when finished).
+    FlushStats {
+        done: Sender<()>,
+    },
+    /// Which of this worker's caches would answer `key` (for `trace`).
+    Probe {
+        key: Box<Key>,
+        reply: Sender<Probe>,
+    },
     Stop,
 }
 
@@ -69,6 +84,10 @@ pub struct WorkerLinks {
     pub peer_wakers: Vec<Arc<Waker>>,
     pub handoff_in: Vec<HandoffRx>,
     pub learn: LearnPeers,
+    /// The flow tables (read side) and this worker's cache sizes and counters.
+    pub pipeline: PipelineReader,
+    pub cache_config: CacheConfig,
+    pub cache_counters: Arc<CacheCounters>,
 }
 
 struct Slot {
@@ -107,19 +126,24 @@ pub struct Worker {
     /// Set when a port without a pollable descriptor exists.
     must_spin: bool,
     pollfds_dirty: bool,
-}
-
-/// Outputs chosen for one frame.
-enum Verdict {
-    Output(u32),
-    Flood,
-    Drop(DropReason),
+    cache: FlowCache,
+    conntrack: Conntrack,
+    punt: punt::PuntLimiter,
+    /// Frames waiting to re-enter the pipeline (after ct or decap).
+    recirc: Vec<exec::Recirc>,
+    /// Frames flooded in the current batch.
+    flooded: u64,
 }
 
 impl Worker {
     pub fn new(cfg: WorkerConfig, pool: FramePool, links: WorkerLinks, epoch: Instant) -> Worker {
         let snap = links.snapshot.load_full();
         let macs = MacTable::new(cfg.mac_aging, cfg.mac_capacity);
+        let cache = FlowCache::new(
+            &links.pipeline,
+            links.cache_config,
+            links.cache_counters.clone(),
+        );
         Worker {
             cfg,
             pool,
@@ -136,6 +160,11 @@ impl Worker {
             pollfds: Vec::new(),
             must_spin: false,
             pollfds_dirty: true,
+            cache,
+            conntrack: Conntrack::default(),
+            punt: punt::PuntLimiter::default(),
+            recirc: Vec::with_capacity(BATCH_SIZE),
+            flooded: 0,
         }
     }
 
@@ -146,6 +175,16 @@ impl Worker {
     /// Free frames in this worker's pool (tests check for leaks with it).
     pub fn pool_available(&self) -> usize {
         self.pool.available()
+    }
+
+    /// Pushes the hits its caches owe to flows (and drops stale entries).
+    pub fn flush_flow_stats(&mut self) {
+        self.cache.housekeeping();
+    }
+
+    /// Which of this worker's caches would answer `key` now.
+    pub fn probe(&mut self, key: &Key) -> Probe {
+        self.cache.probe(key)
     }
 
     pub fn mac_table(&self) -> &MacTable {
@@ -183,6 +222,7 @@ impl Worker {
     pub fn run_once(&mut self) -> usize {
         self.handle_commands();
         self.refresh_snapshot();
+        self.cache.refresh();
         let now = self.now_ns();
         self.apply_learn_events(now);
         let mut moved = self.receive_handoffs();
@@ -190,6 +230,7 @@ impl Worker {
             moved += self.poll_port(i, now);
         }
         self.flush_all();
+        self.cache.flush_counters();
         for s in &mut self.slots {
             s.port.maintain(&mut self.pool);
         }
@@ -232,6 +273,13 @@ impl Worker {
                 WorkerCmd::DelPort { port_no, done } => {
                     self.remove_port(port_no);
                     let _ = done.send(());
+                }
+                WorkerCmd::FlushStats { done } => {
+                    self.cache.housekeeping();
+                    let _ = done.send(());
+                }
+                WorkerCmd::Probe { key, reply } => {
+                    let _ = reply.send(self.cache.probe(&key));
                 }
                 WorkerCmd::Stop => self.stopping = true,
             }
@@ -296,22 +344,12 @@ impl Worker {
             slot: i,
             counts: [0; DropReason::COUNT],
         };
-        let mut flooded = 0u64;
+        self.flooded = 0;
         for frame in rx.drain(..) {
-            match self.decide(&frame, in_port, now) {
-                Verdict::Output(p) => self.output(frame, p, &mut tally),
-                Verdict::Flood => {
-                    flooded += 1;
-                    self.flood(frame, in_port, &mut tally);
-                }
-                Verdict::Drop(r) => {
-                    tally.counts[r as usize] += 1;
-                    self.pool.free(frame);
-                }
-            }
+            self.process(frame, in_port, now, &mut tally);
         }
         self.rx = rx;
-        WorkerCounters::add(&self.links.counters.flooded, flooded);
+        WorkerCounters::add(&self.links.counters.flooded, self.flooded);
         let drops = &self.slots[tally.slot].counters.drops;
         for (r, &n) in DropReason::ALL.iter().zip(&tally.counts) {
             if n > 0 {
@@ -319,51 +357,6 @@ impl Worker {
             }
         }
         n
-    }
-
-    /// The learning bridge: validate, learn the source, look up the destination.
-    #[inline]
-    fn decide(&mut self, frame: &Frame, in_port: u32, now: u64) -> Verdict {
-        let data = self.pool.data(frame);
-        let hdr = match crate::wire::parse(data) {
-            Ok(h) => h,
-            Err(_) => return Verdict::Drop(DropReason::Malformed),
-        };
-        let Some(route) = self.snap.port(in_port) else {
-            return Verdict::Drop(DropReason::PortDown);
-        };
-        if frame.len > route.max_frame {
-            return Verdict::Drop(DropReason::Oversize);
-        }
-        if hdr.src.is_multicast() {
-            return Verdict::Drop(DropReason::BadSrcMac);
-        }
-        let skey = mac_key(hdr.src, hdr.vlan);
-        match self.macs.learn(skey, in_port, now) {
-            Learned::Refreshed => {}
-            Learned::New => WorkerCounters::add(&self.links.counters.mac_learned, 1),
-            Learned::Moved { .. } => WorkerCounters::add(&self.links.counters.mac_moved, 1),
-            Learned::Full => WorkerCounters::add(&self.links.counters.mac_table_full, 1),
-        }
-        if self.links.learn.has_peers()
-            && self
-                .macs
-                .due_for_announce(skey, now, self.macs.aging_ns() / 4)
-        {
-            self.links.learn.announce(LearnEvent {
-                key: skey,
-                port: in_port,
-                seen: now,
-            });
-        }
-        if hdr.dst.is_multicast() {
-            return Verdict::Flood;
-        }
-        match self.macs.lookup(mac_key(hdr.dst, hdr.vlan), now) {
-            Some(p) if p == in_port => Verdict::Drop(DropReason::SamePort),
-            Some(p) => Verdict::Output(p),
-            None => Verdict::Flood,
-        }
     }
 
     /// Queues `frame` for `port_no`, locally or through another worker.
@@ -511,6 +504,8 @@ impl Worker {
             .counters
             .ports
             .store(self.slots.len() as u64, relaxed);
+        self.cache.housekeeping();
+        self.conntrack.expire(now);
         let aged = self.macs.expire(now);
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);
