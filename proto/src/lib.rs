@@ -5,17 +5,25 @@
 //! (it is fuzzed: `fuzz/fuzz_targets/control_decode.rs`).
 
 pub mod codec;
+pub mod model;
 pub mod port;
 pub mod stats;
+pub mod sync;
+pub mod validate;
 
 pub use codec::{
     ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
     decode_request, encode_response,
 };
-pub use port::{AddPortParams, DelPortParams, PodRef, PortInfo, PortKind, PortMode, PortState};
+pub use model::{DesiredState, Kind, Object, ObjectKey};
+pub use port::{
+    AddPortParams, DelPortParams, PodLink, PodRef, PortEntry, PortInfo, PortKind, PortMode,
+    PortState,
+};
 pub use stats::{
     DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats, WorkerStats,
 };
+pub use sync::{ChangeSet, SyncDeltaParams, SyncFullParams, SyncReply, SyncStatus};
 
 /// Every operation the control socket understands, with its parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +39,13 @@ pub enum Op {
     ListPorts,
     /// Counters: [`StatsReply`] back.
     Stats(StatsParams),
+    /// Replace the whole desired state: [`SyncReply`] back.
+    SyncFull(SyncFullParams),
+    /// Change the desired state incrementally: [`SyncReply`] back, or
+    /// `generation_mismatch` when `base_generation` is not the daemon's.
+    SyncDelta(SyncDeltaParams),
+    /// Realised generation, object counts, last change: [`SyncStatus`] back.
+    SyncStatus,
 }
 
 impl Op {
@@ -42,6 +57,9 @@ impl Op {
             Op::DelPort(_) => "del_port",
             Op::ListPorts => "list_ports",
             Op::Stats(_) => "stats",
+            Op::SyncFull(_) => "sync_full",
+            Op::SyncDelta(_) => "sync_delta",
+            Op::SyncStatus => "sync_status",
         }
     }
 }
