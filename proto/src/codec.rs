@@ -390,7 +390,9 @@ mod tests {
             br#"{"id":3,"op":"sync_delta","params":{"base_generation":7,"generation":8,"deletes":["Namespace/default"]}}"#,
         )
         .expect("delta");
-        assert!(matches!(r.op, Op::SyncDelta(ref d) if d.deletes.len() == 1 && d.upserts.is_empty()));
+        assert!(
+            matches!(r.op, Op::SyncDelta(ref d) if d.deletes.len() == 1 && d.upserts.is_empty())
+        );
         for bad in [
             r#"{"id":4,"op":"sync_full"}"#,
             r#"{"id":4,"op":"sync_full","params":{"generation":1}}"#,

@@ -155,7 +155,9 @@ impl<'de> Deserialize<'de> for ObjectKey {
 }
 
 /// L4 protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub enum Protocol {
     #[default]
     TCP,
@@ -170,7 +172,9 @@ impl FromStr for Protocol {
             "TCP" => Ok(Protocol::TCP),
             "UDP" => Ok(Protocol::UDP),
             "SCTP" => Ok(Protocol::SCTP),
-            _ => Err(format!("unknown protocol '{s}' (expected TCP, UDP or SCTP)")),
+            _ => Err(format!(
+                "unknown protocol '{s}' (expected TCP, UDP or SCTP)"
+            )),
         }
     }
 }

@@ -38,7 +38,9 @@ impl Cidr {
     pub fn network(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
@@ -274,9 +276,9 @@ fn policy_port(field: &str, p: &PolicyPort) -> Result<(), String> {
     match (&p.port, p.end_port) {
         (_, None) => Ok(()),
         (Some(PortRef::Number(start)), Some(end)) if end >= *start && end <= 65535 => Ok(()),
-        (Some(PortRef::Number(start)), Some(end)) => Err(format!(
-            "{field}: endPort {end} must be in {start}..=65535"
-        )),
+        (Some(PortRef::Number(start)), Some(end)) => {
+            Err(format!("{field}: endPort {end} must be in {start}..=65535"))
+        }
         (_, Some(_)) => Err(format!("{field}: endPort needs a numeric port")),
     }
 }
@@ -296,7 +298,8 @@ fn policy(p: &NetworkPolicy) -> Result<(), String> {
                 .map(move |p| (format!("spec.ingress[{i}].from"), p))
         })
         .chain(s.egress.iter().enumerate().flat_map(|(i, r)| {
-            r.to.iter().map(move |p| (format!("spec.egress[{i}].to"), p))
+            r.to.iter()
+                .map(move |p| (format!("spec.egress[{i}].to"), p))
         }));
     for (field, peer) in peers {
         if let Some(sel) = &peer.pod_selector {

@@ -8,6 +8,7 @@ pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;
+pub mod desired;
 pub mod persist;
 pub mod pool;
 pub mod port;
