@@ -189,7 +189,11 @@ fn agent_realises_manifests_and_survives_a_daemon_restart() {
         count(s, "Pod") == 2
     });
     let p = port_entry(&d, &pod.switch_if);
-    assert_eq!(p["pod_link"]["ips"], json!(["10.244.1.15"]), "last good kept: {p}");
+    assert_eq!(
+        p["pod_link"]["ips"],
+        json!(["10.244.1.15"]),
+        "last good kept: {p}"
+    );
     let log = agent.log_text();
     assert!(
         log.contains(&format!("{}:9:", m.join("pods.yaml").display())),
@@ -209,7 +213,10 @@ fn agent_realises_manifests_and_survives_a_daemon_restart() {
         count(s, "Pod") == 3
     });
     assert!(st["generation"].as_u64().unwrap_or(0) > before, "{st}");
-    assert!(agent.is_running(), "the agent must survive the daemon restart");
+    assert!(
+        agent.is_running(),
+        "the agent must survive the daemon restart"
+    );
     let p = port_entry(&d, &pod.switch_if);
     assert_eq!(p["pod_link"]["ips"], json!(["10.244.1.15"]), "{p}");
 
@@ -218,25 +225,41 @@ fn agent_realises_manifests_and_survives_a_daemon_restart() {
     let (code, text) = agent.get("/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(
-        metric(&text, "vswitch_agent_syncs_total{type=\"full\",result=\"ok\"}") >= 2.0,
+        metric(
+            &text,
+            "vswitch_agent_syncs_total{type=\"full\",result=\"ok\"}"
+        ) >= 2.0,
         "{text}"
     );
     assert!(
-        metric(&text, "vswitch_agent_syncs_total{type=\"delta\",result=\"ok\"}") >= 2.0,
+        metric(
+            &text,
+            "vswitch_agent_syncs_total{type=\"delta\",result=\"ok\"}"
+        ) >= 2.0,
         "{text}"
     );
-    assert!(metric(&text, "vswitch_agent_daemon_connects_total") >= 2.0, "{text}");
-    assert!(metric(&text, "vswitch_agent_manifest_errors_total") >= 1.0, "{text}");
+    assert!(
+        metric(&text, "vswitch_agent_daemon_connects_total") >= 2.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "vswitch_agent_manifest_errors_total") >= 1.0,
+        "{text}"
+    );
     assert_eq!(
         metric(&text, "vswitch_agent_watched_objects{kind=\"Pod\"}"),
         3.0,
         "{text}"
     );
     assert!(
-        metric(&text, "vswitch_agent_synced_generation") >= st["generation"].as_f64().unwrap_or(0.0),
+        metric(&text, "vswitch_agent_synced_generation")
+            >= st["generation"].as_f64().unwrap_or(0.0),
         "{text}"
     );
-    assert!(metric(&text, "vswitch_agent_realization_seconds_count") >= 3.0, "{text}");
+    assert!(
+        metric(&text, "vswitch_agent_realization_seconds_count") >= 3.0,
+        "{text}"
+    );
 }
 
 #[test]
@@ -253,18 +276,29 @@ fn vsctl_apply_replaces_desired_state_and_reports_bad_documents() {
     let out = d
         .vsctl(&["apply", &m.display().to_string(), "--node-name", "node-a"])
         .expect("vsctl apply");
-    assert!(out.starts_with("applied 4 objects as generation 1"), "{out}");
+    assert!(
+        out.starts_with("applied 4 objects as generation 1"),
+        "{out}"
+    );
     let st = d.vsctl_json(&["sync-status"]).expect("sync-status");
     assert_eq!((count(&st, "Pod"), count(&st, "LocalNode")), (1, 1), "{st}");
 
-    write(m, "broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n");
+    write(
+        m,
+        "broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n",
+    );
     let e = d
         .vsctl(&["apply", &m.display().to_string()])
         .expect_err("a bad document fails the command");
     assert!(e.0.contains("broken.yaml:"), "{e}");
     let st = d.vsctl_json(&["sync-status"]).expect("sync-status");
     assert_eq!(st["generation"], 2, "the good documents were applied: {st}");
-    assert_eq!(count(&st, "LocalNode"), 0, "no --node-name, no LocalNode: {st}");
+    assert_eq!(
+        count(&st, "LocalNode"),
+        0,
+        "no --node-name, no LocalNode: {st}"
+    );
     let text = d.vsctl(&["sync-status"]).expect("text");
     assert!(text.starts_with("desired state: generation 2"), "{text}");
 }

@@ -139,7 +139,11 @@ impl FakeApi {
         let rv = st.rv;
         let Some(r) = st.resources.get_mut(path) else {
             drop(st);
-            Self::respond(&mut s, "404 Not Found", &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"NotFound","code":404}));
+            Self::respond(
+                &mut s,
+                "404 Not Found",
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"NotFound","code":404}),
+            );
             return;
         };
         r.lists += 1;
@@ -249,7 +253,8 @@ impl FakeApi {
     /// A BOOKMARK at a new resourceVersion; returns it.
     fn bookmark(&self, path: &str) -> u64 {
         self.with(path, |r, rv| {
-            r.queue.push_back(Next::Event(json!({"type": "BOOKMARK", "object": {
+            r.queue
+                .push_back(Next::Event(json!({"type": "BOOKMARK", "object": {
                 "apiVersion": r.api_version, "kind": r.kind,
                 "metadata": {"resourceVersion": rv.to_string()}}})));
             rv
@@ -293,7 +298,11 @@ fn seed(f: &FakeApi) {
             "flannel.alpha.coreos.com/public-ip": "192.0.2.2"}},
         "spec": {"podCIDR": "10.244.2.0/24"},
         "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.2"}]}}), false);
-    f.put(NAMESPACES, json!({"metadata": {"name": "shop", "labels": {"team": "a"}}}), false);
+    f.put(
+        NAMESPACES,
+        json!({"metadata": {"name": "shop", "labels": {"team": "a"}}}),
+        false,
+    );
     f.put(PODS, pod("web-1", "node-a", "10.244.1.5", "web"), false);
     f.put(SERVICES, json!({"metadata": {"name": "web", "namespace": "shop"},
         "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
@@ -305,10 +314,14 @@ fn seed(f: &FakeApi) {
         "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}, "nodeName": "node-a",
                        "targetRef": {"kind": "Pod", "namespace": "shop", "name": "web-1"}}],
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}), false);
-    f.put(POLICIES, json!({"metadata": {"name": "web-in", "namespace": "shop"},
+    f.put(
+        POLICIES,
+        json!({"metadata": {"name": "web-in", "namespace": "shop"},
         "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
                  "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}],
-                              "ports": [{"protocol": "TCP", "port": "http"}]}]}}), false);
+                              "ports": [{"protocol": "TCP", "port": "http"}]}]}}),
+        false,
+    );
 }
 
 fn kubeconfig(port: u16) -> PathBuf {
@@ -429,7 +442,9 @@ fn kubernetes_source_lists_watches_and_relists() {
         .filter(|r| r.starts_with(PODS) && r.contains("watch=true"))
         .collect();
     assert!(
-        watches.iter().all(|w| w.contains("allowWatchBookmarks=true")),
+        watches
+            .iter()
+            .all(|w| w.contains("allowWatchBookmarks=true")),
         "{watches:?}"
     );
 
@@ -439,7 +454,9 @@ fn kubernetes_source_lists_watches_and_relists() {
         pod_ips(s, "web-1") == Some(vec!["10.244.1.6".into()])
     });
     fake.put(PODS, pod("web-2", "node-b", "10.244.2.7", "web"), true);
-    let s = wait_state(&handoff, "ADDED web-2", |s| s.pod("shop", "web-2").is_some());
+    let s = wait_state(&handoff, "ADDED web-2", |s| {
+        s.pod("shop", "web-2").is_some()
+    });
     assert!(!s.pod("shop", "web-2").unwrap().local);
     fake.delete(PODS, "shop", "web-1", true);
     wait_state(&handoff, "DELETED web-1", |s| {
@@ -456,7 +473,11 @@ fn kubernetes_source_lists_watches_and_relists() {
         .iter()
         .any(|r| r.starts_with(PODS) && r.contains("watch=true") && r.contains(&want))
     {
-        assert!(Instant::now() < deadline, "no watch from the bookmark: {:?}", fake.requests());
+        assert!(
+            Instant::now() < deadline,
+            "no watch from the bookmark: {:?}",
+            fake.requests()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -471,14 +492,24 @@ fn kubernetes_source_lists_watches_and_relists() {
     assert!(fake.lists(PODS) > lists_before, "410 must cause a relist");
 
     // Other kinds kept watching through all that.
-    fake.put(NAMESPACES, json!({"metadata": {"name": "shop", "labels": {"team": "b"}}}), true);
+    fake.put(
+        NAMESPACES,
+        json!({"metadata": {"name": "shop", "labels": {"team": "b"}}}),
+        true,
+    );
     wait_state(&handoff, "namespace label change", |s| {
         matches!(s.get(&ObjectKey::cluster(Kind::Namespace, "shop")),
                  Some(Object::Namespace(n)) if n.labels.get("team").map(String::as_str) == Some("b"))
     });
     let text = metrics.encode();
-    assert!(text.contains("vswitch_agent_watched_objects{kind=\"Pod\"} 1"), "{text}");
-    assert!(text.contains("vswitch_agent_api_errors_total{kind=\"Pod\"} 2"), "{text}");
+    assert!(
+        text.contains("vswitch_agent_watched_objects{kind=\"Pod\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vswitch_agent_api_errors_total{kind=\"Pod\"} 2"),
+        "{text}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     fake.stop.store(true, Ordering::Relaxed);

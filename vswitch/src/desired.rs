@@ -609,7 +609,9 @@ mod tests {
     }
 
     /// A realizer that records what it was given: the change set is easy to consume.
-    struct Record(std::rc::Rc<std::cell::RefCell<Vec<(Vec<String>, Vec<String>, usize)>>>);
+    /// (upserted keys, deleted keys, previous versions) per call.
+    type Calls = Vec<(Vec<String>, Vec<String>, usize)>;
+    struct Record(std::rc::Rc<std::cell::RefCell<Calls>>);
     impl Realizer for Record {
         fn name(&self) -> &'static str {
             "record"
