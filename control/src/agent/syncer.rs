@@ -27,6 +27,8 @@ use vswitch_proto::{
 pub const PART_BUDGET: usize = MAX_LINE_BYTES * 3 / 4;
 /// How often an idle syncer checks that the daemon is still there and unchanged.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Longest wait for a new state while idle (then the heartbeat is due or not).
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -212,11 +214,11 @@ impl Syncer {
     }
 
     fn step(&mut self) {
-        let wait = if self.conn.is_some() && !self.need_full && self.in_step() {
-            HEARTBEAT
-        } else {
-            Duration::ZERO
-        };
+        // Idle (connected, nothing to do) waits for a new state; anything else
+        // (connecting, a sync pending) goes on at once.
+        let idle =
+            self.conn.is_some() && (self.current.is_none() || (!self.need_full && self.in_step()));
+        let wait = if idle { IDLE_WAIT } else { Duration::ZERO };
         if let Some(s) = self.handoff.take(wait) {
             let changed_at = match &self.current {
                 // An earlier change not yet pushed keeps its time.
@@ -233,8 +235,9 @@ impl Syncer {
         }
         let Some(current) = self.current.clone() else {
             // Nothing to push yet (sources still listing): keep the line checked.
-            self.heartbeat();
-            std::thread::sleep(Duration::from_millis(50));
+            if self.last_contact.elapsed() >= HEARTBEAT {
+                self.heartbeat();
+            }
             return;
         };
         // A resync of an unchanged state (after reconnecting) is not a change whose
