@@ -34,6 +34,25 @@ struct StateFile {
     state: DesiredState,
 }
 
+/// How a change came: reported in `sync_status` as `last_change.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Full,
+    Delta,
+    /// Read back from the state directory at start.
+    Restore,
+}
+
+impl How {
+    fn as_str(self) -> &'static str {
+        match self {
+            How::Full => "full",
+            How::Delta => "delta",
+            How::Restore => "restore",
+        }
+    }
+}
+
 /// A full sync being received in parts.
 struct Staging {
     generation: u64,
@@ -115,7 +134,7 @@ impl DesiredStore {
                 ));
             }
         };
-        let reply = self.commit_full(file.generation, file.state, ports, "restore");
+        let reply = self.commit_full(file.generation, file.state, ports, How::Restore);
         for r in &reply.rejected {
             tracing::warn!(key = %r.key, reason = %r.message, "saved object no longer valid; dropped");
         }
@@ -160,7 +179,7 @@ impl DesiredStore {
                 ..SyncReply::default()
             });
         }
-        Ok(self.commit_full(p.generation, staged, ports, "full"))
+        Ok(self.commit_full(p.generation, staged, ports, How::Full))
     }
 
     /// `sync_delta`: deletes, then upserts, on top of `base_generation`.
@@ -216,7 +235,7 @@ impl DesiredStore {
             change.keys.upserted.insert(key);
         }
         self.generation = p.generation;
-        Ok(self.finish(change, rejected, ports, "delta", start))
+        Ok(self.finish(change, rejected, ports, How::Delta, start))
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -265,7 +284,7 @@ impl DesiredStore {
         generation: u64,
         candidate: DesiredState,
         ports: &[PortInfo],
-        how: &str,
+        how: How,
     ) -> SyncReply {
         let start = Instant::now();
         let old = std::mem::take(&mut self.state);
@@ -308,14 +327,14 @@ impl DesiredStore {
         change: Change,
         rejected: Vec<Rejection>,
         ports: &[PortInfo],
-        how: &str,
+        how: How,
         start: Instant,
     ) -> SyncReply {
         for r in &rejected {
             tracing::warn!(key = %r.key, reason = %r.message, "desired object rejected");
         }
         // A restore re-reads what is on disk: no need to write it back.
-        if how != "restore" {
+        if how != How::Restore {
             self.save();
         }
         if !change.keys.is_empty() {
@@ -334,7 +353,7 @@ impl DesiredStore {
             staged: None,
         };
         tracing::info!(
-            sync = how,
+            sync = how.as_str(),
             generation = reply.generation,
             upserted = reply.upserted,
             deleted = reply.deleted,
@@ -344,7 +363,7 @@ impl DesiredStore {
         );
         self.last_change = Some(LastChange {
             generation: reply.generation,
-            sync: how.to_string(),
+            sync: how.as_str().to_string(),
             upserted: reply.upserted,
             deleted: reply.deleted,
             rejected: reply.rejected.len(),

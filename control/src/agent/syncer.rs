@@ -369,6 +369,9 @@ impl Syncer {
         let st = self.status()?;
         // Generations only grow, across agent and daemon restarts alike.
         let generation = self.high_water.max(st.generation) + 1;
+        // Taken even if this attempt fails: a retry then uses a new generation, so
+        // the daemon drops parts it staged from this one instead of merging them.
+        self.high_water = generation;
         let parts = full_parts(generation, &snap.state, PART_BUDGET);
         let n = parts.len();
         let mut last = SyncReply::default();

@@ -81,12 +81,9 @@ pub fn pod_link(state: &DesiredState, port: &PortInfo) -> Option<PodLink> {
 }
 
 /// Links pods to ports. The link itself is looked up when ports are listed
-/// ([`pod_link`]), so it is never stale; this step logs links as pods come and go
-/// and keeps the number of linked ports for `sync_status` readers.
+/// ([`pod_link`]), so it is never stale; this step logs links as pods come and go.
 #[derive(Default)]
-pub struct PodLinker {
-    pub linked: usize,
-}
+pub struct PodLinker;
 
 impl Realizer for PodLinker {
     fn name(&self) -> &'static str {
@@ -94,24 +91,20 @@ impl Realizer for PodLinker {
     }
 
     fn realize(&mut self, state: &DesiredState, change: &Change, ctx: &RealizeCtx<'_>) {
-        if change.keys.touches(Kind::Pod) {
-            for port in ctx.ports {
-                let Some(r) = &port.pod else { continue };
-                let key = ObjectKey::new(Kind::Pod, &r.namespace, &r.name);
-                if change.keys.upserted.contains(&key) {
-                    if let Some(link) = pod_link(state, port) {
-                        tracing::info!(port = %port.name, pod = %key, ips = ?link.ips, "pod linked to port");
-                    }
-                } else if change.keys.deleted.contains(&key) {
-                    tracing::info!(port = %port.name, pod = %key, "pod of port left desired state");
+        if !change.keys.touches(Kind::Pod) {
+            return;
+        }
+        for port in ctx.ports {
+            let Some(r) = &port.pod else { continue };
+            let key = ObjectKey::new(Kind::Pod, &r.namespace, &r.name);
+            if change.keys.upserted.contains(&key) {
+                if let Some(link) = pod_link(state, port) {
+                    tracing::info!(port = %port.name, pod = %key, ips = ?link.ips, "pod linked to port");
                 }
+            } else if change.keys.deleted.contains(&key) {
+                tracing::info!(port = %port.name, pod = %key, "pod of port left desired state");
             }
         }
-        self.linked = ctx
-            .ports
-            .iter()
-            .filter(|p| pod_link(state, p).is_some())
-            .count();
     }
 }
 
@@ -147,6 +140,6 @@ pub fn default_chain() -> Vec<Box<dyn Realizer>> {
     vec![
         Box::new(Validator),
         Box::new(LocalNodeLog),
-        Box::new(PodLinker::default()),
+        Box::new(PodLinker),
     ]
 }
