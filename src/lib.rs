@@ -27,6 +27,7 @@
 //! a.ping_until(b.ip, std::time::Duration::from_secs(10)).expect("ping");
 //! ```
 
+pub mod agent;
 pub mod cmd;
 pub mod control;
 pub mod daemon;

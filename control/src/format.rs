@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use vswitch_proto::{
-    DropCounters, DropReason, HelloReply, PortInfo, PortState, PortStats, StatsReply,
+    DropCounters, DropReason, HelloReply, PortEntry, PortInfo, PortState, PortStats, StatsReply,
+    SyncStatus,
 };
 
 /// The line `add-port` prints: the port number and the mode actually in use.
@@ -18,13 +19,27 @@ pub fn added_port(p: &PortInfo) -> String {
 
 /// `vsctl show`: the daemon, then every port with its settings, by port number.
 pub fn show(hello: &HelloReply, ports: &[PortInfo]) -> String {
+    let entries: Vec<PortEntry> = ports
+        .iter()
+        .map(|p| PortEntry {
+            port: p.clone(),
+            pod_link: None,
+        })
+        .collect();
+    show_entries(hello, &entries)
+}
+
+/// `vsctl show` from `list_ports` entries: a pod port also shows its pod and, when
+/// desired state knows the pod, the pod's addresses.
+pub fn show_entries(hello: &HelloReply, ports: &[PortEntry]) -> String {
     let mut out = format!(
         "vswitchd {} (pid {}, protocol {})\n",
         hello.version, hello.pid, hello.protocol
     );
-    let mut ports: Vec<&PortInfo> = ports.iter().collect();
-    ports.sort_by_key(|p| p.port_no);
-    for p in ports {
+    let mut ports: Vec<&PortEntry> = ports.iter().collect();
+    ports.sort_by_key(|p| p.port.port_no);
+    for e in ports {
+        let p = &e.port;
         let _ = writeln!(out, "    Port {}", p.name);
         let _ = writeln!(out, "        port_no: {}", p.port_no);
         let _ = writeln!(out, "        kind: {}", p.kind);
@@ -43,6 +58,45 @@ pub fn show(hello: &HelloReply, ports: &[PortInfo]) -> String {
             PortState::Down => "down",
         };
         let _ = writeln!(out, "        state: {state}");
+        if let Some(pod) = &p.pod {
+            match &e.pod_link {
+                Some(l) => {
+                    let _ = writeln!(out, "        pod: {}/{}", pod.namespace, pod.name);
+                    let ips = if l.ips.is_empty() {
+                        "(none yet)".to_string()
+                    } else {
+                        l.ips.join(", ")
+                    };
+                    let _ = writeln!(out, "        pod_ips: {ips}");
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "        pod: {}/{} (not in desired state)",
+                        pod.namespace, pod.name
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `vsctl sync-status`: the realised generation, objects by kind, the last change.
+pub fn sync_status(s: &SyncStatus) -> String {
+    let mut out = format!("desired state: generation {}", s.generation);
+    if s.restored {
+        out.push_str(" (restored from the state dir)");
+    }
+    out.push('\n');
+    let counts: Vec<String> = s.counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    let _ = writeln!(out, "objects: {}", counts.join(", "));
+    if let Some(c) = &s.last_change {
+        let _ = writeln!(
+            out,
+            "last change: generation {} ({} sync): {} upserted, {} deleted, {} rejected, realised in {} us",
+            c.generation, c.sync, c.upserted, c.deleted, c.rejected, c.realize_us
+        );
     }
     out
 }
@@ -270,6 +324,52 @@ vswitchd 0.1.0 (pid 42, protocol 1)
         state: down
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn show_names_the_pod_and_its_addresses() {
+        let hello = HelloReply {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+        };
+        let mut linked = port("veth1", 1);
+        linked.pod = Some(vswitch_proto::PodRef {
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            container_id: None,
+        });
+        let mut unknown = port("veth2", 2);
+        unknown.pod = Some(vswitch_proto::PodRef {
+            namespace: "shop".into(),
+            name: "gone".into(),
+            container_id: None,
+        });
+        let text = show_entries(
+            &hello,
+            &[
+                PortEntry {
+                    port: linked,
+                    pod_link: Some(vswitch_proto::PodLink {
+                        uid: "u".into(),
+                        ips: vec!["10.244.1.5".into(), "fd00::5".into()],
+                        ..Default::default()
+                    }),
+                },
+                PortEntry {
+                    port: unknown,
+                    pod_link: None,
+                },
+            ],
+        );
+        assert!(
+            text.contains("        pod: shop/web-1\n        pod_ips: 10.244.1.5, fd00::5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("        pod: shop/gone (not in desired state)\n"),
+            "{text}"
+        );
     }
 
     #[test]

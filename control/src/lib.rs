@@ -1,6 +1,7 @@
 //! Everything that talks to `vswitchd` over its control socket: the [`client`]
-//! library (used by `vsctl`, the agent and the CNI plugin) and `vsctl`'s output
-//! [`format`]ting.
+//! library (used by `vsctl`, the agent and the CNI plugin), `vsctl`'s output
+//! [`format`]ting, and the [`agent`] (`vswitch-agent`).
+pub mod agent;
 pub mod client;
 pub mod format;
 

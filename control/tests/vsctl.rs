@@ -84,6 +84,22 @@ fn answer(line: &[u8]) -> Response {
         ),
         Op::ListPorts => ok(serde_json::to_value(vec![port("veth1", PortMode::Auto)]).unwrap()),
         Op::Stats(p) => ok(serde_json::to_value(stats_reply(p.port.as_deref())).unwrap()),
+        Op::SyncStatus => ok(json!({"generation": 4, "counts": {"Pod": 0}})),
+        Op::SyncFull(p) => ok(
+            json!({"generation": p.generation, "upserted": p.state.len(),
+                                     "deleted": 0, "realize_us": 7}),
+        ),
+        Op::SyncDelta(_) => Response::err(
+            id,
+            ErrorReply::new(ErrorCode::GenerationMismatch, "not here"),
+        ),
+        Op::FlowMods(p) => ok(json!({"added": p.mods.len(), "replaced": 0, "deleted": 0,
+            "modified": 0, "groups_set": 0, "groups_deleted": 0, "version": 3})),
+        Op::DumpFlows(_) | Op::DumpGroups => ok(json!([])),
+        Op::Trace(_) => Response::err(
+            id,
+            ErrorReply::new(ErrorCode::InvalidParams, "column 1: bad packet"),
+        ),
     }
 }
 

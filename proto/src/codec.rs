@@ -7,7 +7,7 @@
 //! [`decode_request`] takes untrusted bytes and returns either a typed [`Request`] or
 //! an [`ErrorReply`] that can be sent back as is; it never panics.
 
-use crate::{AddPortParams, DelPortParams, Op, StatsParams};
+use crate::{AddPortParams, DelPortParams, Op, StatsParams, SyncDeltaParams, SyncFullParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -56,6 +56,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// A bug; the daemon keeps serving.
     Internal,
+    /// `sync_delta` was computed against another generation than the daemon's:
+    /// the client should send a `sync_full`.
+    GenerationMismatch,
 }
 
 /// The `error` member of a response.
@@ -204,6 +207,9 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "list_ports" => no_params(op, params).map(|()| Op::ListPorts),
         "add_port" => typed::<AddPortParams>(op, params).map(Op::AddPort),
         "del_port" => typed::<DelPortParams>(op, params).map(Op::DelPort),
+        "sync_full" => typed::<SyncFullParams>(op, params).map(Op::SyncFull),
+        "sync_delta" => typed::<SyncDeltaParams>(op, params).map(Op::SyncDelta),
+        "sync_status" => no_params(op, params).map(|()| Op::SyncStatus),
         "stats" => {
             let params = if params.is_null() {
                 Value::Object(Default::default())
@@ -365,6 +371,41 @@ mod tests {
         assert!(matches!(decode_request(&big), Err((_, e)) if e.code == ErrorCode::TooLarge));
         assert!(
             matches!(decode_request(&[0xff, 0xfe]), Err((_, e)) if e.code == ErrorCode::ParseError)
+        );
+    }
+
+    #[test]
+    fn decodes_sync_ops() {
+        let r = decode_request(br#"{"id":1,"op":"sync_status"}"#).expect("status");
+        assert_eq!(r.op, Op::SyncStatus);
+        let r = decode_request(
+            br#"{"id":2,"op":"sync_full","params":{"generation":7,"state":{"objects":[{"kind":"Namespace","name":"default"}]}}}"#,
+        )
+        .expect("full");
+        let Op::SyncFull(p) = r.op else {
+            panic!("not a full sync: {r:?}")
+        };
+        assert_eq!((p.generation, p.state.len(), p.more), (7, 1, false));
+        let r = decode_request(
+            br#"{"id":3,"op":"sync_delta","params":{"base_generation":7,"generation":8,"deletes":["Namespace/default"]}}"#,
+        )
+        .expect("delta");
+        assert!(
+            matches!(r.op, Op::SyncDelta(ref d) if d.deletes.len() == 1 && d.upserts.is_empty())
+        );
+        for bad in [
+            r#"{"id":4,"op":"sync_full"}"#,
+            r#"{"id":4,"op":"sync_full","params":{"generation":1}}"#,
+            r#"{"id":4,"op":"sync_full","params":{"generation":1,"state":{"objects":[{"kind":"Frob"}]}}}"#,
+            r#"{"id":4,"op":"sync_delta","params":{"base_generation":1,"generation":2,"deletes":["Pod/x"]}}"#,
+            r#"{"id":4,"op":"sync_delta","params":{"base_generation":-1,"generation":2}}"#,
+            r#"{"id":4,"op":"sync_status","params":{"x":1}}"#,
+        ] {
+            assert_eq!(err_code(bad), ErrorCode::InvalidParams, "{bad}");
+        }
+        assert_eq!(
+            serde_json::to_value(ErrorCode::GenerationMismatch).expect("code"),
+            "generation_mismatch"
         );
     }
 

@@ -6,8 +6,11 @@
 
 pub mod codec;
 pub mod flow;
+pub mod model;
 pub mod port;
 pub mod stats;
+pub mod sync;
+pub mod validate;
 
 pub use codec::{
     ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
@@ -17,11 +20,16 @@ pub use flow::{
     DumpFlowsParams, FlowEntry, FlowModOp, FlowModText, FlowModsParams, FlowModsReply, GroupEntry,
     TraceParams, TraceReply, TraceTable,
 };
-pub use port::{AddPortParams, DelPortParams, PodRef, PortInfo, PortKind, PortMode, PortState};
+pub use model::{DesiredState, Kind, Object, ObjectKey};
+pub use port::{
+    AddPortParams, DelPortParams, PodLink, PodRef, PortEntry, PortInfo, PortKind, PortMode,
+    PortState,
+};
 pub use stats::{
     CacheStats, DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats,
     WorkerStats,
 };
+pub use sync::{ChangeSet, SyncDeltaParams, SyncFullParams, SyncReply, SyncStatus};
 
 /// Every operation the control socket understands, with its parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +53,13 @@ pub enum Op {
     DumpGroups,
     /// Where a packet would go: [`TraceReply`] back.
     Trace(TraceParams),
+    /// Replace the whole desired state: [`SyncReply`] back.
+    SyncFull(SyncFullParams),
+    /// Change the desired state incrementally: [`SyncReply`] back, or
+    /// `generation_mismatch` when `base_generation` is not the daemon's.
+    SyncDelta(SyncDeltaParams),
+    /// Realised generation, object counts, last change: [`SyncStatus`] back.
+    SyncStatus,
 }
 
 impl Op {
@@ -60,6 +75,9 @@ impl Op {
             Op::DumpFlows(_) => "dump_flows",
             Op::DumpGroups => "dump_groups",
             Op::Trace(_) => "trace",
+            Op::SyncFull(_) => "sync_full",
+            Op::SyncDelta(_) => "sync_delta",
+            Op::SyncStatus => "sync_status",
         }
     }
 }

@@ -164,3 +164,28 @@ pub struct PortInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
 }
+
+/// What desired state says about the pod of a pod port: filled in by the daemon's
+/// `list_ports` from the Pod object whose namespace/name match the port's [`PodRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PodLink {
+    pub uid: String,
+    /// The pod's addresses (`status.podIPs`).
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+/// One element of the `list_ports` result: the port's members, plus `pod_link` when
+/// the port names a pod that desired state knows. A port with `pod` but no
+/// `pod_link` belongs to a pod the daemon has not (yet) been told about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortEntry {
+    #[serde(flatten)]
+    pub port: PortInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_link: Option<PodLink>,
+}

@@ -3,6 +3,7 @@
 
 use crate::Datapath;
 use crate::control::Handler;
+use crate::desired::DesiredStore;
 use crate::persist::StateStore;
 use crate::port::netdev;
 use serde_json::Value;
@@ -16,6 +17,9 @@ pub struct Daemon {
     dp: Datapath,
     store: Option<StateStore>,
     last_link_check: Instant,
+    /// Desired state from the agent (`sync_*` ops); in memory unless
+    /// [`Daemon::with_desired`] gave one that persists.
+    desired: DesiredStore,
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ErrorReply> {
@@ -28,7 +32,18 @@ impl Daemon {
             dp,
             store,
             last_link_check: Instant::now(),
+            desired: DesiredStore::default(),
         }
+    }
+
+    /// Uses `desired` (typically persisting to the state dir) and realises what it
+    /// restored from there.
+    pub fn with_desired(mut self, mut desired: DesiredStore) -> Daemon {
+        if let Err(e) = desired.restore(&self.dp.ports()) {
+            tracing::error!(error = %e, "cannot read saved desired state; starting without it");
+        }
+        self.desired = desired;
+        self
     }
 
     pub fn datapath(&mut self) -> &mut Datapath {
@@ -102,6 +117,7 @@ impl Handler for Daemon {
             Op::AddPort(p) => {
                 let info = self.dp.add_port(&p)?;
                 self.save();
+                self.desired.port_added(&info);
                 to_value(&info)
             }
             Op::DelPort(p) => {
@@ -109,7 +125,7 @@ impl Handler for Daemon {
                 self.save();
                 Ok(Value::Object(Default::default()))
             }
-            Op::ListPorts => to_value(&self.dp.ports()),
+            Op::ListPorts => to_value(&self.desired.port_entries(self.dp.ports())),
             Op::Stats(p) => to_value(&self.dp.stats(p.port.as_deref())?),
             #[allow(unreachable_patterns)]
             _ => Err(ErrorReply::new(ErrorCode::UnknownOp, "not yet")),
@@ -121,6 +137,9 @@ impl Handler for Daemon {
             Op::DumpGroups => to_value(&crate::flowctl::dump_groups(&self.dp)),
             #[cfg(any())]
             Op::Trace(p) => to_value(&crate::flowctl::trace(&mut self.dp, p)?),
+            Op::SyncFull(p) => to_value(&self.desired.sync_full(p, &self.dp.ports())?),
+            Op::SyncDelta(p) => to_value(&self.desired.sync_delta(p, &self.dp.ports())?),
+            Op::SyncStatus => to_value(&self.desired.status()),
         }
     }
 

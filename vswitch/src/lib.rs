@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod flow;
 // pub mod flowctl; (enabled once flow::parse lands)
+pub mod desired;
 pub mod persist;
 pub mod pool;
 pub mod port;

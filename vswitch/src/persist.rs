@@ -71,12 +71,23 @@ impl StateStore {
             ports: ports.to_vec(),
         })
         .map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, self.path())
+        write_atomic(&self.dir, FILE, &body)
     }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Writes `dir/file` so that a crash leaves either the old or the new content,
+/// never a mix: a temp file, synced, renamed over the old one.
+pub fn write_atomic(dir: &Path, file: &str, body: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{file}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(file))
 }
 
 #[cfg(test)]

@@ -39,6 +39,10 @@ impl Handler for TestHandler {
             )),
             Op::ListPorts => Ok(json!([])),
             Op::Stats(p) => Ok(json!({"port": p.port, "n": n})),
+            other => Err(ErrorReply::new(
+                ErrorCode::Failed,
+                format!("{} is not handled by the test handler", other.name()),
+            )),
         }
     }
     fn tick(&mut self) {

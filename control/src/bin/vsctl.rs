@@ -8,11 +8,15 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use vswitch_control::agent::apply::apply_once;
+use vswitch_control::agent::cluster::NodeSettings;
 use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
     AddPortParams, DelPortParams, DumpFlowsParams, FlowEntry, FlowModOp, FlowModText,
     FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op, PortInfo, PortKind, PortMode,
     StatsParams, StatsReply, TraceParams, TraceReply,
+    AddPortParams, DelPortParams, HelloReply, Op, PortEntry, PortInfo, PortKind, PortMode,
+    StatsParams, StatsReply, SyncStatus,
 };
 
 #[derive(Debug, Parser)]
@@ -80,6 +84,20 @@ enum Command {
     DelGroups { spec: Option<String> },
     /// Print groups.
     DumpGroups,
+    /// Apply Kubernetes manifests once (a YAML/JSON file or a directory), as the
+    /// agent's manifest mode reads them. Replaces the daemon's whole desired state.
+    Apply {
+        /// Manifest file or directory.
+        file: PathBuf,
+        /// This node's name: its Node object gives the LocalNode settings.
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+        /// The node's uplink interface.
+        #[arg(long, value_name = "IFNAME")]
+        uplink: Option<String>,
+    },
+    /// Show the desired-state generation, object counts and last change.
+    SyncStatus,
 }
 
 /// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
@@ -171,8 +189,50 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 return pretty(&json!({ "daemon": hello, "ports": ports }));
             }
             let hello: HelloReply = client.decode(hello)?;
-            let ports: Vec<PortInfo> = client.decode(ports)?;
-            Ok(format::show(&hello, &ports))
+            let ports: Vec<PortEntry> = client.decode(ports)?;
+            Ok(format::show_entries(&hello, &ports))
+        }
+        Command::SyncStatus => {
+            let v = client.call(Op::SyncStatus)?;
+            output::<SyncStatus>(&client, v, json, format::sync_status)
+        }
+        Command::Apply {
+            file,
+            node_name,
+            uplink,
+        } => {
+            let settings = NodeSettings {
+                node_name: node_name.clone().unwrap_or_default(),
+                uplink: uplink.clone(),
+            };
+            let s = apply_once(&mut client, file, settings)?;
+            for e in &s.errors {
+                eprintln!("vsctl: {e} (skipped)");
+            }
+            for r in &s.reply.rejected {
+                eprintln!("vsctl: {}: rejected: {}", r.key, r.message);
+            }
+            let text = if json {
+                pretty(&serde_json::to_value(&s.reply).context("formatting JSON")?)?
+            } else {
+                format!(
+                    "applied {} objects as generation {}: {} upserted, {} deleted, {} rejected\n",
+                    s.objects,
+                    s.reply.generation,
+                    s.reply.upserted,
+                    s.reply.deleted,
+                    s.reply.rejected.len()
+                )
+            };
+            if !s.errors.is_empty() || !s.reply.rejected.is_empty() {
+                print!("{text}");
+                anyhow::bail!(
+                    "{} bad document(s) skipped, {} object(s) rejected; the rest was applied",
+                    s.errors.len(),
+                    s.reply.rejected.len()
+                );
+            }
+            Ok(text)
         }
         Command::Stats { ifname } => {
             let v = client.call(Op::Stats(StatsParams {

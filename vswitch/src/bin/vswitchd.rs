@@ -9,6 +9,7 @@ use vswitch::Datapath;
 use vswitch::config::{DaemonConfig, parse_cores};
 use vswitch::control::ControlServer;
 use vswitch::daemon::Daemon;
+use vswitch::desired::DesiredStore;
 use vswitch::persist::StateStore;
 
 #[derive(Parser, Debug)]
@@ -23,7 +24,7 @@ struct Args {
     /// CPUs for poll workers, e.g. "1" or "0,1" or "0-3" (default: one worker, not pinned).
     #[arg(long)]
     cores: Option<String>,
-    /// Where ports are kept across restarts.
+    /// Where ports and desired state are kept across restarts.
     #[arg(long, default_value = "/var/lib/vswitch")]
     state_dir: PathBuf,
 }
@@ -49,6 +50,8 @@ fn run(args: Args) -> Result<(), String> {
     let dp = Datapath::new(cfg.datapath(cores)).map_err(|e| format!("datapath: {e}"))?;
     let mut daemon = Daemon::new(dp, Some(store));
     let (restored, skipped) = daemon.restore();
+    // Ports first: restored desired state links to the ports it finds.
+    let mut daemon = daemon.with_desired(DesiredStore::new(Some(&args.state_dir)));
     tracing::info!(socket = %args.socket.display(), restored, skipped, "vswitchd ready");
     let served = server.run(&mut daemon, &shutdown);
     tracing::info!("shutting down");

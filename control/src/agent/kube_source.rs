@@ -1,0 +1,198 @@
+//! The Kubernetes API as a source: one kube-runtime watcher per resource.
+//!
+//! A watcher lists (paginated, with the list's resourceVersion), then watches from
+//! that resourceVersion with bookmarks on, so a reconnect resumes where it left
+//! off; a `410 Gone` (resourceVersion too old) makes it list again. Errors come out
+//! of the stream as items, which are counted; `default_backoff` then delays the
+//! next attempt exponentially (0.8 s doubling to 30 s, with jitter, reset after two
+//! quiet minutes). A relist is applied as a replacement of that kind, so objects
+//! deleted while the watch was down go away too.
+
+use crate::agent::cluster::{Cluster, NodeSettings};
+use crate::agent::kobj::{KubeKey, KubeKind, KubeObject};
+use crate::agent::metrics::Metrics;
+use crate::agent::syncer::Handoff;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events arriving within this time of each other are pushed as one change.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// What a watcher tells the aggregator.
+#[derive(Debug)]
+enum Update {
+    /// A complete (re)list of one kind.
+    Replace(KubeKind, Vec<KubeObject>),
+    Apply(KubeObject),
+    Delete(KubeKey),
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// A client from the pod's service account (`--in-cluster`).
+pub fn client_in_cluster() -> anyhow::Result<kube::Client> {
+    let cfg = kube::Config::incluster().map_err(|e| anyhow::anyhow!("in-cluster config: {e}"))?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn watch<K>(
+    api: Api<K>,
+    kind: KubeKind,
+    tx: mpsc::UnboundedSender<Update>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + Debug + Send + Sync + 'static,
+    KubeObject: From<K>,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut buffer: Vec<KubeObject> = Vec::new();
+        while let Some(ev) = stream.next().await {
+            let update = match ev {
+                Ok(Event::Init) => {
+                    buffer.clear();
+                    continue;
+                }
+                Ok(Event::InitApply(o)) => {
+                    buffer.push(o.into());
+                    continue;
+                }
+                Ok(Event::InitDone) => Update::Replace(kind, std::mem::take(&mut buffer)),
+                Ok(Event::Apply(o)) => Update::Apply(o.into()),
+                Ok(Event::Delete(o)) => Update::Delete(KubeObject::from(o).key()),
+                Err(e) => {
+                    metrics.api_error(kind.as_str());
+                    tracing::warn!(kind = %kind, error = %e, "watch error; retrying with backoff");
+                    continue;
+                }
+            };
+            if tx.send(update).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Watches the cluster and publishes desired state until `stop` is set. The first
+/// state is published once every kind has been listed, so the first full sync
+/// is complete.
+pub async fn run(
+    client: kube::Client,
+    settings: NodeSettings,
+    handoff: Arc<Handoff>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tasks = vec![
+        watch(
+            Api::<Node>::all(client.clone()),
+            KubeKind::Node,
+            tx.clone(),
+            metrics.clone(),
+        ),
+        watch(
+            Api::<Namespace>::all(client.clone()),
+            KubeKind::Namespace,
+            tx.clone(),
+            metrics.clone(),
+        ),
+        watch(
+            Api::<Pod>::all(client.clone()),
+            KubeKind::Pod,
+            tx.clone(),
+            metrics.clone(),
+        ),
+        watch(
+            Api::<Service>::all(client.clone()),
+            KubeKind::Service,
+            tx.clone(),
+            metrics.clone(),
+        ),
+        watch(
+            Api::<EndpointSlice>::all(client.clone()),
+            KubeKind::EndpointSlice,
+            tx.clone(),
+            metrics.clone(),
+        ),
+        watch(
+            Api::<NetworkPolicy>::all(client),
+            KubeKind::NetworkPolicy,
+            tx,
+            metrics.clone(),
+        ),
+    ];
+    let mut cluster = Cluster::new(settings);
+    let mut listed: BTreeSet<KubeKind> = BTreeSet::new();
+    let mut announced = false;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let first = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Err(_) => continue,
+            Ok(None) => break Err(anyhow::anyhow!("every watcher ended")),
+            Ok(Some(u)) => u,
+        };
+        let mut batch = vec![first];
+        // Coalesce a burst (a relist, a rollout) into one change.
+        let deadline = tokio::time::Instant::now() + DEBOUNCE;
+        while let Ok(Some(u)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            batch.push(u);
+        }
+        for u in batch {
+            let errors = match u {
+                Update::Replace(kind, objs) => {
+                    if listed.insert(kind) {
+                        tracing::info!(kind = %kind, objects = objs.len(), "listed");
+                    }
+                    cluster.replace_kind(kind, &objs)
+                }
+                Update::Apply(o) => cluster.apply(&o).err().into_iter().collect(),
+                Update::Delete(k) => {
+                    cluster.delete(&k);
+                    Vec::new()
+                }
+            };
+            for e in errors {
+                tracing::warn!(error = %e, "object not translated; its last good state stays");
+            }
+        }
+        for (kind, n) in cluster.counts() {
+            metrics.set_watched(kind.as_str(), n);
+        }
+        if listed.len() == KubeKind::ALL.len() {
+            if !announced {
+                tracing::info!("every kind listed; syncing");
+                announced = true;
+            }
+            handoff.publish(cluster.build());
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    result
+}
