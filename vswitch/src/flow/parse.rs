@@ -629,10 +629,9 @@ fn group(src: Tok<'_>, ports: &dyn PortNames) -> PResult<GroupSpec> {
             h.buckets.push(bucket_text(src, &mut lx)?);
             continue;
         }
+        // Everything after the first `bucket=` belongs to some bucket, so these
+        // are all group settings.
         let value = lx.value(delim)?;
-        if !h.buckets.is_empty() {
-            return key.err("group settings go before the first bucket");
-        }
         once(&mut seen, key)?;
         match key.s {
             "group_id" => h.id = Some(group_id(value)?),

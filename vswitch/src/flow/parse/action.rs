@@ -685,6 +685,9 @@ fn nat(arg: &Item<'_>) -> PResult<NatSpec> {
 }
 
 fn nat_range(v: Tok<'_>, spec: &mut NatSpec) -> PResult<()> {
+    if !v.s.contains('[') && v.s.matches(':').count() > 1 {
+        return v.err("write IPv6 NAT addresses in brackets, as in [fd00::1]");
+    }
     let (addrs, ports) = split_nat_ports(v)?;
     if addrs.is_empty() {
         return addrs.err("nat needs an address");
@@ -723,22 +726,19 @@ fn nat_range(v: Tok<'_>, spec: &mut NatSpec) -> PResult<()> {
     Ok(())
 }
 
-/// Splits `ADDRS[:PORTS]`; IPv6 addresses are bracketed so their colons are not
-/// taken for the port separator.
+/// Splits `ADDRS[:PORTS]` at the first ':' outside brackets (IPv6 addresses are
+/// bracketed so their colons are not taken for the port separator).
 fn split_nat_ports(v: Tok<'_>) -> PResult<(Tok<'_>, Option<Tok<'_>>)> {
-    let cut = if v.s.starts_with('[') {
-        v.s.rfind(']').map(|i| i + 1).unwrap_or(0)
-    } else {
-        0
-    };
-    let tail = v.from(cut);
-    match tail.split_once(":") {
-        Some((_, ports)) => {
-            let addr_end = cut + (ports.at - tail.at) - 1;
-            Ok((v.slice(0, addr_end), Some(ports)))
+    let mut depth = 0usize;
+    for (i, c) in v.s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 => return Ok((v.slice(0, i), Some(v.from(i + 1)))),
+            _ => {}
         }
-        None => Ok((v, None)),
     }
+    Ok((v, None))
 }
 
 fn nat_addr(t: Tok<'_>) -> PResult<IpAddr> {

@@ -209,12 +209,18 @@ pub(crate) fn out_port(t: Tok<'_>, ports: &dyn PortNames) -> PResult<u32> {
 
 /// `lo-hi` of an integer field (a port range), if `v` is one.
 pub(crate) fn range(f: Field, v: Tok<'_>) -> PResult<Option<(u128, u128)>> {
-    let int = matches!(f.def().kind, FieldKind::Int | FieldKind::Hex);
     let Some((lo_t, hi_t)) = v.split_once("-") else {
         return Ok(None);
     };
-    if !int {
-        return v.err(format!("{} does not take a range", f.name()));
+    match f.def().kind {
+        FieldKind::Int | FieldKind::Hex => {}
+        FieldKind::Mac | FieldKind::Ipv4 => {
+            return v.err(format!("{} does not take a range", f.name()));
+        }
+        // '-' is part of these values: `-trk`, `-ack`, a port named `veth-a`.
+        FieldKind::CtState | FieldKind::TcpFlags | FieldKind::Port | FieldKind::Ipv6 => {
+            return Ok(None);
+        }
     }
     if v.s.contains('/') {
         return v.err("a range cannot have a mask");
