@@ -658,10 +658,8 @@ fn group(src: Tok<'_>, ports: &dyn PortNames) -> PResult<GroupSpec> {
     let Some(kind) = h.kind else {
         return src.end().err("missing type=all or type=select");
     };
-    if kind == GroupKind::All {
-        if let Some(t) = h.method.or(h.fields_tok) {
-            return t.err(format!("{} only applies to type=select groups", t.s));
-        }
+    if let (GroupKind::All, Some(t)) = (kind, h.method.or(h.fields_tok)) {
+        return t.err(format!("{} only applies to type=select groups", t.s));
     }
     let buckets = h
         .buckets

@@ -583,12 +583,11 @@ fn ct(item: &Item<'_>) -> PResult<CtAction> {
         }
         seen.push(name);
     }
-    if let (Some(e), false) = (exec_tok, ct.commit) {
-        if ct.set_mark.is_some() || ct.set_label.is_some() {
-            return e.err("setting ct_mark or ct_label needs 'commit'");
-        }
+    let sets = ct.set_mark.is_some() || ct.set_label.is_some();
+    match exec_tok {
+        Some(e) if sets && !ct.commit => e.err("setting ct_mark or ct_label needs 'commit'"),
+        _ => Ok(ct),
     }
-    Ok(ct)
 }
 
 /// `zone=N` or `zone=regN[0..15]`.

@@ -171,15 +171,13 @@ impl<'a> Lexer<'a> {
                 let end = scan(self.src, start, true)?;
                 // Past the ')'; what follows must be a separator or the end.
                 self.pos = end + 1;
-                if let Some(c) = self.rest_str().chars().next() {
-                    if !SEPS.contains(&c) {
-                        return self
-                            .src
-                            .slice(self.pos, self.pos)
-                            .err(format!("expected ',' after ')', found '{c}'"));
-                    }
+                match self.rest_str().chars().next() {
+                    Some(c) if !SEPS.contains(&c) => self
+                        .src
+                        .slice(self.pos, self.pos)
+                        .err(format!("expected ',' after ')', found '{c}'")),
+                    _ => Ok(self.src.slice(start, end)),
                 }
-                Ok(self.src.slice(start, end))
             }
         }
     }
@@ -207,7 +205,7 @@ fn scan(src: Tok<'_>, start: usize, paren: bool) -> PResult<usize> {
     let mut escaped = false;
     for (i, c) in text.char_indices() {
         let at = start + i;
-        if let Some(_q) = quote {
+        if quote.is_some() {
             if escaped {
                 escaped = false;
             } else if c == '\\' {
@@ -220,14 +218,11 @@ fn scan(src: Tok<'_>, start: usize, paren: bool) -> PResult<usize> {
         match c {
             '"' => quote = Some(at),
             '(' => open.push(at),
-            ')' => {
-                if open.pop().is_none() {
-                    if paren {
-                        return Ok(at);
-                    }
-                    return src.slice(at, at + 1).err("unbalanced ')'");
-                }
-            }
+            ')' => match (open.pop(), paren) {
+                (Some(_), _) => {}
+                (None, true) => return Ok(at),
+                (None, false) => return src.slice(at, at + 1).err("unbalanced ')'"),
+            },
             c if !paren && open.is_empty() && SEPS.contains(&c) => return Ok(at),
             _ => {}
         }

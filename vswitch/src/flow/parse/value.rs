@@ -44,10 +44,11 @@ pub(crate) fn field_value(f: Field, v: Tok<'_>, ports: &dyn PortNames) -> PResul
 
 /// An integer field value: `V`, `V/M`, or (ip_frag) a name.
 fn int_value(f: Field, v: Tok<'_>) -> PResult<(u128, u128)> {
-    if f == Field::IpFrag {
-        if let Some((_, val, mask)) = IP_FRAG_NAMES.iter().find(|(n, _, _)| *n == v.s) {
-            return Ok((*val, *mask));
-        }
+    let name = IP_FRAG_NAMES
+        .iter()
+        .find(|(n, _, _)| f == Field::IpFrag && *n == v.s);
+    if let Some((_, val, mask)) = name {
+        return Ok((*val, *mask));
     }
     int_masked(f, v)
 }
