@@ -4,11 +4,18 @@
 //! See `docs/pipeline.md` for the tables the switch itself uses.
 
 pub mod field;
+pub mod format;
 pub mod key;
+pub mod parse;
 pub mod spec;
 
 pub use field::Field;
+pub use format::{FlowStatsView, format_actions, format_flow, format_group, format_match};
 pub use key::{KEY_WORDS, Key};
+pub use parse::{
+    NoPortNames, ParseError, PortNames, parse_filter, parse_filter_strict, parse_flow, parse_group,
+    parse_match,
+};
 pub use spec::{Action, FlowFilter, FlowSpec, GroupSpec, Match};
 pub mod cache;
 pub mod classifier;
