@@ -30,8 +30,14 @@ fn flows_steer_traffic() {
     let r = t.pods[0].ping(t.pods[1].ip, 3).expect("ping");
     assert_eq!(r.received, 0, "ping must be dropped: {r:?}");
     let dump = t.daemon.vsctl(&["dump-flows"]).expect("dump-flows");
-    assert!(dump.contains("priority=100") && dump.contains("actions=drop"), "{dump}");
-    let flows = t.daemon.vsctl_json(&["dump-flows"]).expect("dump-flows json");
+    assert!(
+        dump.contains("priority=100") && dump.contains("actions=drop"),
+        "{dump}"
+    );
+    let flows = t
+        .daemon
+        .vsctl_json(&["dump-flows"])
+        .expect("dump-flows json");
     let dropped = flows
         .as_array()
         .expect("array")
@@ -55,13 +61,18 @@ fn flows_steer_traffic() {
     // Removing it restores the ping at once.
     let del = format!("table=0,in_port={s0},icmp");
     t.daemon.vsctl(&["del-flows", &del]).expect("del-flows");
-    assert!(ping_ok(&t, 0, 1), "ping must work again right after del-flows");
+    assert!(
+        ping_ok(&t, 0, 1),
+        "ping must work again right after del-flows"
+    );
 
     // A rewrite: UDP to port 5000 from pod 0 arrives at port 6000 of pod 1.
     let rw = format!(
         "table=0,priority=100,in_port={s0},udp,tp_dst=5000 actions=set_field:6000->tp_dst,normal"
     );
-    t.daemon.vsctl(&["add-flow", &rw]).expect("add-flow rewrite");
+    t.daemon
+        .vsctl(&["add-flow", &rw])
+        .expect("add-flow rewrite");
     let mut rx = t.pods[1]
         .command("socat")
         .args(["-u", "UDP4-RECV:6000", "STDOUT"])

@@ -127,15 +127,9 @@ impl Handler for Daemon {
             }
             Op::ListPorts => to_value(&self.desired.port_entries(self.dp.ports())),
             Op::Stats(p) => to_value(&self.dp.stats(p.port.as_deref())?),
-            #[allow(unreachable_patterns)]
-            _ => Err(ErrorReply::new(ErrorCode::UnknownOp, "not yet")),
-            #[cfg(any())]
             Op::FlowMods(p) => to_value(&crate::flowctl::flow_mods(&mut self.dp, p)?),
-            #[cfg(any())]
             Op::DumpFlows(p) => to_value(&crate::flowctl::dump_flows(&mut self.dp, p)?),
-            #[cfg(any())]
             Op::DumpGroups => to_value(&crate::flowctl::dump_groups(&self.dp)),
-            #[cfg(any())]
             Op::Trace(p) => to_value(&crate::flowctl::trace(&mut self.dp, p)?),
             Op::SyncFull(p) => to_value(&self.desired.sync_full(p, &self.dp.ports())?),
             Op::SyncDelta(p) => to_value(&self.desired.sync_delta(p, &self.dp.ports())?),

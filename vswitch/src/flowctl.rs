@@ -29,11 +29,7 @@ fn invalid(msg: String) -> ErrorReply {
 }
 
 /// Parses one text change into datapath flow mods.
-fn parse_mod(
-    ports: &DpPorts<'_>,
-    op: FlowModOp,
-    text: &str,
-) -> Result<Vec<FlowMod>, String> {
+fn parse_mod(ports: &DpPorts<'_>, op: FlowModOp, text: &str) -> Result<Vec<FlowMod>, String> {
     let render = |e: parse::ParseError| e.render(text);
     Ok(match op {
         FlowModOp::Add => parse::parse_flow(text, ports)
@@ -147,15 +143,15 @@ pub fn dump_flows(dp: &mut Datapath, p: DumpFlowsParams) -> Result<Vec<FlowEntry
                 table: s.table,
                 priority: s.priority,
                 cookie: s.cookie,
-                match_: format_match(&s.m, &ports),
-                actions: crate::flow::format::format_actions(&s.actions, &ports),
+                match_: format_match(&s.m, &ports).to_string(),
+                actions: crate::flow::format::format_actions(&s.actions, &ports).to_string(),
                 idle_timeout: s.idle_timeout,
                 hard_timeout: s.hard_timeout,
                 n_packets: view.packets,
                 n_bytes: view.bytes,
                 duration_s: view.duration_s,
                 idle_age_s: view.idle_age_s,
-                text: format_flow(s, Some(view), &ports),
+                text: format_flow(s, Some(view), &ports).to_string(),
             }
         })
         .collect())
@@ -168,7 +164,7 @@ pub fn dump_groups(dp: &Datapath) -> Vec<GroupEntry> {
         .iter()
         .map(|g| GroupEntry {
             group_id: g.id,
-            text: format_group(g, &ports),
+            text: format_group(g, &ports).to_string(),
         })
         .collect()
 }
@@ -188,7 +184,10 @@ pub fn trace(dp: &mut Datapath, p: TraceParams) -> Result<TraceReply, ErrorReply
         .map(|s| TraceTable {
             table: s.table,
             depth: s.depth,
-            flow: s.rule.as_ref().map(|r| format_flow(&r.spec, None, &ports)),
+            flow: s
+                .rule
+                .as_ref()
+                .map(|r| format_flow(&r.spec, None, &ports).to_string()),
             notes: s.notes.clone(),
         })
         .collect();
@@ -197,11 +196,11 @@ pub fn trace(dp: &mut Datapath, p: TraceParams) -> Result<TraceReply, ErrorReply
         mask: tr.consulted,
     };
     Ok(TraceReply {
-        packet: format_match(&filter.m, &ports),
+        packet: format_match(&filter.m, &ports).to_string(),
         tables,
         datapath_actions: tr.actions.iter().map(DpAction::to_string).collect(),
         verdict: dpaction::verdict(&tr.actions).to_string(),
-        megaflow: format_match(&megaflow, &ports),
+        megaflow: format_match(&megaflow, &ports).to_string(),
         emc_hit: probes.iter().map(|p| p.emc).collect(),
         megaflow_hit: probes.iter().map(|p| p.megaflow).collect(),
         error: tr.error,

@@ -9,9 +9,9 @@ pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod datapath;
-pub mod flow;
-// pub mod flowctl; (enabled once flow::parse lands)
 pub mod desired;
+pub mod flow;
+pub mod flowctl;
 pub mod persist;
 pub mod pool;
 pub mod port;

@@ -13,10 +13,8 @@ use vswitch_control::agent::cluster::NodeSettings;
 use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
     AddPortParams, DelPortParams, DumpFlowsParams, FlowEntry, FlowModOp, FlowModText,
-    FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op, PortInfo, PortKind, PortMode,
-    StatsParams, StatsReply, TraceParams, TraceReply,
-    AddPortParams, DelPortParams, HelloReply, Op, PortEntry, PortInfo, PortKind, PortMode,
-    StatsParams, StatsReply, SyncStatus,
+    FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op, PortEntry, PortInfo, PortKind,
+    PortMode, StatsParams, StatsReply, SyncStatus, TraceParams, TraceReply,
 };
 
 #[derive(Debug, Parser)]
