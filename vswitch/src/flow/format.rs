@@ -469,7 +469,7 @@ fn subfield_text(f: Field, ofs: u32, n: u32) -> String {
     } else if n == 1 {
         format!("{name}[{ofs}]")
     } else {
-        format!("{name}[{ofs}..{}]", (ofs + n).saturating_sub(1))
+        format!("{name}[{ofs}..{}]", ofs.saturating_add(n).saturating_sub(1))
     }
 }
 

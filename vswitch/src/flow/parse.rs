@@ -229,29 +229,30 @@ impl<'a> MatchBuilder<'a> {
         if let Some((lo, hi)) = range(f, value)? {
             return self.range(f, key, lo, hi).map(|_| true);
         }
-        let (v, m) = self.field_value(f, key, value, ports)?;
+        let (f, v, m) = self.field_value(f, key, value, ports)?;
         let mut one = Match::ANY;
         one.set(f, v, m);
         self.add(key, true, false, one)?;
         Ok(true)
     }
 
-    /// A field's value, with `dl_vlan`'s OpenFlow 1.0 meaning: `dl_vlan=N` is a tag
-    /// with VID N (present bit set), `dl_vlan=0xffff` is no tag at all.
+    /// The field, value and mask an item sets, with `dl_vlan`'s OpenFlow 1.0
+    /// meaning: `dl_vlan=N` is a tag with VID N (present bit set), `dl_vlan=0xffff`
+    /// no tag at all (the whole TCI zero, as `vlan_tci=0`).
     fn field_value(
         &self,
         f: Field,
         key: Tok<'a>,
         value: Tok<'a>,
         ports: &dyn PortNames,
-    ) -> PResult<(u128, u128)> {
+    ) -> PResult<(Field, u128, u128)> {
         if key.s != "dl_vlan" {
-            return field_value(f, value, ports);
+            return field_value(f, value, ports).map(|(v, m)| (f, v, m));
         }
         let vid = parse_uint(value, 0xffff, "dl_vlan")?;
         match vid {
-            0xffff => Ok((0, f.full_mask())),
-            0..=0xfff => Ok((u128::from(VLAN_PRESENT) | vid, f.full_mask())),
+            0xffff => Ok((Field::VlanTci, 0, Field::VlanTci.full_mask())),
+            0..=0xfff => Ok((f, u128::from(VLAN_PRESENT) | vid, f.full_mask())),
             _ => value.err("dl_vlan is a VLAN id 0..4095, or 0xffff for untagged packets"),
         }
     }
@@ -293,7 +294,7 @@ impl<'a> MatchBuilder<'a> {
             if !overlaps(&s.m.mask, &one.mask) {
                 continue;
             }
-            if explicit && s.explicit || ranged || s.ranged {
+            if (explicit && s.explicit) || ranged || s.ranged {
                 return origin.err(format!(
                     "{} overlaps '{}' given earlier",
                     origin.s, s.origin.s

@@ -33,13 +33,13 @@ pub(crate) fn parse_actions(src: Tok<'_>, cx: &ActCtx<'_>) -> PResult<Vec<Action
     let mut lx = Lexer::new(src);
     let mut out = Vec::new();
     let mut drop: Option<Tok<'_>> = None;
-    let mut goto: Option<Tok<'_>> = None;
+    let mut after_goto = false;
     // The match as the actions so far leave it (push_vlan/pop_vlan change what
     // later set_field actions may touch).
     let mut m = cx.m;
     while let Some(item) = lx.next_item() {
         let item = item?;
-        if goto.is_some() {
+        if after_goto {
             return item.key.err(format!(
                 "goto_table must be the last action ('{}' comes after it)",
                 item.key.s
@@ -54,9 +54,7 @@ pub(crate) fn parse_actions(src: Tok<'_>, cx: &ActCtx<'_>) -> PResult<Vec<Action
         if let Some(m) = m.as_mut() {
             check_action_prereqs(&a, m, item.key)?;
         }
-        if matches!(a, Action::GotoTable(_)) {
-            goto = Some(item.key);
-        }
+        after_goto = matches!(a, Action::GotoTable(_));
         out.push(a);
     }
     if let (Some(d), false) = (drop, out.is_empty()) {

@@ -329,7 +329,7 @@ fn tcp_flags_field() {
 fn vlan_fields() {
     let tci = |t: &str| get(&one(t), Field::VlanTci);
     assert_eq!(tci("dl_vlan=10,actions=drop"), Some((0x100a, 0x1fff)));
-    assert_eq!(tci("dl_vlan=0xffff,actions=drop"), Some((0, 0x1fff)));
+    assert_eq!(tci("dl_vlan=0xffff,actions=drop"), Some((0, 0xffff)));
     assert_eq!(tci("vlan_tci=0,actions=drop"), Some((0, 0xffff)));
     assert_eq!(
         tci("vlan_vid=0x1000/0x1000,actions=drop"),
@@ -353,6 +353,11 @@ fn vlan_fields() {
     flow_err(
         "dl_vlan=0xffff,vlan_pcp=3,actions=drop",
         "vlan_pcp",
+        "overlaps 'dl_vlan'",
+    );
+    flow_err(
+        "vlan_tci=0x0000/0x1000,vlan_pcp=3,actions=drop",
+        "vlan_pcp=",
         "requires a VLAN tag",
     );
     flow_err(
@@ -1388,4 +1393,49 @@ fn formatting_without_prerequisites() {
         format_match(&m, &NoPortNames).to_string(),
         "nw_src=0.0.0.1,tp_dst=80"
     );
+}
+
+/// Specs built in code (not parsed) may be nonsense; printing them must not panic.
+#[test]
+fn formatting_nonsense_actions_does_not_panic() {
+    let nonsense = [
+        Action::Move {
+            src: Field::Reg0,
+            src_ofs: u32::MAX,
+            dst: Field::Reg1,
+            dst_ofs: 7,
+            n_bits: u32::MAX,
+        },
+        Action::SetField {
+            field: Field::Reg0,
+            value: u128::MAX,
+            mask: 0,
+        },
+        Action::SetField {
+            field: Field::CtLabel,
+            value: u128::MAX,
+            mask: 1 << 127,
+        },
+        Action::Resubmit {
+            in_port: None,
+            table: None,
+        },
+        Action::Ct(CtAction {
+            commit: false,
+            zone: CtZone::Field(Field::EthSrc),
+            table: Some(255),
+            nat: Some(NatSpec {
+                kind: None,
+                addr_min: None,
+                addr_max: None,
+                port_min: Some(1),
+                port_max: None,
+            }),
+            set_mark: Some((5, 0)),
+            set_label: None,
+        }),
+        Action::Drop,
+    ];
+    let text = format_actions(&nonsense, &NoPortNames).to_string();
+    assert!(text.contains("load:0x1->ct_label[127]"), "{text}");
 }
