@@ -25,8 +25,8 @@ impl Handler for StoreOnly {
     fn handle(&mut self, op: Op) -> Result<Value, ErrorReply> {
         let v = match op {
             Op::Hello => serde_json::to_value(vswitch::control::hello_reply()),
-            Op::SyncFull(p) => serde_json::to_value(self.0.sync_full(p, &[])?),
-            Op::SyncDelta(p) => serde_json::to_value(self.0.sync_delta(p, &[])?),
+            Op::SyncFull(p) => serde_json::to_value(self.0.sync_full(p, None)?),
+            Op::SyncDelta(p) => serde_json::to_value(self.0.sync_delta(p, None)?),
             Op::SyncStatus => serde_json::to_value(self.0.status()),
             other => {
                 return Err(ErrorReply::new(

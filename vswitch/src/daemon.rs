@@ -39,7 +39,7 @@ impl Daemon {
     /// Uses `desired` (typically persisting to the state dir) and realises what it
     /// restored from there.
     pub fn with_desired(mut self, mut desired: DesiredStore) -> Daemon {
-        if let Err(e) = desired.restore(&self.dp.ports()) {
+        if let Err(e) = desired.restore(Some(&mut self.dp)) {
             tracing::error!(error = %e, "cannot read saved desired state; starting without it");
         }
         self.desired = desired;
@@ -117,12 +117,16 @@ impl Handler for Daemon {
             Op::AddPort(p) => {
                 let info = self.dp.add_port(&p)?;
                 self.save();
-                self.desired.port_added(&info);
+                self.desired.port_changed(&info, true, &mut self.dp);
                 to_value(&info)
             }
             Op::DelPort(p) => {
+                let gone = self.dp.ports().into_iter().find(|i| i.name == p.name);
                 self.dp.del_port(&p.name)?;
                 self.save();
+                if let Some(info) = gone {
+                    self.desired.port_changed(&info, false, &mut self.dp);
+                }
                 Ok(Value::Object(Default::default()))
             }
             Op::ListPorts => to_value(&self.desired.port_entries(self.dp.ports())),
@@ -131,8 +135,8 @@ impl Handler for Daemon {
             Op::DumpFlows(p) => to_value(&crate::flowctl::dump_flows(&mut self.dp, p)?),
             Op::DumpGroups => to_value(&crate::flowctl::dump_groups(&self.dp)),
             Op::Trace(p) => to_value(&crate::flowctl::trace(&mut self.dp, p)?),
-            Op::SyncFull(p) => to_value(&self.desired.sync_full(p, &self.dp.ports())?),
-            Op::SyncDelta(p) => to_value(&self.desired.sync_delta(p, &self.dp.ports())?),
+            Op::SyncFull(p) => to_value(&self.desired.sync_full(p, Some(&mut self.dp))?),
+            Op::SyncDelta(p) => to_value(&self.desired.sync_delta(p, Some(&mut self.dp))?),
             Op::SyncStatus => to_value(&self.desired.status()),
         }
     }
@@ -146,9 +150,16 @@ impl Handler for Daemon {
         if expired > 0 {
             tracing::debug!(expired, "flows timed out");
         }
+        let before = self.dp.ports();
         let ch = self.dp.check_links();
         if !ch.removed.is_empty() {
             self.save();
+        }
+        for info in before.iter().filter(|i| ch.removed.contains(&i.name)) {
+            self.desired.port_changed(info, false, &mut self.dp);
+        }
+        for info in self.dp.ports().iter().filter(|i| ch.up.contains(&i.name)) {
+            self.desired.port_changed(info, true, &mut self.dp);
         }
     }
 }

@@ -107,7 +107,7 @@ impl DesiredStore {
     /// Loads the saved state, if any, and realises it. A corrupt file is moved aside
     /// (`desired.json.corrupt`) and reported; the store then starts empty at
     /// generation 0, and the agent's next full sync fills it.
-    pub fn restore(&mut self, ports: &[PortInfo]) -> Result<(), String> {
+    pub fn restore(&mut self, dp: Option<&mut crate::Datapath>) -> Result<(), String> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let path = dir.join(FILE);
         let text = match std::fs::read(&path) {
@@ -134,7 +134,7 @@ impl DesiredStore {
                 ));
             }
         };
-        let reply = self.commit_full(file.generation, file.state, ports, How::Restore);
+        let reply = self.commit_full(file.generation, file.state, dp, How::Restore);
         for r in &reply.rejected {
             tracing::warn!(key = %r.key, reason = %r.message, "saved object no longer valid; dropped");
         }
@@ -151,7 +151,7 @@ impl DesiredStore {
     pub fn sync_full(
         &mut self,
         p: SyncFullParams,
-        ports: &[PortInfo],
+        dp: Option<&mut crate::Datapath>,
     ) -> Result<SyncReply, ErrorReply> {
         // Parts of another generation belong to an abandoned full sync.
         let mut staged = match self.staging.take() {
@@ -179,14 +179,14 @@ impl DesiredStore {
                 ..SyncReply::default()
             });
         }
-        Ok(self.commit_full(p.generation, staged, ports, How::Full))
+        Ok(self.commit_full(p.generation, staged, dp, How::Full))
     }
 
     /// `sync_delta`: deletes, then upserts, on top of `base_generation`.
     pub fn sync_delta(
         &mut self,
         p: SyncDeltaParams,
-        ports: &[PortInfo],
+        dp: Option<&mut crate::Datapath>,
     ) -> Result<SyncReply, ErrorReply> {
         if p.base_generation != self.generation {
             return Err(ErrorReply::new(
@@ -235,7 +235,7 @@ impl DesiredStore {
             change.keys.upserted.insert(key);
         }
         self.generation = p.generation;
-        Ok(self.finish(change, rejected, ports, How::Delta, start))
+        Ok(self.finish(change, rejected, dp, How::Delta, start))
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -258,16 +258,28 @@ impl DesiredStore {
             .collect()
     }
 
-    /// Logs the link of a newly added port to its pod.
-    pub fn port_added(&self, port: &PortInfo) {
-        let Some(r) = &port.pod else { return };
-        match realize::pod_link(&self.state, port) {
-            Some(l) => {
-                tracing::info!(port = %port.name, pod = %format!("{}/{}", r.namespace, r.name), ips = ?l.ips, "port linked to pod")
+    /// Tells the realizers a port was attached (`added`) or removed, and logs the
+    /// link of a pod port to its pod.
+    pub fn port_changed(&mut self, port: &PortInfo, added: bool, dp: &mut crate::Datapath) {
+        if let Some(r) = &port.pod {
+            let pod = format!("{}/{}", r.namespace, r.name);
+            match (added, realize::pod_link(&self.state, port)) {
+                (true, Some(l)) => {
+                    tracing::info!(port = %port.name, %pod, ips = ?l.ips, "port linked to pod")
+                }
+                (true, None) => {
+                    tracing::info!(port = %port.name, %pod, "port's pod is not in desired state (yet)")
+                }
+                (false, _) => tracing::info!(port = %port.name, %pod, "pod port removed"),
             }
-            None => {
-                tracing::info!(port = %port.name, pod = %format!("{}/{}", r.namespace, r.name), "port's pod is not in desired state (yet)")
-            }
+        }
+        let ports = dp.ports();
+        let mut ctx = RealizeCtx {
+            ports: &ports,
+            dp: Some(dp),
+        };
+        for r in &mut self.realizers {
+            r.port_changed(&self.state, port, added, &mut ctx);
         }
     }
 
@@ -283,7 +295,7 @@ impl DesiredStore {
         &mut self,
         generation: u64,
         candidate: DesiredState,
-        ports: &[PortInfo],
+        dp: Option<&mut crate::Datapath>,
         how: How,
     ) -> SyncReply {
         let start = Instant::now();
@@ -318,7 +330,7 @@ impl DesiredStore {
             previous,
             generation,
         };
-        self.finish(change, rejected, ports, how, start)
+        self.finish(change, rejected, dp, how, start)
     }
 
     /// Persists, realises and records a change.
@@ -326,7 +338,7 @@ impl DesiredStore {
         &mut self,
         change: Change,
         rejected: Vec<Rejection>,
-        ports: &[PortInfo],
+        dp: Option<&mut crate::Datapath>,
         how: How,
         start: Instant,
     ) -> SyncReply {
@@ -338,9 +350,10 @@ impl DesiredStore {
             self.save();
         }
         if !change.keys.is_empty() {
-            let ctx = RealizeCtx { ports };
+            let ports = dp.as_ref().map(|d| d.ports()).unwrap_or_default();
+            let mut ctx = RealizeCtx { ports: &ports, dp };
             for r in &mut self.realizers {
-                r.realize(&self.state, &change, &ctx);
+                r.realize(&self.state, &change, &mut ctx);
             }
         }
         let realize_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -462,7 +475,7 @@ mod tests {
     fn full_then_delta_then_mismatch() {
         let mut s = DesiredStore::new(None);
         let r = s
-            .sync_full(full(5, vec![pod("a", "10.0.0.1"), ns("default")]), &[])
+            .sync_full(full(5, vec![pod("a", "10.0.0.1"), ns("default")]), None)
             .expect("full");
         assert_eq!((r.generation, r.upserted, r.deleted), (5, 2, 0));
         let r = s
@@ -473,7 +486,7 @@ mod tests {
                     upserts: vec![pod("a", "10.0.0.9"), pod("b", "10.0.0.2")],
                     deletes: vec!["Namespace/default".parse().expect("key")],
                 },
-                &[],
+                None,
             )
             .expect("delta");
         assert_eq!((r.generation, r.upserted, r.deleted), (6, 2, 1));
@@ -486,7 +499,7 @@ mod tests {
                     upserts: vec![],
                     deletes: vec![],
                 },
-                &[],
+                None,
             )
             .expect_err("stale base");
         assert_eq!(e.code, ErrorCode::GenerationMismatch);
@@ -498,7 +511,7 @@ mod tests {
                     upserts: vec![],
                     deletes: vec![],
                 },
-                &[],
+                None,
             )
             .expect_err("no progress");
         assert_eq!(e.code, ErrorCode::InvalidParams);
@@ -512,12 +525,12 @@ mod tests {
     #[test]
     fn bad_objects_are_rejected_and_the_last_good_version_stays() {
         let mut s = DesiredStore::new(None);
-        s.sync_full(full(1, vec![pod("a", "10.0.0.1")]), &[])
+        s.sync_full(full(1, vec![pod("a", "10.0.0.1")]), None)
             .expect("full");
         let r = s
             .sync_full(
                 full(2, vec![pod("a", "10.0.0.999"), pod("b", "10.0.0.2")]),
-                &[],
+                None,
             )
             .expect("full");
         assert_eq!(r.rejected.len(), 1);
@@ -536,7 +549,7 @@ mod tests {
                     upserts: vec![pod("b", "bogus")],
                     deletes: vec![],
                 },
-                &[],
+                None,
             )
             .expect("delta");
         assert_eq!(r.rejected.len(), 1);
@@ -561,7 +574,7 @@ mod tests {
         };
         let mut s = DesiredStore::new(None);
         let r = s
-            .sync_full(full(1, vec![ln("a"), ln("b")]), &[])
+            .sync_full(full(1, vec![ln("a"), ln("b")]), None)
             .expect("full");
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(s.state().local_node().expect("one").name, "a");
@@ -572,18 +585,18 @@ mod tests {
         let mut s = DesiredStore::new(None);
         let mut p = full(9, vec![pod("a", "10.0.0.1")]);
         p.more = true;
-        let r = s.sync_full(p, &[]).expect("part 1");
+        let r = s.sync_full(p, None).expect("part 1");
         assert_eq!((r.staged, r.generation), (Some(1), 0));
         assert!(s.state().is_empty());
         let r = s
-            .sync_full(full(9, vec![pod("b", "10.0.0.2")]), &[])
+            .sync_full(full(9, vec![pod("b", "10.0.0.2")]), None)
             .expect("last");
         assert_eq!((r.generation, r.upserted), (9, 2));
         // A part of another generation starts over.
         let mut p = full(10, vec![pod("c", "10.0.0.3")]);
         p.more = true;
-        s.sync_full(p, &[]).expect("part");
-        s.sync_full(full(11, vec![pod("d", "10.0.0.4")]), &[])
+        s.sync_full(p, None).expect("part");
+        s.sync_full(full(11, vec![pod("d", "10.0.0.4")]), None)
             .expect("other");
         let names: Vec<_> = s.state().pods().map(|p| p.name.clone()).collect();
         assert_eq!(names, ["d"]);
@@ -593,16 +606,16 @@ mod tests {
     fn persists_and_restores() {
         let d = tmpdir("persist");
         let mut s = DesiredStore::new(Some(&d));
-        s.sync_full(full(4, vec![pod("a", "10.0.0.1")]), &[])
+        s.sync_full(full(4, vec![pod("a", "10.0.0.1")]), None)
             .expect("full");
         let mut back = DesiredStore::new(Some(&d));
-        back.restore(&[]).expect("restore");
+        back.restore(None).expect("restore");
         assert_eq!(back.generation(), 4);
         assert_eq!(back.state(), s.state());
         assert!(back.status().restored);
         std::fs::write(d.join(FILE), b"{broken").expect("write");
         let mut again = DesiredStore::new(Some(&d));
-        assert!(again.restore(&[]).expect_err("corrupt").contains("moved"));
+        assert!(again.restore(None).expect_err("corrupt").contains("moved"));
         assert_eq!(again.generation(), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -610,7 +623,7 @@ mod tests {
     #[test]
     fn ports_show_their_pod() {
         let mut s = DesiredStore::new(None);
-        s.sync_full(full(1, vec![pod("a", "10.0.0.1")]), &[])
+        s.sync_full(full(1, vec![pod("a", "10.0.0.1")]), None)
             .expect("full");
         let e = s.port_entries(vec![
             port("v1", Some("a")),
@@ -635,7 +648,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "record"
         }
-        fn realize(&mut self, _s: &DesiredState, c: &Change, _ctx: &RealizeCtx<'_>) {
+        fn realize(&mut self, _s: &DesiredState, c: &Change, _ctx: &mut RealizeCtx<'_>) {
             self.0.borrow_mut().push((
                 c.keys.upserted.iter().map(ToString::to_string).collect(),
                 c.keys.deleted.iter().map(ToString::to_string).collect(),
@@ -651,12 +664,12 @@ mod tests {
             Box::new(realize::Validator),
             Box::new(Record(log.clone())),
         ]);
-        s.sync_full(full(1, vec![pod("a", "10.0.0.1"), ns("x")]), &[])
+        s.sync_full(full(1, vec![pod("a", "10.0.0.1"), ns("x")]), None)
             .expect("full");
-        s.sync_full(full(2, vec![pod("a", "10.0.0.2")]), &[])
+        s.sync_full(full(2, vec![pod("a", "10.0.0.2")]), None)
             .expect("full");
         // Nothing changed: realizers are not called.
-        s.sync_full(full(3, vec![pod("a", "10.0.0.2")]), &[])
+        s.sync_full(full(3, vec![pod("a", "10.0.0.2")]), None)
             .expect("full");
         let log = log.borrow();
         assert_eq!(log.len(), 2);

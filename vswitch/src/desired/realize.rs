@@ -30,6 +30,9 @@ pub struct Change {
 pub struct RealizeCtx<'a> {
     /// The switch's ports right now.
     pub ports: &'a [PortInfo],
+    /// The datapath, to install flows (bundles) and feature state; `None` in unit
+    /// tests of the store alone.
+    pub dp: Option<&'a mut crate::Datapath>,
 }
 
 /// One step that turns desired state into switch behaviour.
@@ -44,7 +47,18 @@ pub trait Realizer {
     }
 
     /// Called after a sync changed `state`.
-    fn realize(&mut self, _state: &DesiredState, _change: &Change, _ctx: &RealizeCtx<'_>) {}
+    fn realize(&mut self, _state: &DesiredState, _change: &Change, _ctx: &mut RealizeCtx<'_>) {}
+
+    /// Called when a port was attached (`added`) or removed, after the datapath
+    /// changed: pod ports bring their pod's per-port flows with them.
+    fn port_changed(
+        &mut self,
+        _state: &DesiredState,
+        _port: &PortInfo,
+        _added: bool,
+        _ctx: &mut RealizeCtx<'_>,
+    ) {
+    }
 }
 
 /// Field checks of `vswitch_proto::validate`, and at most one LocalNode.
@@ -90,7 +104,7 @@ impl Realizer for PodLinker {
         "link-pods"
     }
 
-    fn realize(&mut self, state: &DesiredState, change: &Change, ctx: &RealizeCtx<'_>) {
+    fn realize(&mut self, state: &DesiredState, change: &Change, ctx: &mut RealizeCtx<'_>) {
         if !change.keys.touches(Kind::Pod) {
             return;
         }
@@ -117,7 +131,7 @@ impl Realizer for LocalNodeLog {
         "local-node"
     }
 
-    fn realize(&mut self, state: &DesiredState, change: &Change, _ctx: &RealizeCtx<'_>) {
+    fn realize(&mut self, state: &DesiredState, change: &Change, _ctx: &mut RealizeCtx<'_>) {
         if change.keys.touches(Kind::LocalNode) {
             match state.local_node() {
                 Some(LocalNode {
