@@ -3,8 +3,10 @@
 //!
 //! See `docs/pipeline.md` for the tables the switch itself uses.
 
+pub mod extract;
 pub mod field;
 pub mod key;
+pub mod rewrite;
 pub mod spec;
 
 pub use field::Field;
