@@ -535,7 +535,11 @@ pub(crate) mod testpkt {
         for &b in data {
             c ^= u32::from(b);
             for _ in 0..8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82f6_3b78
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -564,7 +568,10 @@ pub(crate) mod testpkt {
 
     /// The ICMPv4 checksum over `msg` (its checksum field zeroed by the caller).
     pub fn icmpv4_csum(msg: &[u8]) -> u16 {
-        Sum16BitWords::new().add_slice(msg).ones_complement().to_be()
+        Sum16BitWords::new()
+            .add_slice(msg)
+            .ones_complement()
+            .to_be()
     }
 
     enum Pseudo {
@@ -595,7 +602,8 @@ pub(crate) mod testpkt {
                 t.ece = flags & 0x040 != 0;
                 t.cwr = flags & 0x080 != 0;
                 t.ns = flags & 0x100 != 0;
-                t.set_options_raw(&vec![1u8; 4 * opt_words]).expect("options");
+                t.set_options_raw(&vec![1u8; 4 * opt_words])
+                    .expect("options");
                 t.checksum = match ip {
                     Pseudo::V4(s, d) => t.calc_checksum_ipv4_raw(s, d, payload),
                     Pseudo::V6(s, d) => t.calc_checksum_ipv6_raw(s, d, payload),
@@ -714,7 +722,8 @@ pub(crate) mod testpkt {
                     ip.dont_fragment = *df;
                     ip.more_fragments = *mf;
                     ip.fragment_offset = IpFragOffset::try_new(*frag_offset).expect("offset");
-                    ip.options = Ipv4Options::try_from(&vec![1u8; 4 * opt_words][..]).expect("options");
+                    ip.options =
+                        Ipv4Options::try_from(&vec![1u8; 4 * opt_words][..]).expect("options");
                     ip.set_payload_len(l4b.len()).expect("length");
                     ip.header_checksum = ip.calc_header_checksum();
                     l3.extend_from_slice(&ip.to_bytes());
@@ -793,14 +802,11 @@ pub(crate) mod testpkt {
             let mut bytes = Vec::new();
             bytes.extend_from_slice(&self.dst);
             bytes.extend_from_slice(&self.src);
-            match &self.vlan {
-                Some(v) => {
-                    bytes.extend_from_slice(&v.tpid.to_be_bytes());
-                    let tci = (u16::from(v.pcp) << 13) | (u16::from(v.dei) << 12) | v.vid;
-                    bytes.extend_from_slice(&tci.to_be_bytes());
-                    off.vlan = true;
-                }
-                None => {}
+            if let Some(v) = &self.vlan {
+                bytes.extend_from_slice(&v.tpid.to_be_bytes());
+                let tci = (u16::from(v.pcp) << 13) | (u16::from(v.dei) << 12) | v.vid;
+                bytes.extend_from_slice(&tci.to_be_bytes());
+                off.vlan = true;
             }
             bytes.extend_from_slice(&inner_type.to_be_bytes());
             off.l3 = bytes.len() as u32;
@@ -1075,7 +1081,12 @@ pub(crate) mod testpkt {
                 any::<bool>(),
                 0u16..4096,
             )
-                .prop_map(|(tpid, pcp, dei, vid)| Vlan { tpid, pcp, dei, vid }),
+                .prop_map(|(tpid, pcp, dei, vid)| Vlan {
+                    tpid,
+                    pcp,
+                    dei,
+                    vid,
+                }),
         )
     }
 
@@ -1166,8 +1177,12 @@ mod tests {
         // Same addresses, a tag (PCP 5, DEI, VID 100), TCP SYN|ACK|ECE|NS 80 -> 40000.
         let mut f = UDP4[..12].to_vec();
         f.extend_from_slice(&[0x81, 0x00, 0xb0, 0x64, 0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 1, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-        f.extend_from_slice(&[0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x51, 0x52, 0xff, 0xff]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 40, 0, 0, 0, 0, 1, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&[
+            0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 2, 0x51, 0x52, 0xff, 0xff,
+        ]);
         f.extend_from_slice(&[0, 0, 0, 0]);
         let (k, off) = key_of(&f);
         assert_eq!(get(&k, Field::VlanTci), 0xb064 | 0x1000);
@@ -1183,7 +1198,10 @@ mod tests {
         // A TCP data offset pointing past the packet: ports not taken.
         f[18 + 20 + 12] = 0xf0;
         let (k, off) = key_of(&f);
-        assert_eq!((get(&k, Field::TpSrc), off.l4_kind, off.truncated), (0, L4::None, true));
+        assert_eq!(
+            (get(&k, Field::TpSrc), off.l4_kind, off.truncated),
+            (0, L4::None, true)
+        );
         assert_eq!(get(&k, Field::IpProto), 6);
     }
 
@@ -1203,8 +1221,7 @@ mod tests {
     fn arp_fields() {
         let f: [u8; 42] = [
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06, // eth
-            0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 2, 0, 0, 0, 0, 2, 10, 0, 0,
-            2,
+            0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 2, 0, 0, 0, 0, 2, 10, 0, 0, 2,
         ];
         let (k, off) = key_of(&f);
         assert_eq!(get(&k, Field::ArpOp), 2);
@@ -1217,7 +1234,10 @@ mod tests {
         let mut g = f;
         g[19] = 16;
         let (k, off) = key_of(&g);
-        assert_eq!((get(&k, Field::ArpOp), off.l3_kind, off.truncated), (0, L3::None, false));
+        assert_eq!(
+            (get(&k, Field::ArpOp), off.l3_kind, off.truncated),
+            (0, L3::None, false)
+        );
         let (k, off) = key_of(&f[..41]);
         assert_eq!((get(&k, Field::ArpSpa), off.truncated), (0, true));
         assert_eq!(get(&k, Field::EthSrc), 0x0200_0000_0001);
@@ -1236,12 +1256,18 @@ mod tests {
         let mut f = UDP4.to_vec();
         f[20] = 0x20;
         let (k, off) = key_of(&f);
-        assert_eq!((get(&k, Field::IpFrag), get(&k, Field::TpDst), off.ip_frag), (1, 53, 1));
+        assert_eq!(
+            (get(&k, Field::IpFrag), get(&k, Field::TpDst), off.ip_frag),
+            (1, 53, 1)
+        );
         // Later fragment: no L4, ip_proto kept.
         f[21] = 0x01;
         let (k, off) = key_of(&f);
         assert_eq!((get(&k, Field::IpFrag), get(&k, Field::TpDst)), (3, 0));
-        assert_eq!((get(&k, Field::IpProto), off.l4_kind, off.truncated), (17, L4::None, false));
+        assert_eq!(
+            (get(&k, Field::IpProto), off.l4_kind, off.truncated),
+            (17, L4::None, false)
+        );
     }
 
     #[test]
@@ -1259,7 +1285,10 @@ mod tests {
         let mut f = UDP4.to_vec();
         f[17] = 22;
         let (k, off) = key_of(&f);
-        assert_eq!((get(&k, Field::TpSrc), off.truncated, off.end), (0, true, 36));
+        assert_eq!(
+            (get(&k, Field::TpSrc), off.truncated, off.end),
+            (0, true, 36)
+        );
     }
 
     #[test]
@@ -1278,7 +1307,10 @@ mod tests {
         assert_eq!(get(&k, Field::Ipv6Src), 0xfd00_u128 << 112 | 1);
         assert_eq!(get(&k, Field::Ipv6Dst), 0xfd00_u128 << 112 | 2);
         assert_eq!(get(&k, Field::Ipv6Label), 0x12345);
-        assert_eq!((get(&k, Field::IpDscp), get(&k, Field::IpEcn)), (0xb9 >> 2, 1));
+        assert_eq!(
+            (get(&k, Field::IpDscp), get(&k, Field::IpEcn)),
+            (0xb9 >> 2, 1)
+        );
         assert_eq!((get(&k, Field::IpProto), get(&k, Field::IpTtl)), (17, 33));
         assert_eq!((get(&k, Field::IpFrag), get(&k, Field::TpDst)), (1, 53));
         assert_eq!((off.l4, off.end, off.l4_kind), (86, 94, L4::Udp));
@@ -1306,7 +1338,10 @@ mod tests {
         }
         let f = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x05];
         let (k, off) = key_of(&f);
-        assert_eq!((get(&k, Field::EthType), get(&k, Field::VlanTci)), (0x8100, 0));
+        assert_eq!(
+            (get(&k, Field::EthType), get(&k, Field::VlanTci)),
+            (0x8100, 0)
+        );
         assert!(off.truncated && !off.vlan);
     }
 
