@@ -3,10 +3,12 @@
 //!
 //! See `docs/pipeline.md` for the tables the switch itself uses.
 
+pub mod extract;
 pub mod field;
 pub mod format;
 pub mod key;
 pub mod parse;
+pub mod rewrite;
 pub mod spec;
 
 pub use field::Field;
@@ -21,9 +23,7 @@ pub mod cache;
 pub mod classifier;
 pub mod dpaction;
 pub mod emc;
-pub mod extract;
 pub mod megaflow;
-pub mod rewrite;
 pub mod rule;
 pub mod tables;
 pub mod xlate;

@@ -20,6 +20,7 @@ const MAX_RECIRC: u32 = 8;
 pub(super) struct Recirc {
     frame: Frame,
     key: Key,
+    off: Option<Offsets>,
     depth: u32,
 }
 
@@ -28,7 +29,13 @@ impl Worker {
     #[inline]
     pub(super) fn process(&mut self, frame: Frame, in_port: u32, now: u64, tally: &mut DropTally) {
         let mut key = Key::ZERO;
-        if extract::extract(self.pool.data(&frame), in_port, &mut key).is_err() {
+        let off = match extract::extract(self.pool.data(&frame), in_port, &mut key) {
+            Ok(o) => o,
+            Err(_) => return self.drop_frame(frame, DropReason::Malformed, tally),
+        };
+        // A VLAN tag cut short is a frame that lies about itself; other truncated
+        // headers still go through the pipeline (L2 rules may forward them).
+        if off.truncated && !off.vlan && matches!(key.eth_type(), 0x8100 | 0x88a8) {
             return self.drop_frame(frame, DropReason::Malformed, tally);
         }
         let Some(route) = self.snap.port(in_port) else {
@@ -37,13 +44,13 @@ impl Worker {
         if frame.len > route.max_frame {
             return self.drop_frame(frame, DropReason::Oversize, tally);
         }
-        self.run_pipeline(frame, key, 0, now, tally);
+        self.run_pipeline(frame, key, Some(off), 0, now, tally);
         while let Some(r) = self.recirc.pop() {
             if r.depth > MAX_RECIRC {
                 self.drop_frame(r.frame, DropReason::ActionFailed, tally);
                 continue;
             }
-            self.run_pipeline(r.frame, r.key, r.depth, now, tally);
+            self.run_pipeline(r.frame, r.key, r.off, r.depth, now, tally);
         }
     }
 
@@ -58,6 +65,7 @@ impl Worker {
         &mut self,
         frame: Frame,
         mut key: Key,
+        off: Option<Offsets>,
         depth: u32,
         now: u64,
         tally: &mut DropTally,
@@ -66,7 +74,7 @@ impl Worker {
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
-        self.execute(frame, &mut key, &actions, last, depth, now, tally);
+        self.execute(frame, &mut key, off, &actions, last, depth, now, tally);
         self.cache.put_actions(id, actions);
     }
 
@@ -77,6 +85,7 @@ impl Worker {
         &mut self,
         frame: Frame,
         key: &mut Key,
+        mut off: Option<Offsets>,
         actions: &[DpAction],
         last: Option<usize>,
         depth: u32,
@@ -87,7 +96,6 @@ impl Worker {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
         let mut cur = frame;
-        let mut off: Option<Offsets> = None;
         for (i, a) in actions.iter().enumerate().take(last + 1) {
             let mine = i == last;
             match a {
@@ -97,10 +105,9 @@ impl Worker {
                         None => return self.drop_frame(cur, DropReason::ActionFailed, tally),
                     };
                     let data = self.pool.data_mut(&cur);
-                    if rewrite::set_field(data, &o, *field, *value, *mask).is_err() {
+                    if rewrite::set_field(data, &o, *field, *value, *mask, Some(key)).is_err() {
                         return self.drop_frame(cur, DropReason::ActionFailed, tally);
                     }
-                    field.set_masked(key, *value, *mask);
                 }
                 DpAction::SetMeta { word, value, mask } => {
                     if let Some(w) = key.0.get_mut(usize::from(*word)) {
@@ -112,29 +119,27 @@ impl Worker {
                         Some(o) => o,
                         None => return self.drop_frame(cur, DropReason::ActionFailed, tally),
                     };
-                    if rewrite::dec_ttl(self.pool.data_mut(&cur), &o).is_err() {
+                    if rewrite::dec_ttl(self.pool.data_mut(&cur), &o, Some(key)).is_err() {
                         return self.drop_frame(cur, DropReason::TtlExpired, tally);
                     }
-                    let ttl = Field::IpTtl.get(key);
-                    Field::IpTtl.set(key, ttl.saturating_sub(1));
                 }
-                DpAction::PushVlan(tpid) => {
+                DpAction::PushVlan(_) | DpAction::PopVlan => {
+                    let Some(mut o) = self.offsets(&cur, key, &mut off) else {
+                        return self.drop_frame(cur, DropReason::ActionFailed, tally);
+                    };
                     let len = cur.len as usize;
-                    match rewrite::push_vlan(self.pool.buffer_mut(cur.idx), len, *tpid) {
+                    let buf = self.pool.buffer_mut(cur.idx);
+                    let r = match a {
+                        DpAction::PushVlan(tpid) => {
+                            rewrite::push_vlan(buf, len, *tpid, &mut o, Some(key))
+                        }
+                        _ => rewrite::pop_vlan(buf, len, &mut o, Some(key)),
+                    };
+                    match r {
                         Ok(n) => cur.len = n as u32,
                         Err(_) => return self.drop_frame(cur, DropReason::ActionFailed, tally),
                     }
-                    Field::VlanTci.set(key, u128::from(key::VLAN_PRESENT));
-                    off = None;
-                }
-                DpAction::PopVlan => {
-                    let len = cur.len as usize;
-                    match rewrite::pop_vlan(self.pool.buffer_mut(cur.idx), len) {
-                        Ok(n) => cur.len = n as u32,
-                        Err(_) => return self.drop_frame(cur, DropReason::ActionFailed, tally),
-                    }
-                    Field::VlanTci.set(key, 0);
-                    off = None;
+                    off = Some(o);
                 }
                 _ => {
                     // Actions that hand the frame on.
@@ -149,7 +154,7 @@ impl Worker {
                             }
                         }
                     };
-                    self.hand_on(f, key, a, depth, now, tally);
+                    self.hand_on(f, key, off, a, depth, now, tally);
                     if mine {
                         return;
                     }
@@ -172,6 +177,7 @@ impl Worker {
         &mut self,
         f: Frame,
         key: &mut Key,
+        off: Option<Offsets>,
         a: &DpAction,
         depth: u32,
         now: u64,
@@ -185,7 +191,7 @@ impl Worker {
             DpAction::Clone(inner) => {
                 let mut k = *key;
                 let last = inner.iter().rposition(crate::flow::cache::consumes_frame);
-                self.execute(f, &mut k, inner, last, depth, now, tally);
+                self.execute(f, &mut k, off, inner, last, depth, now, tally);
             }
             DpAction::Ct {
                 zone,
@@ -207,9 +213,10 @@ impl Worker {
                 match recirc {
                     Some(r) => {
                         k.set_recirc_id(*r);
-                        self.recirc.push(super::exec::Recirc {
+                        self.recirc.push(Recirc {
                             frame: f,
                             key: k,
+                            off,
                             depth: depth + 1,
                         });
                     }
