@@ -56,7 +56,7 @@ pub enum PipelineOp {
     Insert(Arc<Rule>),
     Remove {
         table: u8,
-        m: Match,
+        m: Box<Match>,
         priority: u16,
     },
     SetGroup(Arc<GroupSpec>),
@@ -236,7 +236,7 @@ impl FlowTables {
                 StagedOp::Insert(spec) => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    PipelineOp::Insert(Arc::new(Rule::new(spec, id, now_ns)))
+                    PipelineOp::Insert(Arc::new(Rule::new(*spec, id, now_ns)))
                 }
                 StagedOp::Raw(op) => op,
             };
@@ -341,7 +341,7 @@ fn outputs_to(a: &Action, port: u32) -> bool {
 }
 
 enum StagedOp {
-    Insert(FlowSpec),
+    Insert(Box<FlowSpec>),
     Raw(PipelineOp),
 }
 
@@ -415,7 +415,7 @@ impl<'a> Staging<'a> {
                 }
                 self.touched |= 1u128 << spec.table;
                 self.added.insert(k, spec.clone());
-                self.ops.push(StagedOp::Insert(spec));
+                self.ops.push(StagedOp::Insert(Box::new(spec)));
             }
             FlowMod::Delete(filter) => {
                 for s in self.selected(&filter) {
@@ -433,7 +433,7 @@ impl<'a> Staging<'a> {
                     self.touched |= 1u128 << spec.table;
                     self.added
                         .insert((spec.table, spec.m, spec.priority), spec.clone());
-                    self.ops.push(StagedOp::Insert(spec));
+                    self.ops.push(StagedOp::Insert(Box::new(spec)));
                     self.outcome.modified += 1;
                 }
             }
@@ -478,7 +478,7 @@ impl<'a> Staging<'a> {
         self.removed.insert(k);
         self.ops.push(StagedOp::Raw(PipelineOp::Remove {
             table: s.table,
-            m: s.m,
+            m: Box::new(s.m),
             priority: s.priority,
         }));
     }

@@ -173,6 +173,7 @@ impl Worker {
         *off
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hand_on(
         &mut self,
         f: Frame,
