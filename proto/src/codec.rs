@@ -210,6 +210,10 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "sync_full" => typed::<SyncFullParams>(op, params).map(Op::SyncFull),
         "sync_delta" => typed::<SyncDeltaParams>(op, params).map(Op::SyncDelta),
         "sync_status" => no_params(op, params).map(|()| Op::SyncStatus),
+        "flow_mods" => typed::<crate::FlowModsParams>(op, params).map(Op::FlowMods),
+        "dump_flows" => typed::<crate::DumpFlowsParams>(op, or_empty(params)).map(Op::DumpFlows),
+        "dump_groups" => no_params(op, params).map(|()| Op::DumpGroups),
+        "trace" => typed::<crate::TraceParams>(op, params).map(Op::Trace),
         "stats" => {
             let params = if params.is_null() {
                 Value::Object(Default::default())
@@ -222,6 +226,15 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
             ErrorCode::UnknownOp,
             format!("unknown op '{}'", truncate(other)),
         )),
+    }
+}
+
+/// Missing params mean an empty object for ops whose params are all optional.
+fn or_empty(params: Value) -> Value {
+    if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params
     }
 }
 
@@ -309,6 +322,27 @@ mod tests {
         );
         let r = decode_request(br#"{"id":4,"op":"del_port","params":{"name":"v0"}}"#).expect("del");
         assert_eq!(r.op, Op::DelPort(DelPortParams { name: "v0".into() }));
+    }
+
+    #[test]
+    fn flow_ops_decode_and_round_trip() {
+        let line = br#"{"id":1,"op":"flow_mods","params":{"mods":[{"op":"add","spec":"actions=drop"},{"op":"delete_strict","spec":"priority=5"}]}}"#;
+        let r = decode_request(line).expect("flow_mods");
+        let Op::FlowMods(p) = &r.op else {
+            panic!("{:?}", r.op)
+        };
+        assert_eq!(p.mods.len(), 2);
+        assert_eq!(p.mods[1].op, crate::FlowModOp::DeleteStrict);
+        let again = decode_request(&serde_json::to_vec(&r).expect("enc")).expect("dec");
+        assert_eq!(again, r);
+        let r = decode_request(br#"{"id":2,"op":"dump_flows"}"#).expect("dump");
+        assert_eq!(r.op, Op::DumpFlows(crate::DumpFlowsParams::default()));
+        assert!(decode_request(br#"{"id":3,"op":"dump_groups","params":{"x":1}}"#).is_err());
+        let e = decode_request(br#"{"id":4,"op":"trace","params":{}}"#).expect_err("spec needed");
+        assert_eq!(e.1.code, ErrorCode::InvalidParams);
+        let e = decode_request(br#"{"id":5,"op":"flow_mods","params":{"mods":[{"op":"nope"}]}}"#)
+            .expect_err("bad op");
+        assert_eq!(e.1.code, ErrorCode::InvalidParams);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::counters::{PortCounters, WorkerCounters};
 use crate::flow::cache::{CacheConfig, CacheCounters, Probe};
 use crate::flow::key::Key;
 use crate::flow::rule::Rule;
-use crate::flow::spec::{Action, FlowFilter, FlowSpec, GroupSpec};
+use crate::flow::spec::{FlowFilter, GroupSpec};
 use crate::flow::tables::{BundleError, BundleOutcome, FlowMod, FlowTables, PipelineReader};
 use crate::flow::xlate::{self, Trace, Translation};
 use crate::pool::{FramePool, UmemHandle};
@@ -148,13 +148,13 @@ impl Datapath {
         }
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
-        // A new switch is a learning bridge: one flow sends everything to NORMAL.
-        let bridge = FlowSpec {
-            priority: 0,
-            actions: vec![Action::Normal],
-            ..FlowSpec::default()
-        };
-        if let Err(e) = flows.apply(vec![FlowMod::Add(bridge)], 0) {
+        // A new switch is a learning bridge: the skeleton chains the tables the
+        // features use and ends in NORMAL (see flow::layout).
+        let skeleton = crate::flow::layout::skeleton()
+            .into_iter()
+            .map(FlowMod::Add)
+            .collect();
+        if let Err(e) = flows.apply(skeleton, 0) {
             tracing::error!(error = %e, "cannot install the default bridge flow");
         }
 

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod field;
 pub mod format;
 pub mod key;
+pub mod layout;
 pub mod parse;
 pub mod rewrite;
 pub mod spec;
