@@ -269,6 +269,7 @@ impl Worker {
                     });
                     self.slot_of[idx] = self.slots.len() as u32;
                     self.pollfds_dirty = true;
+                    self.rebalance_rx_budgets();
                 }
                 WorkerCmd::DelPort { port_no, done } => {
                     self.remove_port(port_no);
@@ -306,6 +307,17 @@ impl Worker {
         self.pool.reclaim_port(port_no);
         self.macs.forget_port(port_no);
         self.pollfds_dirty = true;
+        self.rebalance_rx_budgets();
+    }
+
+    /// Divides the pool among the ports for receiving: half of it, so the worker
+    /// keeps the rest for copies, hand-offs and frames in flight to TX.
+    fn rebalance_rx_budgets(&mut self) {
+        let n = self.slots.len().max(1) as u32;
+        let budget = self.pool.capacity() / 2 / n;
+        for s in &mut self.slots {
+            s.port.set_rx_budget(budget);
+        }
     }
 
     fn release_all(&mut self) {
