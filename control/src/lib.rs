@@ -1,7 +1,8 @@
 //! Everything that talks to `vswitchd` over its control socket: the [`client`]
-//! library (used by `vsctl`, the agent and the CNI plugin) and `vsctl`'s output
-//! [`format`]ting.
+//! library (used by `vsctl`, the agent and the CNI plugin), `vsctl`'s output
+//! [`format`]ting, and the [`cni`] plugin.
 pub mod client;
+pub mod cni;
 pub mod format;
 
 pub use client::{CallError, Client, DEFAULT_SOCKET};
