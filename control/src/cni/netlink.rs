@@ -86,8 +86,11 @@ impl Netlink {
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
+        // Every request that is not a dump asks for the ACK, a GET included: the
+        // ACK is what says "that was all" after its one answer.
+        header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
         header.sequence_number = seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
@@ -95,12 +98,20 @@ impl Netlink {
         packet.serialize(&mut buf);
         self.sock.send(&buf, 0)?;
 
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut out = Vec::new();
         let mut rx: Vec<u8> = Vec::with_capacity(RECV_BUF);
         loop {
             rx.clear();
-            let n = self.sock.recv(&mut rx, 0)?;
+            let n = self.sock.recv(&mut rx, 0).map_err(|e| {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from the kernel within {RECV_TIMEOUT:?}"),
+                    )
+                } else {
+                    e
+                }
+            })?;
             if n > rx.len() {
                 return Err(io::Error::other("netlink answer truncated"));
             }
@@ -171,11 +182,8 @@ impl Netlink {
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
             ]),
         ];
-        self.request(
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-        )
-        .map(drop)
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
     }
 
     /// Sets link `index` up, and its alias when given.
@@ -187,15 +195,14 @@ impl Netlink {
         if let Some(a) = alias {
             m.attributes.push(LinkAttribute::IfAlias(a.to_string()));
         }
-        self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK)
-            .map(drop)
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
     }
 
     /// Deletes link `index` (for a veth, both ends). Gone already is fine.
     pub fn del_link(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
-        match self.request(RouteNetlinkMessage::DelLink(m), NLM_F_ACK) {
+        match self.request(RouteNetlinkMessage::DelLink(m), 0) {
             Err(e) if is_no_device(&e) => Ok(()),
             other => other.map(drop),
         }
@@ -228,7 +235,7 @@ impl Netlink {
         }
         self.request(
             RouteNetlinkMessage::NewAddress(m),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+            NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
     }
@@ -309,10 +316,7 @@ impl Netlink {
         if !metrics.is_empty() {
             m.attributes.push(RouteAttribute::Metrics(metrics));
         }
-        match self.request(
-            RouteNetlinkMessage::NewRoute(m),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-        ) {
+        match self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             other => other.map(drop),
         }
