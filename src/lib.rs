@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cmd;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod frames;
