@@ -40,7 +40,20 @@ fn main() -> ExitCode {
     }
     let mut stdin = Vec::new();
     let reply = match std::io::stdin().take(MAX_STDIN).read_to_end(&mut stdin) {
-        Ok(_) => cni::run(|k| std::env::var(k).ok(), &stdin),
+        // A bug must still end in a CNI error on stdout, not in silence: the
+        // runtime reads stdout. ADD's rollback has run by then (it undoes on unwind).
+        Ok(_) => std::panic::catch_unwind(|| cni::run(|k| std::env::var(k).ok(), &stdin))
+            .unwrap_or_else(|_| cni::Reply {
+                stdout: Some(
+                    CniError::new(
+                        cni::error::INTERNAL,
+                        "internal error",
+                        "vswitch-cni panicked",
+                    )
+                    .to_json(cni::version::CURRENT),
+                ),
+                success: false,
+            }),
         Err(e) => cni::Reply {
             stdout: Some(
                 CniError::new(

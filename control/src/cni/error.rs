@@ -37,6 +37,9 @@ pub const KERNEL_FAILURE: u32 = 102;
 pub const IPAM_FAILURE: u32 = 103;
 /// Ours: GC could not remove everything; the details list what is left.
 pub const GC_INCOMPLETE: u32 = 104;
+/// A bug of the plugin (a worker thread panicked); the reference plugins use the
+/// same number for errors without a code.
+pub const INTERNAL: u32 = 999;
 
 /// An error as the CNI spec prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use super::error::{CniError, CniResult, UNKNOWN_CONTAINER};
+use super::error::{CniError, CniResult, INTERNAL, UNKNOWN_CONTAINER};
 
 /// `NSFS_MAGIC` from `linux/magic.h`: the file system of namespace files
 /// (`/proc/PID/ns/net`, and the bind mounts of them in `/run/netns`).
@@ -81,7 +81,7 @@ impl Netns {
             });
             h.join().unwrap_or_else(|_| {
                 Err(CniError::new(
-                    999,
+                    INTERNAL,
                     "internal error",
                     "the thread working in the container's namespace panicked",
                 ))
