@@ -40,7 +40,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
         .clone()
         .ok_or_else(|| CniError::env("ADD needs CNI_NETNS"))?;
     let ns = Netns::open(&netns_path)?;
-    let pod_mac = pod_mac(conf, &att)?;
+    let asked_mac = pod_mac(conf, &att)?;
     let host = names::host_ifname(&att.container_id, &att.ifname);
 
     // 1. Nothing changed yet: refuse early.
@@ -68,6 +68,19 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
     // 2. Addresses.
     let ipam_result = ipam.add()?;
     undo.ipam = true;
+    // Without a MAC asked for, the pod's MAC follows its first IPv4 address
+    // (0a:58:a.b.c.d, the OVN-Kubernetes scheme): the switch routes to a pod by
+    // rewriting eth_dst from the destination IP, with no ARP and no learning.
+    let pod_mac = asked_mac.unwrap_or_else(|| {
+        ipam_result
+            .ips
+            .iter()
+            .find_map(|ip| match ip.address.addr {
+                std::net::IpAddr::V4(v4) => Some(names::ip_mac(v4)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .unwrap_or_else(|| names::pod_mac(&att.container_id, &att.ifname))
+    });
 
     // 3. The veth pair.
     nl.create_veth(&VethSpec {
@@ -147,17 +160,21 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
     Ok(result)
 }
 
-/// The pod interface's MAC: `runtimeConfig.mac` (the `mac` capability), else
-/// `MAC` in `CNI_ARGS`, else derived from the attachment.
-fn pod_mac(conf: &NetConf, att: &Attachment) -> CniResult<[u8; 6]> {
+/// The pod interface's MAC if the runtime asked for one: `runtimeConfig.mac` (the
+/// `mac` capability), else `MAC` in `CNI_ARGS`. Otherwise it is derived from the
+/// pod's IPv4 address once IPAM gave one (see `run`).
+fn pod_mac(conf: &NetConf, att: &Attachment) -> CniResult<Option<[u8; 6]>> {
     if let Some(m) = &conf.runtime_mac {
         return names::parse_mac(m)
+            .map(Some)
             .map_err(|e| CniError::config(format!("runtimeConfig.mac: {e}")));
     }
     if let Some(m) = att.args.get("MAC") {
-        return names::parse_mac(m).map_err(|e| CniError::env(format!("CNI_ARGS MAC: {e}")));
+        return names::parse_mac(m)
+            .map(Some)
+            .map_err(|e| CniError::env(format!("CNI_ARGS MAC: {e}")));
     }
-    Ok(names::pod_mac(&att.container_id, &att.ifname))
+    Ok(None)
 }
 
 /// Undoes what a failed ADD made, in reverse order, on drop unless disarmed.

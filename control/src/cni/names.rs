@@ -52,6 +52,13 @@ pub fn pod_mac(container_id: &str, ifname: &str) -> [u8; 6] {
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
+/// The MAC of a pod with IPv4 address `ip`: `0a:58:` + the address bytes (locally
+/// administered, unicast; the scheme OVN-Kubernetes uses, and the gateway's too).
+pub fn ip_mac(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
 pub fn format_mac(mac: &[u8]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
