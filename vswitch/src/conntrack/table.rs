@@ -14,6 +14,7 @@
 
 use super::config::CtConfig;
 use super::tuple::{SeededState, Tuple, random_seed};
+use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -83,6 +84,10 @@ struct Ref {
 }
 
 struct Shard {
+    /// Connections whose original tuple hashes here, as slab indices (the tuple
+    /// itself is in the slab: 4 bytes per entry instead of 48).
+    origs: HashTable<u32>,
+    /// Reply tuples that hash here, pointing to their connection's shard.
     map: HashMap<Tuple, Ref, SeededState>,
     slab: Vec<Conn>,
     free: Vec<u32>,
@@ -131,6 +136,7 @@ impl CtTable {
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
+                    origs: HashTable::new(),
                     map: HashMap::with_hasher(hasher),
                     slab: Vec::new(),
                     free: Vec::new(),
@@ -174,10 +180,17 @@ impl CtTable {
     where
         F: FnOnce(&mut Conn, bool) -> bool,
     {
-        let si = self.shard_of(t);
+        let h = self.hasher.hash_one(t);
+        let si = (h as usize) & self.mask;
         let r = {
             let s = self.lock(si);
-            *s.map.get(t)?
+            match s.find_orig(h, t) {
+                Some(idx) => Ref {
+                    shard: si as u16,
+                    idx,
+                },
+                None => *s.map.get(t)?,
+            }
         };
         let mut s = self.lock(usize::from(r.shard));
         let c = s.slab.get_mut(r.idx as usize)?;
@@ -206,11 +219,13 @@ impl CtTable {
     /// Inserts a new connection. Returns false when it could not (table full of
     /// assured connections, or the tuple is taken).
     pub fn insert(&self, c: Conn) -> bool {
-        let si = self.shard_of(&c.orig);
+        let h = self.hasher.hash_one(c.orig);
+        let si = (h as usize) & self.mask;
         let mut victim = None;
+        let new_idx;
         {
             let mut s = self.lock(si);
-            if s.map.contains_key(&c.orig) {
+            if s.find_orig(h, &c.orig).is_some() || s.map.contains_key(&c.orig) {
                 return false;
             }
             if s.live >= self.shard_cap {
@@ -218,7 +233,8 @@ impl CtTable {
                     Some(v) => {
                         victim = Some(v);
                         // Unlink the victim's original tuple here; its alias after.
-                        s.unlink(v);
+                        let vh = self.hasher.hash_one(v.1.orig);
+                    s.unlink(v, vh);
                         self.counters.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
@@ -233,18 +249,24 @@ impl CtTable {
                     i
                 }
                 None => {
+                    // Grow by an eighth, not double: the slab is most of the
+                    // memory and a doubled one is half empty.
+                    if s.slab.len() == s.slab.capacity() {
+                        let more = (s.slab.len() / 8).max(16);
+                        s.slab.reserve_exact(more);
+                    }
                     s.slab.push(c);
                     (s.slab.len() - 1) as u32
                 }
             };
+            new_idx = idx;
             s.live += 1;
-            s.map.insert(
-                c.orig,
-                Ref {
-                    shard: si as u16,
-                    idx,
-                },
-            );
+            let hasher = self.hasher;
+            let Shard { origs, slab, .. } = &mut *s;
+            origs.insert_unique(h, idx, |&i| {
+                slab.get(i as usize)
+                    .map_or(0, |c| hasher.hash_one(c.orig))
+            });
             if c.reply != c.orig && self.shard_of(&c.reply) == si {
                 s.map.insert(
                     c.reply,
@@ -256,28 +278,19 @@ impl CtTable {
             }
             // Hold the slot until its alias is gone (so it cannot be reused
             // under a stale alias): freed in `finish_removal`.
-            if let Some((vidx, _)) = victim {
-                s.pending_free(vidx);
-            }
         }
         if let Some((vidx, vconn)) = victim {
             self.finish_removal(si, vidx, &vconn);
         }
         let ri = self.shard_of(&c.reply);
         if ri != si && c.reply != c.orig {
-            let idx = {
-                let s = self.lock(si);
-                s.map.get(&c.orig).map(|r| r.idx)
-            };
-            if let Some(idx) = idx {
-                self.lock(ri).map.insert(
-                    c.reply,
-                    Ref {
-                        shard: si as u16,
-                        idx,
-                    },
-                );
-            }
+            self.lock(ri).map.insert(
+                c.reply,
+                Ref {
+                    shard: si as u16,
+                    idx: new_idx,
+                },
+            );
         }
         self.counters.inserts.fetch_add(1, Ordering::Relaxed);
         true
@@ -285,21 +298,18 @@ impl CtTable {
 
     /// Removes the connection whose original tuple is `orig`.
     pub fn remove(&self, orig: &Tuple) -> bool {
-        let si = self.shard_of(orig);
+        let h = self.hasher.hash_one(orig);
+        let si = (h as usize) & self.mask;
         let found = {
             let mut s = self.lock(si);
-            let Some(r) = s.map.get(orig).copied() else {
+            let Some(idx) = s.find_orig(h, orig) else {
                 return false;
             };
-            if usize::from(r.shard) != si {
-                return false; // an alias, not an original tuple
-            }
-            let Some(c) = s.slab.get(r.idx as usize).copied() else {
+            let Some(c) = s.slab.get(idx as usize).copied() else {
                 return false;
             };
-            s.unlink((r.idx, c));
-            s.pending_free(r.idx);
-            (r.idx, c)
+            s.unlink((idx, c), h);
+            (idx, c)
         };
         self.finish_removal(si, found.0, &found.1);
         true
@@ -336,8 +346,7 @@ impl CtTable {
                     }
                 }
                 for &(i, c) in &gone {
-                    s.unlink((i, c));
-                    s.pending_free(i);
+                    s.unlink((i, c), self.hasher.hash_one(c.orig));
                 }
             }
             for (i, c) in gone.drain(..) {
@@ -385,10 +394,13 @@ impl CtTable {
     /// Bytes the table uses now (maps at capacity, slabs), for the per-entry figure.
     pub fn memory_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(Tuple, Ref)>() + 1;
+        let orig_entry = std::mem::size_of::<u32>() + 1;
         (0..self.shards.len())
             .map(|i| {
                 let s = self.lock(i);
-                s.map.capacity() * entry
+                // hashbrown keeps 1/8 of its buckets free: count the buckets.
+                s.map.capacity() * 8 / 7 * entry
+                    + s.origs.capacity() * 8 / 7 * orig_entry
                     + s.slab.capacity() * std::mem::size_of::<Conn>()
                     + s.free.capacity() * 4
             })
@@ -397,9 +409,22 @@ impl CtTable {
 }
 
 impl Shard {
-    /// Removes `c`'s tuples from this shard's map (the alias may live elsewhere).
-    fn unlink(&mut self, (idx, c): (u32, Conn)) {
-        self.map.remove(&c.orig);
+    fn find_orig(&self, h: u64, t: &Tuple) -> Option<u32> {
+        let slab = &self.slab;
+        self.origs
+            .find(h, |&i| {
+                slab.get(i as usize)
+                    .is_some_and(|c| c.orig == *t && c.has(cflag::LIVE))
+            })
+            .copied()
+    }
+
+    /// Removes `c`'s tuples from this shard (the alias may live elsewhere); the
+    /// slot stays dead and unusable until `finish_removal` frees it.
+    fn unlink(&mut self, (idx, c): (u32, Conn), h: u64) {
+        if let Ok(e) = self.origs.find_entry(h, |&i| i == idx) {
+            e.remove();
+        }
         if let Some(a) = self.map.get(&c.reply)
             && a.idx == idx
         {
@@ -410,9 +435,6 @@ impl Shard {
         }
         self.live = self.live.saturating_sub(1);
     }
-
-    /// The slot stays dead but unusable until `finish_removal` frees it.
-    fn pending_free(&mut self, _idx: u32) {}
 
     /// The oldest not-assured live connection among the next slots the hand
     /// scans.

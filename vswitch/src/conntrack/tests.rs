@@ -337,5 +337,6 @@ fn bytes_per_entry_under_256() {
         ct.process(&mut k, &req(true), &i, 1);
     }
     let per = ct.table.memory_bytes() / ct.table.len();
+    eprintln!("conntrack: {per} bytes per connection");
     assert!(per < 256, "{per} bytes per connection");
 }
