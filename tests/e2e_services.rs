@@ -76,8 +76,7 @@ fn attach(sw: &Netns, d: &Vswitchd, last: u8) -> Pod {
     let ip = std::net::Ipv4Addr::new(10, 250, 0, last);
     let p = Pod::new(sw, ip, PodOpts::default()).expect("pod");
     d.add_port(&p.switch_if, "packet").expect("add-port");
-    p.ns
-        .ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &p.ifname])
+    p.ns.ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &p.ifname])
         .expect("gateway neighbour");
     p.ns.ip(&["route", "add", "default", "via", GW_IP])
         .expect("default route");
@@ -102,8 +101,13 @@ fn fetch(client: &Pod, addr: &str) -> Result<String, String> {
 fn apply(d: &Vswitchd, dir: &TempDir, text: &str) -> String {
     let f = dir.path().join("m.yaml");
     std::fs::write(&f, text).expect("write");
-    d.vsctl(&["apply", f.to_str().unwrap_or_default(), "--node-name", "node-a"])
-        .unwrap_or_else(|e| format!("apply failed: {e}"))
+    d.vsctl(&[
+        "apply",
+        f.to_str().unwrap_or_default(),
+        "--node-name",
+        "node-a",
+    ])
+    .unwrap_or_else(|e| format!("apply failed: {e}"))
 }
 
 #[test]
@@ -147,7 +151,9 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
     assert!(flows.contains("punt:reject"), "{flows}");
 
     // Wait for the servers, then many connections.
-    let first = wait_for(Duration::from_secs(10), || fetch(&client, "10.96.0.10:80").ok());
+    let first = wait_for(Duration::from_secs(10), || {
+        fetch(&client, "10.96.0.10:80").ok()
+    });
     assert!(first.is_some(), "no answer through the ClusterIP");
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..40 {
@@ -155,15 +161,24 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
         *seen.entry(a).or_default() += 1;
     }
     println!("answers: {seen:?}");
-    assert!(seen.contains_key("10.250.0.21") && seen.contains_key("10.250.0.22"), "{seen:?}");
-    assert!(!seen.contains_key("10.250.0.23"), "a not-ready endpoint was chosen: {seen:?}");
+    assert!(
+        seen.contains_key("10.250.0.21") && seen.contains_key("10.250.0.22"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.contains_key("10.250.0.23"),
+        "a not-ready endpoint was chosen: {seen:?}"
+    );
 
     // No endpoints: refused at once (RST), not a timeout.
     let t = Instant::now();
     let r = fetch(&client, "10.96.0.11:80");
     let took = t.elapsed();
     assert!(r.is_err(), "{r:?}");
-    assert!(took < Duration::from_secs(1), "refusal took {took:?}: {r:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "refusal took {took:?}: {r:?}"
+    );
     println!("empty service: {r:?} in {took:?}");
 
     let ct = d.vsctl(&["stats", "--json"]).expect("stats");
@@ -173,14 +188,22 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
     let eps = [ep("10.250.0.22", true), ep("10.250.0.23", false)].join(", ");
     apply(&d, &dir, &format!("{pods}{}", services(&eps)));
     for _ in 0..10 {
-        assert_eq!(fetch(&client, "10.96.0.10:80").as_deref(), Ok("10.250.0.22"));
+        assert_eq!(
+            fetch(&client, "10.96.0.10:80").as_deref(),
+            Ok("10.250.0.22")
+        );
     }
 
     // Services gone: the skeleton again (no conntrack flows).
     let f = dir.path().join("m.yaml");
     std::fs::write(&f, pods).expect("write");
-    d.vsctl(&["apply", f.to_str().unwrap_or_default(), "--node-name", "node-a"])
-        .expect("apply");
+    d.vsctl(&[
+        "apply",
+        f.to_str().unwrap_or_default(),
+        "--node-name",
+        "node-a",
+    ])
+    .expect("apply");
     let flows = d.vsctl(&["dump-flows"]).expect("dump-flows");
     assert!(!flows.contains("ct("), "{flows}");
     for mut s in servers {

@@ -88,7 +88,7 @@ fn inner_tuple(f: &[u8], at: usize, v6: bool) -> Option<(Tuple, usize)> {
 /// Writes `new` at `at` and fixes the checksum at `csum` (covering data that
 /// starts at `start`; `at - start` must be even).
 fn patch(f: &mut [u8], at: usize, new: &[u8], csum: usize, start: usize) -> Option<()> {
-    if (at - start) % 2 != 0 || new.len() > 16 {
+    if !(at - start).is_multiple_of(2) || new.len() > 16 {
         return None;
     }
     let mut old = [0u8; 16];
@@ -96,7 +96,8 @@ fn patch(f: &mut [u8], at: usize, new: &[u8], csum: usize, start: usize) -> Opti
     let c = u16_at(f, csum)?;
     f.get_mut(at..at + new.len())?.copy_from_slice(new);
     let c2 = incremental_csum_update(c, &old[..new.len()], new);
-    f.get_mut(csum..csum + 2)?.copy_from_slice(&c2.to_be_bytes());
+    f.get_mut(csum..csum + 2)?
+        .copy_from_slice(&c2.to_be_bytes());
     Some(())
 }
 

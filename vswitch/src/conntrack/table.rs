@@ -130,8 +130,14 @@ const MAX_SHARDS: usize = 1024;
 
 impl CtTable {
     pub fn new(config: CtConfig) -> CtTable {
-        let n = (config.max_entries / 64).clamp(1, MAX_SHARDS).next_power_of_two();
-        let n = if n > config.max_entries / 64 && n > 1 { n / 2 } else { n };
+        let n = (config.max_entries / 64)
+            .clamp(1, MAX_SHARDS)
+            .next_power_of_two();
+        let n = if n > config.max_entries / 64 && n > 1 {
+            n / 2
+        } else {
+            n
+        };
         let hasher = SeededState(random_seed());
         let shards = (0..n)
             .map(|_| {
@@ -234,7 +240,7 @@ impl CtTable {
                         victim = Some(v);
                         // Unlink the victim's original tuple here; its alias after.
                         let vh = self.hasher.hash_one(v.1.orig);
-                    s.unlink(v, vh);
+                        s.unlink(v, vh);
                         self.counters.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
@@ -264,8 +270,7 @@ impl CtTable {
             let hasher = self.hasher;
             let Shard { origs, slab, .. } = &mut *s;
             origs.insert_unique(h, idx, |&i| {
-                slab.get(i as usize)
-                    .map_or(0, |c| hasher.hash_one(c.orig))
+                slab.get(i as usize).map_or(0, |c| hasher.hash_one(c.orig))
             });
             if c.reply != c.orig && self.shard_of(&c.reply) == si {
                 s.map.insert(

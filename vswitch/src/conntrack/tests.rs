@@ -225,7 +225,11 @@ fn icmp_echo_by_id_and_errors_related() {
     );
     assert_eq!(st(&e), TRK | REL | RPL);
     assert_eq!(v.xlate.src, Some((100, 53)), "outer source back to the VIP");
-    assert_eq!(v.inner.dst, Some((100, 53)), "quoted destination back to the VIP");
+    assert_eq!(
+        v.inner.dst,
+        Some((100, 53)),
+        "quoted destination back to the VIP"
+    );
     // An error quoting nothing we know is invalid.
     let mut e2 = pkt(1, 50, 9, 3, 3, 0);
     let mut q2 = quoted;
@@ -317,7 +321,10 @@ fn remove_where_drops_both_directions() {
     };
     let mut u = pkt(17, 9, 100, 4000, 53, 0);
     ct.commit_lb(&mut u, 1, &i, &lb, 1).expect("lb");
-    assert_eq!(ct.table.remove_where(|c| c.service == 3 && c.backend == 1), 1);
+    assert_eq!(
+        ct.table.remove_where(|c| c.service == 3 && c.backend == 1),
+        1
+    );
     let mut r = pkt(17, 50, 9, 53, 4000, 0);
     ct.process(&mut r, &req(false), &i, 2);
     assert_eq!(st(&r), TRK | NEW);

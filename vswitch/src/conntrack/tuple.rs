@@ -17,11 +17,19 @@ pub struct Tuple {
 }
 
 pub fn addr_words(a: u128) -> [u32; 4] {
-    [(a >> 96) as u32, (a >> 64) as u32, (a >> 32) as u32, a as u32]
+    [
+        (a >> 96) as u32,
+        (a >> 64) as u32,
+        (a >> 32) as u32,
+        a as u32,
+    ]
 }
 
 pub fn words_addr(w: [u32; 4]) -> u128 {
-    (u128::from(w[0]) << 96) | (u128::from(w[1]) << 64) | (u128::from(w[2]) << 32) | u128::from(w[3])
+    (u128::from(w[0]) << 96)
+        | (u128::from(w[1]) << 64)
+        | (u128::from(w[2]) << 32)
+        | u128::from(w[3])
 }
 
 impl Tuple {

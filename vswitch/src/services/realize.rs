@@ -15,9 +15,7 @@ use crate::desired::realize::{Change, RealizeCtx, Realizer};
 use crate::flow::field::Field;
 use crate::flow::key::ct_state;
 use crate::flow::layout::{self, cookie, reg, svc_flags};
-use crate::flow::spec::{
-    Action, CtAction, CtZone, FlowFilter, FlowSpec, Match, NatSpec, port_no,
-};
+use crate::flow::spec::{Action, CtAction, CtZone, FlowFilter, FlowSpec, Match, NatSpec, port_no};
 use crate::flow::tables::FlowMod;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -301,29 +299,40 @@ impl ServiceRealizer {
         }
         let node = state.local_node();
         let node_name = node.map(|n| n.name.as_str());
-        let gw_mac = node.and_then(|n| n.gateway_mac.as_deref()).and_then(parse_mac);
-        let node_ips: Vec<&str> = node.map(|n| n.node_ips.iter().map(String::as_str).collect()).unwrap_or_default();
+        let gw_mac = node
+            .and_then(|n| n.gateway_mac.as_deref())
+            .and_then(parse_mac);
+        let node_ips: Vec<&str> = node
+            .map(|n| n.node_ips.iter().map(String::as_str).collect())
+            .unwrap_or_default();
         let key = format!("{}/{}", svc.namespace, svc.name);
         let all_eps: &[Endpoint] = eps.map(|e| e.endpoints.as_slice()).unwrap_or(&[]);
         // Ready endpoints; when none, serving-and-terminating ones (kube-proxy).
         let ready: Vec<&Endpoint> = all_eps.iter().filter(|e| e.ready).collect();
         let usable: Vec<&Endpoint> = if ready.is_empty() {
-            all_eps.iter().filter(|e| e.serving && e.terminating).collect()
+            all_eps
+                .iter()
+                .filter(|e| e.serving && e.terminating)
+                .collect()
         } else {
             ready
         };
         for ep in all_eps {
             if ep.addresses.is_empty() {
-                self.warnings.push(format!("{key}: an endpoint has no address; skipped"));
+                self.warnings
+                    .push(format!("{key}: an endpoint has no address; skipped"));
             }
         }
         for (pi, sp) in svc.ports.iter().enumerate() {
             if pi >= MAX_PORTS {
-                self.warnings.push(format!("{key}: more than {MAX_PORTS} ports; the rest skipped"));
+                self.warnings.push(format!(
+                    "{key}: more than {MAX_PORTS} ports; the rest skipped"
+                ));
                 break;
             }
             let Ok(port) = u16::try_from(sp.port) else {
-                self.warnings.push(format!("{key}: port {} out of range; skipped", sp.port));
+                self.warnings
+                    .push(format!("{key}: port {} out of range; skipped", sp.port));
                 continue;
             };
             let proto = proto_num(sp.protocol);
@@ -336,11 +345,16 @@ impl ServiceRealizer {
                             continue;
                         }
                         let Some(ip) = parse_ip(a) else {
-                            self.warnings.push(format!("{key}: endpoint address '{a}' is not an IP; skipped"));
+                            self.warnings.push(format!(
+                                "{key}: endpoint address '{a}' is not an IP; skipped"
+                            ));
                             continue;
                         };
                         let Some(tp) = target_port(sp, ep, state, a) else {
-                            self.warnings.push(format!("{key}: no target port for {a} (port {}); skipped", sp.port));
+                            self.warnings.push(format!(
+                                "{key}: no target port for {a} (port {}); skipped",
+                                sp.port
+                            ));
                             continue;
                         };
                         let pod = state.pods().find(|p| p.ips.iter().any(|x| x == a));
@@ -348,29 +362,51 @@ impl ServiceRealizer {
                             (Some(e), Some(n)) => e == n,
                             _ => pod.is_some_and(|p| p.local),
                         };
-                        let mac = pod.filter(|_| local).and_then(|p| p.mac.as_deref()).and_then(parse_mac);
+                        let mac = pod
+                            .filter(|_| local)
+                            .and_then(|p| p.mac.as_deref())
+                            .and_then(parse_mac);
                         backends.push((format!("{a}:{tp}"), ip, tp, local, mac));
                     }
                 }
                 backends.sort_by(|a, b| a.0.cmp(&b.0));
                 backends.dedup_by(|a, b| a.0 == b.0);
                 let fam = |s: &&String| is_v6(s) == v6;
-                let mut internal = FrontendPlan { id: (n << 8) | ((pi as u32) << 1), external: false, matches: Vec::new() };
-                let mut external = FrontendPlan { id: (n << 8) | ((pi as u32) << 1) | 1, external: true, matches: Vec::new() };
+                let mut internal = FrontendPlan {
+                    id: (n << 8) | ((pi as u32) << 1),
+                    external: false,
+                    matches: Vec::new(),
+                };
+                let mut external = FrontendPlan {
+                    id: (n << 8) | ((pi as u32) << 1) | 1,
+                    external: true,
+                    matches: Vec::new(),
+                };
                 for a in svc.cluster_ips.iter().filter(fam) {
                     match parse_ip(a) {
                         Some(ip) => internal.matches.push((ip, v6, port)),
-                        None => self.warnings.push(format!("{key}: cluster IP '{a}' invalid; skipped")),
+                        None => self
+                            .warnings
+                            .push(format!("{key}: cluster IP '{a}' invalid; skipped")),
                     }
                 }
-                for a in svc.external_ips.iter().chain(&svc.load_balancer_ips).filter(fam) {
+                for a in svc
+                    .external_ips
+                    .iter()
+                    .chain(&svc.load_balancer_ips)
+                    .filter(fam)
+                {
                     match parse_ip(a) {
                         Some(ip) => external.matches.push((ip, v6, port)),
-                        None => self.warnings.push(format!("{key}: external address '{a}' invalid; skipped")),
+                        None => self
+                            .warnings
+                            .push(format!("{key}: external address '{a}' invalid; skipped")),
                     }
                 }
-                if matches!(svc.service_type, ServiceType::NodePort | ServiceType::LoadBalancer)
-                    && let Some(np) = sp.node_port
+                if matches!(
+                    svc.service_type,
+                    ServiceType::NodePort | ServiceType::LoadBalancer
+                ) && let Some(np) = sp.node_port
                 {
                     match u16::try_from(np) {
                         Ok(np) if np > 0 => {
@@ -380,10 +416,15 @@ impl ServiceRealizer {
                                 }
                             }
                         }
-                        _ => self.warnings.push(format!("{key}: node port {np} out of range; skipped")),
+                        _ => self
+                            .warnings
+                            .push(format!("{key}: node port {np} out of range; skipped")),
                     }
                 }
-                let snat_node = node_ips.iter().filter(|a| is_v6(a) == v6).find_map(|a| parse_ip(a));
+                let snat_node = node_ips
+                    .iter()
+                    .filter(|a| is_v6(a) == v6)
+                    .find_map(|a| parse_ip(a));
                 for plan in [internal, external] {
                     if plan.matches.is_empty() {
                         continue;
@@ -404,26 +445,58 @@ impl ServiceRealizer {
                     }
                     let fe = Frontend {
                         id,
-                        name: format!("{key}:{}/{:?}{}", sp.port, sp.protocol, if plan.external { " (external)" } else { "" }),
-                        vips: plan.matches.iter().map(|(ip, v6, p)| fmt_addr(*ip, *v6, *p)).collect(),
+                        name: format!(
+                            "{key}:{}/{:?}{}",
+                            sp.port,
+                            sp.protocol,
+                            if plan.external { " (external)" } else { "" }
+                        ),
+                        vips: plan
+                            .matches
+                            .iter()
+                            .map(|(ip, v6, p)| fmt_addr(*ip, *v6, *p))
+                            .collect(),
                         backends: chosen
                             .iter()
-                            .map(|b| Backend { ip: b.1, port: b.2, mac: b.4, local: b.3, hits: Default::default() })
+                            .map(|b| Backend {
+                                ip: b.1,
+                                port: b.2,
+                                mac: b.4,
+                                local: b.3,
+                                hits: Default::default(),
+                            })
                             .collect(),
                         maglev: table,
-                        snat_remote: if plan.external && !local_only { snat_node } else { None },
+                        snat_remote: if plan.external && !local_only {
+                            snat_node
+                        } else {
+                            None
+                        },
                         gateway_mac: gw_mac,
-                        affinity: (svc.session_affinity == SessionAffinity::ClientIP).then(|| Affinity {
-                            timeout_ns: svc.session_affinity_timeout.map_or(AFFINITY_DEFAULT_S, |t| t.max(1) as u64) * 1_000_000_000,
-                            map: Mutex::new(HashMap::new()),
+                        affinity: (svc.session_affinity == SessionAffinity::ClientIP).then(|| {
+                            Affinity {
+                                timeout_ns: svc
+                                    .session_affinity_timeout
+                                    .map_or(AFFINITY_DEFAULT_S, |t| t.max(1) as u64)
+                                    * 1_000_000_000,
+                                map: Mutex::new(HashMap::new()),
+                            }
                         }),
                     };
                     let actions = if fe.backends.is_empty() {
                         vec![Action::Punt(crate::flow::spec::Punt::Reject)]
                     } else {
                         vec![
-                            Action::SetField { field: reg::SERVICE, value: u128::from(id), mask: u128::from(u32::MAX) },
-                            Action::ServiceLb { id, zone: self.cfg.zone, table: layout::EGRESS_POLICY },
+                            Action::SetField {
+                                field: reg::SERVICE,
+                                value: u128::from(id),
+                                mask: u128::from(u32::MAX),
+                            },
+                            Action::ServiceLb {
+                                id,
+                                zone: self.cfg.zone,
+                                table: layout::EGRESS_POLICY,
+                            },
                         ]
                     };
                     for (ip, v6, p) in &plan.matches {
@@ -432,7 +505,11 @@ impl ServiceRealizer {
                         mm.set_exact(Field::IpProto, u128::from(proto));
                         mm.set_exact(if *v6 { Field::Ipv6Dst } else { Field::Ipv4Dst }, *ip);
                         mm.set_exact(Field::TpDst, u128::from(*p));
-                        mm.set(Field::CtState, u128::from(ct_state::NEW | ct_state::TRK), u128::from(ct_state::NEW | ct_state::TRK));
+                        mm.set(
+                            Field::CtState,
+                            u128::from(ct_state::NEW | ct_state::TRK),
+                            u128::from(ct_state::NEW | ct_state::TRK),
+                        );
                         flows.push(FlowSpec {
                             table: layout::SERVICE_LB,
                             priority: PRIO_SERVICE,
@@ -539,7 +616,12 @@ impl Realizer for ServiceRealizer {
         } else if k.touches(Kind::Pod) {
             // Pods behind a service bring their MAC and locality: rebuild those.
             let mut ips = BTreeSet::new();
-            for key in k.upserted.iter().chain(&k.deleted).filter(|k| k.kind == Kind::Pod) {
+            for key in k
+                .upserted
+                .iter()
+                .chain(&k.deleted)
+                .filter(|k| k.kind == Kind::Pod)
+            {
                 let cur = state.get(key);
                 let prev = change.previous.get(key);
                 for o in cur.into_iter().chain(prev) {
@@ -589,11 +671,13 @@ impl Realizer for ServiceRealizer {
             // UDP entry would keep sending DNS to a dead pod).
             let gone: BTreeSet<(u32, u128, u16)> = gone.into_iter().collect();
             let n = dp.conntrack().table.remove_where(|c| {
-                c.service != 0
-                    && gone.contains(&(c.service, c.reply.src_ip(), c.reply.sport))
+                c.service != 0 && gone.contains(&(c.service, c.reply.src_ip(), c.reply.sport))
             });
             if n > 0 {
-                tracing::info!(connections = n, "conntrack entries of removed endpoints flushed");
+                tracing::info!(
+                    connections = n,
+                    "conntrack entries of removed endpoints flushed"
+                );
             }
         }
     }

@@ -165,7 +165,12 @@ impl Worker {
 
     /// Header offsets of the frame as it is now (computed once per change of shape).
     #[inline]
-    pub(super) fn offsets(&self, f: &Frame, key: &Key, off: &mut Option<Offsets>) -> Option<Offsets> {
+    pub(super) fn offsets(
+        &self,
+        f: &Frame,
+        key: &Key,
+        off: &mut Option<Offsets>,
+    ) -> Option<Offsets> {
         if off.is_none() {
             let mut scratch = Key::ZERO;
             *off = extract::extract(self.pool.data(f), key.in_port(), &mut scratch).ok();

@@ -30,9 +30,7 @@ fn xlate(data: &mut [u8], o: &Offsets, k: &mut Key, x: &Xlate) -> bool {
     let ports = matches!(k.ip_proto(), ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP);
     for (val, fa, fp) in [(x.src, fs, Field::TpSrc), (x.dst, fd, Field::TpDst)] {
         let Some((a, p)) = val else { continue };
-        if fa.get(k) != a
-            && rewrite::set_field(data, o, fa, a, u128::MAX, Some(k)).is_err()
-        {
+        if fa.get(k) != a && rewrite::set_field(data, o, fa, a, u128::MAX, Some(k)).is_err() {
             return false;
         }
         if ports
@@ -152,7 +150,10 @@ impl Worker {
         let (sp, dp) = (Field::TpSrc.get(k) as u16, Field::TpDst.get(k) as u16);
         let h = conn_hash(src, dst, sp, dp, k.ip_proto());
         let b = fe.select(h, src, now).ok_or(DropReason::Pipeline)?;
-        let be = fe.backends.get(usize::from(b)).ok_or(DropReason::Pipeline)?;
+        let be = fe
+            .backends
+            .get(usize::from(b))
+            .ok_or(DropReason::Pipeline)?;
         let hairpin = !v6 && be.ip == src;
         let snat = if hairpin {
             Some(u128::from(HAIRPIN_SNAT_V4))
