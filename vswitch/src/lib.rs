@@ -15,6 +15,7 @@ pub mod flowctl;
 pub mod persist;
 pub mod pool;
 pub mod port;
+pub mod services;
 pub mod snapshot;
 pub mod wire;
 pub mod worker;

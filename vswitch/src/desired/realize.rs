@@ -155,5 +155,8 @@ pub fn default_chain() -> Vec<Box<dyn Realizer>> {
         Box::new(Validator),
         Box::new(LocalNodeLog),
         Box::new(PodLinker),
+        Box::new(crate::services::realize::ServiceRealizer::new(
+            crate::services::realize::ServicesConfig::default(),
+        )),
     ]
 }

@@ -5,7 +5,7 @@ use super::megaflow::MegaflowId;
 pub fn hash_key(k: &Key) -> u32 {
     let mut h: u64 = 0;
     for w in k.0 {
-        h = (h.rotate_left(5) ^ w).wrapping_mul(0x51_7cc1_b727_220a_95);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     (h >> 32) as u32
 }

@@ -7,6 +7,7 @@ pub struct MegaflowId {
     pub version: u32,
 }
 
+#[allow(clippy::type_complexity)]
 pub struct MegaflowCache<T> {
     slots: Vec<(u32, Option<(Key, Key, T)>)>,
     cap: usize,

@@ -264,6 +264,16 @@ impl Ctx<'_> {
                     return;
                 }
                 Action::Punt(p) => self.emit(DpAction::Punt(*p)),
+                Action::ServiceLb { id, zone, table: t } => {
+                    self.flush_meta();
+                    self.emit(DpAction::ServiceLb {
+                        id: *id,
+                        zone: *zone,
+                        recirc: u32::from(*t) + 1,
+                    });
+                    self.note(|| format!("service_lb(id={id}) then table {t}"));
+                    return;
+                }
                 Action::Note(bytes) => {
                     let text = String::from_utf8_lossy(bytes).into_owned();
                     self.note(|| format!("note: {text}"));

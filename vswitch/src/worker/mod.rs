@@ -12,6 +12,8 @@ mod exec;
 pub mod handoff;
 mod learning;
 pub mod punt;
+mod reject;
+mod services;
 pub mod waker;
 
 use crate::bridge::{Learned, MacTable};
@@ -88,6 +90,10 @@ pub struct WorkerLinks {
     pub pipeline: PipelineReader,
     pub cache_config: CacheConfig,
     pub cache_counters: Arc<CacheCounters>,
+    /// The connection table all workers share.
+    pub conntrack: Arc<Conntrack>,
+    /// Service load-balancing state (Maglev tables), published by the control thread.
+    pub services: crate::services::SharedLb,
 }
 
 struct Slot {
@@ -127,7 +133,7 @@ pub struct Worker {
     must_spin: bool,
     pollfds_dirty: bool,
     cache: FlowCache,
-    conntrack: Conntrack,
+    conntrack: Arc<Conntrack>,
     punt: punt::PuntLimiter,
     /// Frames waiting to re-enter the pipeline (after ct or decap).
     recirc: Vec<exec::Recirc>,
@@ -139,6 +145,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, pool: FramePool, links: WorkerLinks, epoch: Instant) -> Worker {
         let snap = links.snapshot.load_full();
         let macs = MacTable::new(cfg.mac_aging, cfg.mac_capacity);
+        let conntrack = links.conntrack.clone();
         let cache = FlowCache::new(
             &links.pipeline,
             links.cache_config,
@@ -161,7 +168,7 @@ impl Worker {
             must_spin: false,
             pollfds_dirty: true,
             cache,
-            conntrack: Conntrack::default(),
+            conntrack,
             punt: punt::PuntLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
@@ -517,7 +524,7 @@ impl Worker {
             .ports
             .store(self.slots.len() as u64, relaxed);
         self.cache.housekeeping();
-        self.conntrack.expire(now);
+        self.conntrack.expire_some(now);
         let aged = self.macs.expire(now);
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);
