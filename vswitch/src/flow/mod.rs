@@ -3,10 +3,16 @@
 //!
 //! See `docs/pipeline.md` for the tables the switch itself uses.
 
+pub mod classifier;
+pub mod emc;
 pub mod field;
 pub mod key;
+pub mod megaflow;
 pub mod spec;
 
+pub use classifier::Classifier;
+pub use emc::{ExactMatchCache, hash_key};
 pub use field::Field;
 pub use key::{KEY_WORDS, Key};
+pub use megaflow::{MegaflowCache, MegaflowId};
 pub use spec::{Action, FlowFilter, FlowSpec, GroupSpec, Match};
