@@ -337,6 +337,350 @@ impl<T> Classifier<T> {
                 e.0 = max;
             }
         }
-        self.order.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        self.order.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::field::Field;
+    use proptest::prelude::*;
+
+    /// Packet fields, each from a small domain so that rules and packets overlap.
+    #[derive(Debug, Clone, Copy)]
+    struct Pkt {
+        in_port: u8,
+        eth_dst: u8,
+        ip_src: u8,
+        ip_dst: u8,
+        proto_udp: bool,
+        tp_dst: u8,
+    }
+
+    fn arb_pkt() -> impl Strategy<Value = Pkt> {
+        (0u8..3, 0u8..2, 0u8..4, 0u8..8, any::<bool>(), 0u8..2).prop_map(
+            |(in_port, eth_dst, ip_src, ip_dst, proto_udp, tp_dst)| Pkt {
+                in_port,
+                eth_dst,
+                ip_src,
+                ip_dst,
+                proto_udp,
+                tp_dst,
+            },
+        )
+    }
+
+    fn ip(x: u8) -> u128 {
+        // 10.0.{0,1}.{1..4}: /24 and /16 prefixes group them differently.
+        u128::from(0x0a00_0000u32 | (u32::from(x >> 2) << 8) | (u32::from(x & 3) + 1))
+    }
+
+    fn values(p: &Pkt) -> [(Field, u128); 8] {
+        [
+            (Field::InPort, u128::from(p.in_port) + 1),
+            (Field::EthDst, 0x0200_0000_0000 | u128::from(p.eth_dst)),
+            (Field::EthType, 0x0800),
+            (Field::IpProto, if p.proto_udp { 17 } else { 6 }),
+            (Field::Ipv4Src, ip(p.ip_src)),
+            (Field::Ipv4Dst, ip(p.ip_dst)),
+            (Field::TpSrc, 40000),
+            (Field::TpDst, if p.tp_dst == 0 { 80 } else { 443 }),
+        ]
+    }
+
+    fn key_of(p: &Pkt, noise: &[u64; 4]) -> Key {
+        let mut k = Key::ZERO;
+        for (f, v) in values(p) {
+            f.set(&mut k, v);
+        }
+        // Words no rule looks at, filled with noise.
+        k.0[5] = noise[0];
+        k.0[10] = noise[1];
+        k.0[12] = noise[2];
+        k.0[16] = noise[3];
+        k
+    }
+
+    /// (field, mask) combinations: several rules share each, so subtables are shared.
+    const SHAPES: &[&[(Field, u128)]] = &[
+        &[(Field::InPort, u128::MAX)],
+        &[(Field::InPort, u128::MAX), (Field::EthDst, u128::MAX)],
+        &[(Field::EthType, u128::MAX), (Field::Ipv4Dst, 0xffff_ff00)],
+        &[(Field::EthType, u128::MAX), (Field::Ipv4Dst, 0xffff_0000)],
+        &[
+            (Field::EthType, u128::MAX),
+            (Field::IpProto, u128::MAX),
+            (Field::Ipv4Src, u128::MAX),
+            (Field::Ipv4Dst, u128::MAX),
+            (Field::TpDst, u128::MAX),
+        ],
+        &[
+            (Field::EthType, u128::MAX),
+            (Field::Ipv4Dst, u128::MAX),
+            (Field::TpDst, u128::MAX),
+        ],
+        &[],
+    ];
+
+    fn rule_match(shape: usize, p: &Pkt) -> Match {
+        let vals = values(p);
+        let mut m = Match::ANY;
+        for &(f, mask) in SHAPES[shape % SHAPES.len()] {
+            if let Some(&(_, v)) = vals.iter().find(|(g, _)| *g == f) {
+                m.set(f, v, mask);
+            }
+        }
+        m
+    }
+
+    const PRIOS: [u16; 5] = [0, 1, 2, 100, 32768];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(usize, Pkt, usize),
+        /// Remove the n-th rule of the model (or a rule that is not there).
+        Remove(usize, bool),
+        Lookup(Pkt, [u64; 4], [u64; 4]),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let noise = || proptest::array::uniform4(any::<u64>());
+        prop_oneof![
+            5 => (0..SHAPES.len(), arb_pkt(), 0..PRIOS.len()).prop_map(|(s, p, pr)| Op::Insert(s, p, pr)),
+            2 => (any::<usize>(), any::<bool>()).prop_map(|(i, absent)| Op::Remove(i, absent)),
+            5 => (arb_pkt(), noise(), noise()).prop_map(|(p, n, f)| Op::Lookup(p, n, f)),
+        ]
+    }
+
+    /// The specification: a linear scan.
+    struct Naive {
+        rules: Vec<(Match, u16, u64, u32)>,
+        seq: u64,
+    }
+
+    impl Naive {
+        fn insert(&mut self, m: Match, prio: u16, v: u32) -> Option<u32> {
+            if let Some(r) = self.rules.iter_mut().find(|r| r.0 == m && r.1 == prio) {
+                return Some(std::mem::replace(&mut r.3, v));
+            }
+            self.rules.push((m, prio, self.seq, v));
+            self.seq += 1;
+            None
+        }
+
+        fn remove(&mut self, m: &Match, prio: u16) -> Option<u32> {
+            let i = self.rules.iter().position(|r| r.0 == *m && r.1 == prio)?;
+            Some(self.rules.remove(i).3)
+        }
+
+        fn lookup(&self, k: &Key) -> Option<(Match, u16, u32)> {
+            self.rules
+                .iter()
+                .filter(|r| r.0.matches(k))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+                .map(|r| (r.0, r.1, r.3))
+        }
+    }
+
+    fn owned(r: Option<(&Match, u16, &u32)>) -> Option<(Match, u16, u32)> {
+        r.map(|(m, p, v)| (*m, p, *v))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// (a) lookup agrees with a linear scan over random inserts and removes, and
+        /// (b) flipping any bits outside `consulted` does not change the answer.
+        #[test]
+        fn agrees_with_linear_scan_and_consulted_mask_holds(
+            ops in proptest::collection::vec(arb_op(), 1..120),
+        ) {
+            let mut cls = Classifier::new();
+            let mut naive = Naive { rules: Vec::new(), seq: 0 };
+            for (n, op) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                match op {
+                    Op::Insert(shape, p, pr) => {
+                        let m = rule_match(shape, &p);
+                        let prio = PRIOS[pr];
+                        prop_assert_eq!(cls.insert(m, prio, n), naive.insert(m, prio, n));
+                        prop_assert_eq!(cls.get(&m, prio), Some(&n));
+                    }
+                    Op::Remove(i, absent) => {
+                        if naive.rules.is_empty() {
+                            continue;
+                        }
+                        let (m, mut prio, _, _) = naive.rules[i % naive.rules.len()];
+                        if absent {
+                            prio = prio.wrapping_add(7);
+                        }
+                        prop_assert_eq!(cls.remove(&m, prio), naive.remove(&m, prio));
+                        prop_assert_eq!(cls.get(&m, prio), None);
+                    }
+                    Op::Lookup(p, noise, flips) => {
+                        let k = key_of(&p, &noise);
+                        let mut consulted = Key::ZERO;
+                        let got = owned(cls.lookup(&k, &mut consulted));
+                        prop_assert_eq!(got, naive.lookup(&k));
+                        if let Some((m, _, _)) = got {
+                            // The winner's own mask is always among those consulted.
+                            prop_assert!(m.mask.masked(&consulted) == m.mask);
+                        }
+                        // (b) Random bits outside `consulted`, all at once...
+                        let mut k2 = k;
+                        for (i, w) in k2.0.iter_mut().enumerate() {
+                            let r = flips[i % 4].rotate_left(i as u32 * 7) ^ noise[(i + 1) % 4];
+                            *w ^= r & !consulted.0[i];
+                        }
+                        let mut c2 = Key::ZERO;
+                        prop_assert_eq!(owned(cls.lookup(&k2, &mut c2)), got);
+                        prop_assert_eq!(c2, consulted);
+                        // ...and one bit at a time.
+                        for i in 0..KEY_WORDS_FOR_TEST {
+                            let bit = 1u64 << (flips[i % 4] >> (i * 3 % 58) & 63);
+                            if consulted.0[i] & bit == 0 {
+                                let mut k3 = k;
+                                k3.0[i] ^= bit;
+                                let mut c3 = Key::ZERO;
+                                prop_assert_eq!(owned(cls.lookup(&k3, &mut c3)), got);
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(cls.len(), naive.rules.len());
+            }
+            prop_assert_eq!(cls.iter().count(), naive.rules.len());
+            for (m, prio, _, v) in &naive.rules {
+                prop_assert_eq!(cls.get(m, *prio), Some(v));
+            }
+            let masks: std::collections::HashSet<Key> = naive.rules.iter().map(|r| r.0.mask).collect();
+            prop_assert_eq!(cls.n_subtables(), masks.len());
+            // The visiting order is sorted by each subtable's true maximum.
+            for w in cls.order.windows(2) {
+                prop_assert!(w[0].0 >= w[1].0);
+            }
+            for &(max, si) in &cls.order {
+                prop_assert_eq!(Some(max), cls.subtables[si as usize].max_priority());
+            }
+        }
+    }
+
+    const KEY_WORDS_FOR_TEST: usize = crate::flow::key::KEY_WORDS;
+
+    fn exact(field: Field, v: u128) -> Match {
+        let mut m = Match::ANY;
+        m.set_exact(field, v);
+        m
+    }
+
+    #[test]
+    fn replace_remove_get() {
+        let mut c = Classifier::new();
+        let m = exact(Field::InPort, 1);
+        assert_eq!(c.insert(m, 10, "a"), None);
+        assert_eq!(c.insert(m, 10, "b"), Some("a"));
+        assert_eq!(c.insert(m, 20, "c"), None);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.n_subtables(), 1);
+        assert_eq!(c.get(&m, 10), Some(&"b"));
+        let mut k = Key::ZERO;
+        Field::InPort.set(&mut k, 1);
+        let mut consulted = Key::ZERO;
+        assert_eq!(
+            c.lookup(&k, &mut consulted).map(|r| (r.1, *r.2)),
+            Some((20, "c"))
+        );
+        assert_eq!(consulted, exact(Field::InPort, u128::MAX).value);
+        assert_eq!(c.remove(&m, 20), Some("c"));
+        assert_eq!(c.remove(&m, 20), None);
+        assert_eq!(c.remove(&exact(Field::InPort, 2), 10), None);
+        assert_eq!(
+            c.lookup(&k, &mut consulted).map(|r| (r.1, *r.2)),
+            Some((10, "b"))
+        );
+        assert_eq!(c.remove(&m, 10), Some("b"));
+        assert!(c.is_empty());
+        assert_eq!(c.n_subtables(), 0);
+        assert_eq!(c.lookup(&k, &mut consulted), None);
+    }
+
+    #[test]
+    fn unmasked_values_are_normalised() {
+        let mut c = Classifier::new();
+        let mut m = Match::ANY;
+        m.mask.0[3] = 0xffff_ff00 << 32;
+        m.value.0[3] = 0x0a00_0001 << 32 | 7; // bits outside the mask
+        c.insert(m, 1, ());
+        let mut k = Key::ZERO;
+        k.0[3] = 0x0a00_00ff << 32;
+        assert!(c.lookup(&k, &mut Key::default()).is_some());
+        assert_eq!(c.get(&m, 1), Some(&()));
+        assert_eq!(c.remove(&m, 1), Some(()));
+    }
+
+    #[test]
+    fn ties_go_to_the_earliest_insertion() {
+        let mut c = Classifier::new();
+        let mut k = Key::ZERO;
+        Field::InPort.set(&mut k, 1);
+        Field::EthType.set(&mut k, 0x0800);
+        c.insert(exact(Field::EthType, 0x0800), 5, "first");
+        c.insert(exact(Field::InPort, 1), 5, "second");
+        assert_eq!(
+            c.lookup(&k, &mut Key::default()).map(|r| *r.2),
+            Some("first")
+        );
+        // Replacing keeps the rule's place.
+        c.insert(exact(Field::EthType, 0x0800), 5, "first'");
+        assert_eq!(
+            c.lookup(&k, &mut Key::default()).map(|r| *r.2),
+            Some("first'")
+        );
+        c.remove(&exact(Field::EthType, 0x0800), 5);
+        c.insert(exact(Field::EthType, 0x0800), 5, "third");
+        assert_eq!(
+            c.lookup(&k, &mut Key::default()).map(|r| *r.2),
+            Some("second")
+        );
+    }
+
+    #[test]
+    fn early_termination_skips_lower_subtables() {
+        let mut c = Classifier::new();
+        c.insert(exact(Field::InPort, 1), 100, "port");
+        c.insert(exact(Field::EthType, 0x0800), 10, "ip");
+        c.insert(Match::ANY, 0, "default");
+        assert_eq!(c.n_subtables(), 3);
+        let mut k = Key::ZERO;
+        Field::InPort.set(&mut k, 1);
+        Field::EthType.set(&mut k, 0x0800);
+        let mut consulted = Key::ZERO;
+        assert_eq!(c.lookup(&k, &mut consulted).map(|r| *r.2), Some("port"));
+        // Only in_port was needed: eth_type's subtable was never probed.
+        assert_eq!(consulted, exact(Field::InPort, u128::MAX).value);
+        Field::InPort.set(&mut k, 2);
+        let mut consulted = Key::ZERO;
+        assert_eq!(c.lookup(&k, &mut consulted).map(|r| *r.2), Some("ip"));
+        let mut both = exact(Field::InPort, u128::MAX).value;
+        both.or_assign(&exact(Field::EthType, 0xffff).value);
+        assert_eq!(consulted, both);
+    }
+
+    #[test]
+    fn max_priority_follows_removals() {
+        let mut c = Classifier::new();
+        let (a, b) = (exact(Field::InPort, 1), exact(Field::InPort, 2));
+        c.insert(a, 50, 'a');
+        c.insert(b, 10, 'b');
+        c.insert(exact(Field::EthType, 0x0800), 30, 'e');
+        assert_eq!(c.order[0].0, 50);
+        c.remove(&a, 50);
+        assert_eq!(c.order[0].0, 30);
+        assert_eq!(c.order[1].0, 10);
+        assert!(c.memory_bytes() > 0);
+        assert_eq!(c.iter().count(), 2);
+        c.clear();
+        assert!(c.is_empty() && c.n_subtables() == 0);
     }
 }

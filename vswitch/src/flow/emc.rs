@@ -211,10 +211,7 @@ impl ExactMatchCache {
         let s = (hash & self.set_mask) as usize;
         let set = &self.sets[s];
         for w in 0..2 {
-            if set.hash[w] == hash
-                && !set.id[w].is_none()
-                && same_key(&self.keys[2 * s + w], key)
-            {
+            if set.hash[w] == hash && !set.id[w].is_none() && same_key(&self.keys[2 * s + w], key) {
                 return Some(set.id[w]);
             }
         }
@@ -228,8 +225,7 @@ impl ExactMatchCache {
         let set = &mut self.sets[s];
         let mut way = None;
         for w in 0..2 {
-            if !set.id[w].is_none() && set.hash[w] == hash && same_key(&self.keys[2 * s + w], key)
-            {
+            if !set.id[w].is_none() && set.hash[w] == hash && same_key(&self.keys[2 * s + w], key) {
                 way = Some(w);
                 break;
             }
@@ -289,11 +285,11 @@ impl ExactMatchCache {
 /// Word-by-word comparison without early exit: branch-free, the compiler vectorises it.
 #[inline(always)]
 fn same_key(stored: &[u64; KEY_WORDS], key: &Key) -> bool {
-    let mut diff = 0u64;
-    for i in 0..KEY_WORDS {
-        diff |= stored[i] ^ key.0[i];
-    }
-    diff == 0
+    stored
+        .iter()
+        .zip(key.0.iter())
+        .fold(0u64, |diff, (a, b)| diff | (a ^ b))
+        == 0
 }
 
 #[cfg(test)]

@@ -206,13 +206,7 @@ impl<T> MegaflowCache<T> {
         self.insert_new(sid, hash, key, value)
     }
 
-    fn insert_new(
-        &mut self,
-        sid: u32,
-        hash: u32,
-        key: [u64; KEY_WORDS],
-        value: T,
-    ) -> MegaflowId {
+    fn insert_new(&mut self, sid: u32, hash: u32, key: [u64; KEY_WORDS], value: T) -> MegaflowId {
         let s = match self.free_slots.pop() {
             Some(s) => s,
             None => {
@@ -658,7 +652,9 @@ mod tests {
     fn eviction_gives_used_entries_a_second_chance() {
         let mut mc = MegaflowCache::new(3);
         let m = one_word_mask(0);
-        let ids: Vec<_> = (1..=3).map(|v| mc.insert(&m, &one_word_key(0, v), v)).collect();
+        let ids: Vec<_> = (1..=3)
+            .map(|v| mc.insert(&m, &one_word_key(0, v), v))
+            .collect();
         // Use 1 and 3; 2 is the one not used since the hand last passed.
         assert!(mc.lookup(&one_word_key(0, 1)).is_some());
         assert!(mc.lookup(&one_word_key(0, 3)).is_some());
@@ -709,12 +705,22 @@ mod tests {
     fn retain_and_clear() {
         let mut mc = MegaflowCache::new(16);
         let ids: Vec<_> = (0..8u64)
-            .map(|v| mc.insert(&one_word_mask((v % 2) as usize), &one_word_key((v % 2) as usize, v), v))
+            .map(|v| {
+                mc.insert(
+                    &one_word_mask((v % 2) as usize),
+                    &one_word_key((v % 2) as usize, v),
+                    v,
+                )
+            })
             .collect();
         mc.retain(|v| *v % 2 == 0);
         assert_eq!(mc.len(), 4);
         assert_eq!(mc.n_subtables(), 1);
-        assert!(ids.iter().enumerate().all(|(i, id)| mc.contains(*id) == (i % 2 == 0)));
+        assert!(
+            ids.iter()
+                .enumerate()
+                .all(|(i, id)| mc.contains(*id) == (i % 2 == 0))
+        );
         assert!(mc.memory_bytes() > 0);
         mc.clear();
         assert!(mc.is_empty());
