@@ -6,7 +6,7 @@
 //! chosen by the low bits of the key's hash, and the full 32-bit hash is kept as a tag
 //! so almost every non-matching way is rejected without touching its key. The tags and
 //! ids of a set sit in one small record (`Set`), the keys in a separate array: a miss
-//! reads one 28-byte record; only a tag match reads the 168-byte key.
+//! reads one 32-byte record; only a tag match reads the 168-byte key.
 //!
 //! # Contract with the caller
 //!
@@ -34,10 +34,11 @@ pub const DEFAULT_ENTRIES: usize = 8192;
 //   multiplies in sequence) and its low bits depend only on the inputs' low bits, so
 //   keys that differ only in a word's high half (ip_dst lives in bits 32..64 of its
 //   word) collide in the low bits that pick a set or a hash-table bucket.
-// - Here every word is mixed independently with a 64x64->128-bit "folded" multiply
-//   (high half xor low half), which spreads every input bit over the whole output,
-//   and the terms are summed. The 21 multiplies do not depend on each other, so the
-//   CPU overlaps them: ~one cycle each instead of ~4 in a chain.
+// - Here words are mixed with a 64x64->128-bit "folded" multiply (high half xor low
+//   half), which spreads every input bit over the whole output. A whole key is taken
+//   two words at a time, one seeded word times the other (foldhash's trick): 11
+//   multiplies for 21 words, and they do not depend on each other, so the CPU
+//   overlaps them. A subtable hashes only its mask's few words, one multiply each.
 // The hash is not keyed: an attacker who knows it could make keys collide. That
 // costs only performance (EMC thrashing, longer probe chains) and every table it
 // feeds is bounded; correctness never rests on the hash.
@@ -84,9 +85,17 @@ pub(crate) fn finish(acc: u64) -> u64 {
 /// Hash of a whole key, for the EMC (and anything else keyed by an exact key).
 #[inline]
 pub fn hash_key(key: &Key) -> u32 {
-    let mut acc = 0u64;
-    for (pos, &w) in key.0.iter().enumerate() {
-        acc = acc.wrapping_add(word_term(pos, w));
+    let pairs = key.0.chunks_exact(2);
+    let seed_pairs = SEEDS.chunks_exact(2);
+    // An odd word out (KEY_WORDS is 21) is mixed on its own.
+    let mut acc = match (pairs.remainder(), seed_pairs.remainder()) {
+        ([w], [s]) => folded_mul(w ^ s, MUL),
+        _ => 0,
+    };
+    for (w, s) in pairs.zip(seed_pairs) {
+        // A word equal to its seed zeroes its pair's term: only that exact value,
+        // and it only costs a collision.
+        acc = acc.wrapping_add(folded_mul(w[0] ^ s[0], w[1] ^ s[1]));
     }
     finish(acc) as u32
 }
@@ -156,8 +165,10 @@ impl MaskWords {
 
 // ---- the cache -------------------------------------------------------------------
 
-/// Tags and ids of one set's two ways (28 bytes; the keys live apart).
+/// Tags and ids of one set's two ways (32 bytes aligned, so a probe reads one cache
+/// line; the keys live apart).
 #[derive(Clone, Copy)]
+#[repr(align(32))]
 struct Set {
     hash: [u32; 2],
     id: [MegaflowId; 2],

@@ -82,17 +82,19 @@ impl Subtable {
     }
 }
 
-/// One slab slot: an entry, or a free slot remembering its next version.
+/// One slab slot: an entry, or a free slot remembering its next version. Laid out
+/// so that a hit's version, value and the key's first (packet) words come together.
+#[repr(C)]
 struct Slot<T> {
     version: u32,
     subtable: u32,
     hash: u32,
     /// Set by lookups, cleared by the eviction hand (CLOCK's second chance).
     referenced: bool,
-    /// The masked key (a plain array: `Key`'s 64-byte alignment would pad each slot).
-    key: [u64; KEY_WORDS],
     /// `None` when the slot is free.
     value: Option<T>,
+    /// The masked key (a plain array: `Key`'s 64-byte alignment would pad each slot).
+    key: [u64; KEY_WORDS],
 }
 
 /// Per-worker cache of (mask, masked key) → T. See the module docs.
