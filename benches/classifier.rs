@@ -7,9 +7,14 @@
 //! Lookups are timed in batches of 1024 packets (throughput in lookups/s). Every
 //! packet is made from a rule (or cache entry) chosen uniformly: the rule's matched
 //! bits, random bits elsewhere. Bytes per rule / entry are printed to stderr.
+//!
+//! `BENCH_CLOCK=cpu` times with the thread's CPU clock instead of the wall clock: on a
+//! shared machine, time spent descheduled then does not count as lookup time.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
+use std::time::Duration;
 use vswitch::flow::field::Field;
 use vswitch::flow::{Classifier, ExactMatchCache, Key, Match, MegaflowCache, hash_key};
 
@@ -145,7 +150,7 @@ fn table(n_rules: usize, n_masks: usize, rng: &mut Rng) -> Table {
     Table { cls, rules }
 }
 
-fn bench_emc(c: &mut Criterion) {
+fn bench_emc<M: Measurement>(c: &mut Criterion<M>) {
     let mut rng = Rng(1);
     let mut emc = ExactMatchCache::default();
     let mut mc = MegaflowCache::<u32>::default();
@@ -195,7 +200,7 @@ fn bench_emc(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_megaflow(c: &mut Criterion) {
+fn bench_megaflow<M: Measurement>(c: &mut Criterion<M>) {
     let shapes = shapes();
     let mut g = c.benchmark_group("megaflow_hit");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -262,7 +267,7 @@ fn bench_megaflow(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_classifier(c: &mut Criterion) {
+fn bench_classifier<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("classifier_lookup");
     g.throughput(Throughput::Elements(BATCH as u64));
     for n_rules in [1usize, 1_000, 10_000, 100_000] {
@@ -299,7 +304,7 @@ fn bench_classifier(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_update(c: &mut Criterion) {
+fn bench_update<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("classifier_update_100k");
     let mut rng = Rng(4);
     let mut t = table(100_000, 10, &mut rng);
@@ -324,11 +329,68 @@ fn bench_update(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(
-    benches,
-    bench_emc,
-    bench_megaflow,
-    bench_classifier,
-    bench_update
-);
-criterion_main!(benches);
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+struct ThreadCpuTime;
+
+static WALL: WallTime = WallTime;
+
+fn thread_cpu_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Same unit (nanoseconds) as the wall clock: reuse its formatting.
+        WALL.formatter()
+    }
+}
+
+fn run<M: Measurement>(mut c: Criterion<M>) {
+    bench_emc(&mut c);
+    bench_megaflow(&mut c);
+    bench_classifier(&mut c);
+    bench_update(&mut c);
+    c.final_summary();
+}
+
+fn main() {
+    if std::env::var("BENCH_CLOCK").is_ok_and(|v| v == "cpu") {
+        run(Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args());
+    } else {
+        run(Criterion::default().configure_from_args());
+    }
+}
