@@ -30,10 +30,11 @@
 //! The worker caches `(consulted, key & consulted) → answer` as a megaflow.
 
 use super::emc::{MaskWords, widen};
-use super::key::Key;
+use super::key::{Key, W_NW};
 use super::spec::Match;
 use hashbrown::HashTable;
 use std::collections::{BTreeMap, HashMap};
+use trie::{PrefixTrie, cidr_len, prefix_mask};
 
 /// One rule of a bucket.
 struct Rule<T> {
@@ -67,6 +68,18 @@ struct Subtable<T> {
     /// How many rules have each priority: gives the new maximum after a removal.
     priorities: BTreeMap<u16, u32>,
     n_rules: usize,
+    /// The mask's prefix length on each [`TRIE_SHIFTS`] address, 0 when the mask
+    /// there is empty or not a CIDR prefix (then the trie cannot speak for it).
+    trie_plen: [u32; 2],
+}
+
+/// Where the tracked addresses sit in word [`W_NW`]: ip_dst (and arp_tpa, which shares
+/// its bits) in the high half, ip_src (arp_spa) in the low half.
+const TRIE_SHIFTS: [u32; 2] = [32, 0];
+
+#[inline]
+fn trie_field(k: &Key, f: usize) -> u32 {
+    (k.0[W_NW] >> TRIE_SHIFTS[f]) as u32
 }
 
 impl<T> Subtable<T> {
@@ -96,6 +109,10 @@ pub struct Classifier<T> {
     order: Vec<(u16, u32)>,
     n_rules: usize,
     next_seq: u64,
+    /// Whether subtables consult `tries` before probing.
+    prefix_tracking: bool,
+    /// The prefixes of every rule whose mask on ip_dst / ip_src is a CIDR prefix.
+    tries: [PrefixTrie; 2],
 }
 
 impl<T> Default for Classifier<T> {
@@ -113,13 +130,24 @@ fn normalized(m: &Match) -> Match {
 }
 
 impl<T> Classifier<T> {
+    /// An empty classifier with prefix tracking on ip_dst and ip_src (as OVS's
+    /// default `prefixes=ip_dst,ip_src`).
     pub fn new() -> Self {
+        Self::with_prefix_tracking(true)
+    }
+
+    /// Without prefix tracking, lookups skip no subtable on their addresses: a little
+    /// faster to classify, but megaflows then match every address bit a probed
+    /// subtable looks at.
+    pub fn with_prefix_tracking(on: bool) -> Self {
         Classifier {
             subtables: Vec::new(),
             by_mask: HashMap::new(),
             order: Vec::new(),
             n_rules: 0,
             next_seq: 0,
+            prefix_tracking: on,
+            tries: [PrefixTrie::new(), PrefixTrie::new()],
         }
     }
 
@@ -176,6 +204,11 @@ impl<T> Classifier<T> {
         *st.priorities.entry(priority).or_insert(0) += 1;
         st.n_rules += 1;
         let changed = st.max_priority() != old_max;
+        for (f, &plen) in st.trie_plen.iter().enumerate() {
+            if plen > 0 {
+                self.tries[f].insert(trie_field(&m.value, f), plen);
+            }
+        }
         self.next_seq += 1;
         self.n_rules += 1;
         if changed {
@@ -209,6 +242,11 @@ impl<T> Classifier<T> {
         }
         st.n_rules -= 1;
         self.n_rules -= 1;
+        for (f, &plen) in st.trie_plen.iter().enumerate() {
+            if plen > 0 {
+                self.tries[f].remove(trie_field(&m.value, f), plen);
+            }
+        }
         if st.n_rules == 0 {
             self.remove_subtable(si);
         } else if st.max_priority() != old_max {
@@ -236,6 +274,8 @@ impl<T> Classifier<T> {
     #[inline]
     pub fn lookup(&self, key: &Key, consulted: &mut Key) -> Option<(&Match, u16, &T)> {
         let mut best: Option<(&Bucket<T>, &Rule<T>)> = None;
+        // Each trie is walked at most once, when a subtable first asks.
+        let mut walks: [Option<(u64, u32)>; 2] = [None; 2];
         for &(max_priority, si) in &self.order {
             if let Some((_, r)) = best {
                 // Sorted by maximum: nothing from here on can beat (or tie) `r`.
@@ -244,6 +284,9 @@ impl<T> Classifier<T> {
                 }
             }
             let st = &self.subtables[si as usize];
+            if self.prefix_tracking && self.ruled_out_by_trie(st, key, &mut walks, consulted) {
+                continue;
+            }
             st.words.or_into(consulted);
             let Some((b, r)) = st.find(key).and_then(|b| Some((b, b.rules.first()?))) else {
                 continue;
@@ -261,6 +304,34 @@ impl<T> Classifier<T> {
         best.map(|(b, r)| (&b.m, r.priority, &r.value))
     }
 
+    /// Whether no rule anywhere has `st`'s prefix length on a tracked address covering
+    /// the key's address, so `st` cannot match. Then only the address bits that
+    /// decide this go into `consulted` — `min(plen, bits the trie walk needed)` —
+    /// instead of `st`'s whole mask: any key agreeing on them walks the trie the same
+    /// way and skips `st` too, which keeps the consulted-mask invariant.
+    #[inline]
+    fn ruled_out_by_trie(
+        &self,
+        st: &Subtable<T>,
+        key: &Key,
+        walks: &mut [Option<(u64, u32)>; 2],
+        consulted: &mut Key,
+    ) -> bool {
+        for f in 0..2 {
+            let plen = st.trie_plen[f];
+            if plen == 0 {
+                continue;
+            }
+            let (plens, check) =
+                *walks[f].get_or_insert_with(|| self.tries[f].lookup(trie_field(key, f)));
+            if plens & (1 << plen) == 0 {
+                consulted.0[W_NW] |= u64::from(prefix_mask(plen.min(check))) << TRIE_SHIFTS[f];
+                return true;
+            }
+        }
+        false
+    }
+
     /// Every rule: (match, priority, value), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&Match, u16, &T)> + '_ {
         self.subtables.iter().flat_map(|st| {
@@ -276,6 +347,7 @@ impl<T> Classifier<T> {
         self.by_mask.clear();
         self.order.clear();
         self.n_rules = 0;
+        self.tries = [PrefixTrie::new(), PrefixTrie::new()];
     }
 
     /// An estimate of the bytes held (walks every bucket: not for the hot path).
@@ -286,7 +358,12 @@ impl<T> Classifier<T> {
         let mut total = size_of::<Self>()
             + self.subtables.capacity() * size_of::<Subtable<T>>()
             + self.order.capacity() * size_of::<(u16, u32)>()
-            + self.by_mask.capacity() * (size_of::<(Key, usize)>() + 1);
+            + self.by_mask.capacity() * (size_of::<(Key, usize)>() + 1)
+            + self
+                .tries
+                .iter()
+                .map(PrefixTrie::memory_bytes)
+                .sum::<usize>();
         for st in &self.subtables {
             total += st.table.allocation_size() + st.priorities.len() * BTREE_BYTES_PER_ENTRY;
             for b in st.table.iter() {
@@ -298,12 +375,20 @@ impl<T> Classifier<T> {
 
     fn add_subtable(&mut self, mask: &Key) -> usize {
         let si = self.subtables.len();
+        let trie_plen = std::array::from_fn(|f| {
+            let bits = trie_field(mask, f);
+            match cidr_len(bits) {
+                Some(len) if self.prefix_tracking => len,
+                _ => 0,
+            }
+        });
         self.subtables.push(Subtable {
             words: MaskWords::new(mask),
             mask: *mask,
             table: HashTable::new(),
             priorities: BTreeMap::new(),
             n_rules: 0,
+            trie_plen,
         });
         self.by_mask.insert(*mask, si);
         // Placed for real by `reorder` once its first rule is in.
@@ -338,6 +423,225 @@ impl<T> Classifier<T> {
             }
         }
         self.order.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+    }
+}
+
+/// Prefix tries over the IPv4 address fields (OVS's `prefixes=ip_dst,ip_src`): which
+/// prefix lengths of the rules' addresses cover a packet's address, and how many of
+/// its leading bits that answer depends on.
+mod trie {
+    const NIL: u32 = u32::MAX;
+
+    /// The top `len` bits set.
+    #[inline]
+    pub(super) fn prefix_mask(len: u32) -> u32 {
+        if len == 0 { 0 } else { u32::MAX << (32 - len) }
+    }
+
+    /// Bit `pos` counted from the most significant (0..32).
+    #[inline]
+    fn bit(a: u32, pos: u32) -> usize {
+        ((a >> (31 - pos)) & 1) as usize
+    }
+
+    /// The prefix `len` if `mask` is a non-empty CIDR mask (leading ones only).
+    pub(super) fn cidr_len(mask: u32) -> Option<u32> {
+        let len = mask.leading_ones();
+        (len > 0 && mask == prefix_mask(len)).then_some(len)
+    }
+
+    #[derive(Clone, Copy)]
+    struct Node {
+        /// The node's whole prefix, left-aligned, zero past `end`.
+        bits: u32,
+        /// Its length: the depth at which this node ends.
+        end: u32,
+        /// Rules whose prefix is exactly this one.
+        count: u32,
+        child: [u32; 2],
+    }
+
+    /// A path-compressed binary trie of counted prefixes. Every node other than the
+    /// root ends a rule prefix or branches in two, so a walk visits at most one node
+    /// per prefix length present, and usually far fewer.
+    pub(super) struct PrefixTrie {
+        nodes: Vec<Node>,
+        free: Vec<u32>,
+    }
+
+    const ROOT: usize = 0;
+
+    impl PrefixTrie {
+        pub(super) fn new() -> Self {
+            PrefixTrie {
+                nodes: vec![Node {
+                    bits: 0,
+                    end: 0,
+                    count: 0,
+                    child: [NIL; 2],
+                }],
+                free: Vec::new(),
+            }
+        }
+
+        fn alloc(&mut self, n: Node) -> u32 {
+            match self.free.pop() {
+                Some(i) => {
+                    self.nodes[i as usize] = n;
+                    i
+                }
+                None => {
+                    self.nodes.push(n);
+                    (self.nodes.len() - 1) as u32
+                }
+            }
+        }
+
+        /// For address `a`: bit `l` of the first result is set when some prefix of
+        /// length `l` covers `a`; the second is how many leading bits of `a` decide
+        /// that answer for a given length `l`: `min(l, second)` (see `lookup` in the
+        /// classifier for why this is enough to unwildcard).
+        #[inline]
+        pub(super) fn lookup(&self, a: u32) -> (u64, u32) {
+            let mut plens = 0u64;
+            let mut n = &self.nodes[ROOT];
+            loop {
+                if n.count > 0 {
+                    plens |= 1 << n.end;
+                }
+                if n.end == 32 {
+                    return (plens, 32);
+                }
+                let c = n.child[bit(a, n.end)];
+                if c == NIL {
+                    // Bits 0..=end decide that nothing longer covers `a`.
+                    return (plens, n.end + 1);
+                }
+                let child = &self.nodes[c as usize];
+                let diff = (a ^ child.bits) & prefix_mask(child.end);
+                if diff != 0 {
+                    // `a` leaves the trie at its first differing bit.
+                    return (plens, diff.leading_zeros() + 1);
+                }
+                n = child;
+            }
+        }
+
+        /// Adds one rule with prefix `p/len` (`len` in 1..=32).
+        pub(super) fn insert(&mut self, p: u32, len: u32) {
+            let p = p & prefix_mask(len);
+            let mut n = ROOT;
+            loop {
+                let node = self.nodes[n];
+                if node.end == len {
+                    self.nodes[n].count += 1;
+                    return;
+                }
+                let dir = bit(p, node.end);
+                let c = node.child[dir];
+                if c == NIL {
+                    let leaf = self.alloc(Node {
+                        bits: p,
+                        end: len,
+                        count: 1,
+                        child: [NIL; 2],
+                    });
+                    self.nodes[n].child[dir] = leaf;
+                    return;
+                }
+                let child = self.nodes[c as usize];
+                let common = (p ^ child.bits).leading_zeros().min(child.end).min(len);
+                if common == child.end {
+                    n = c as usize;
+                    continue;
+                }
+                // `p` leaves the child's path at `common` (> node.end): put a node
+                // there, holding the child and either `p` itself or a leaf for it.
+                let mut mid = Node {
+                    bits: p & prefix_mask(common),
+                    end: common,
+                    count: 0,
+                    child: [NIL; 2],
+                };
+                mid.child[bit(child.bits, common)] = c;
+                let mid = if common == len {
+                    mid.count = 1;
+                    self.alloc(mid)
+                } else {
+                    let leaf = self.alloc(Node {
+                        bits: p,
+                        end: len,
+                        count: 1,
+                        child: [NIL; 2],
+                    });
+                    mid.child[bit(p, common)] = leaf;
+                    self.alloc(mid)
+                };
+                self.nodes[n].child[dir] = mid;
+                return;
+            }
+        }
+
+        /// Removes one rule with prefix `p/len`; false if there is none.
+        pub(super) fn remove(&mut self, p: u32, len: u32) -> bool {
+            let p = p & prefix_mask(len);
+            // (node, direction taken from its parent): at most 33 nodes deep.
+            let mut path = [(0u32, 0usize); 34];
+            let mut depth = 0;
+            let mut n = ROOT as u32;
+            loop {
+                let node = self.nodes[n as usize];
+                if node.end == len {
+                    break;
+                }
+                let dir = bit(p, node.end);
+                let c = node.child[dir];
+                if c == NIL {
+                    return false;
+                }
+                let child = &self.nodes[c as usize];
+                if child.end > len || (p ^ child.bits) & prefix_mask(child.end) != 0 {
+                    return false;
+                }
+                path[depth] = (n, dir);
+                depth += 1;
+                n = c;
+            }
+            if self.nodes[n as usize].count == 0 {
+                return false;
+            }
+            self.nodes[n as usize].count -= 1;
+            // Restore the shape: drop prefix-less leaves, splice prefix-less nodes
+            // with one child.
+            while depth > 0 && self.nodes[n as usize].count == 0 {
+                let (parent, dir) = path[depth - 1];
+                let node = self.nodes[n as usize];
+                match (node.child[0], node.child[1]) {
+                    (NIL, NIL) => {
+                        self.nodes[parent as usize].child[dir] = NIL;
+                        self.free.push(n);
+                        n = parent;
+                        depth -= 1;
+                    }
+                    (only, NIL) | (NIL, only) => {
+                        self.nodes[parent as usize].child[dir] = only;
+                        self.free.push(n);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            true
+        }
+
+        pub(super) fn memory_bytes(&self) -> usize {
+            self.nodes.capacity() * std::mem::size_of::<Node>() + self.free.capacity() * 4
+        }
+
+        #[cfg(test)]
+        pub(super) fn live_nodes(&self) -> usize {
+            self.nodes.len() - self.free.len()
+        }
     }
 }
 
@@ -533,9 +837,10 @@ mod tests {
                             let r = flips[i % 4].rotate_left(i as u32 * 7) ^ noise[(i + 1) % 4];
                             *w ^= r & !consulted.0[i];
                         }
+                        // (`consulted` itself may differ: a trie walk can stop at
+                        // another depth and still rule out the same subtables.)
                         let mut c2 = Key::ZERO;
                         prop_assert_eq!(owned(cls.lookup(&k2, &mut c2)), got);
-                        prop_assert_eq!(c2, consulted);
                         // ...and one bit at a time.
                         for i in 0..KEY_WORDS_FOR_TEST {
                             let bit = 1u64 << (flips[i % 4] >> (i * 3 % 58) & 63);
@@ -563,10 +868,96 @@ mod tests {
             for &(max, si) in &cls.order {
                 prop_assert_eq!(Some(max), cls.subtables[si as usize].max_priority());
             }
+            // Removing every rule leaves nothing behind, tries included.
+            for (m, prio, _, v) in std::mem::take(&mut naive.rules) {
+                prop_assert_eq!(cls.remove(&m, prio), Some(v));
+            }
+            prop_assert!(cls.is_empty() && cls.n_subtables() == 0);
+            prop_assert!(cls.tries.iter().all(|t| t.live_nodes() == 1));
         }
     }
 
     const KEY_WORDS_FOR_TEST: usize = crate::flow::key::KEY_WORDS;
+
+    proptest! {
+        /// The trie's answer agrees with the set of prefixes it holds, and depends only
+        /// on the leading bits it says it does.
+        #[test]
+        fn prefix_trie_agrees_with_a_list(
+            ops in proptest::collection::vec((any::<bool>(), 0u32..8, 0u32..=32), 1..80),
+            probes in proptest::collection::vec((any::<u32>(), any::<u32>()), 1..20),
+        ) {
+            let mut t = trie::PrefixTrie::new();
+            let mut list: Vec<(u32, u32)> = Vec::new();
+            // Addresses near each other so prefixes nest and share paths.
+            let addr = |x: u32| 0x0a00_0000 | x.rotate_right(3);
+            for (add, x, len) in ops {
+                let len = len.max(1);
+                let p = addr(x) & prefix_mask(len);
+                if add {
+                    t.insert(p, len);
+                    list.push((p, len));
+                } else {
+                    let i = list.iter().position(|e| *e == (p, len));
+                    prop_assert_eq!(t.remove(p, len), i.is_some());
+                    if let Some(i) = i {
+                        list.remove(i);
+                    }
+                }
+            }
+            for (x, noise) in probes {
+                let a = addr(x % 8) ^ (noise & 0xff);
+                let (plens, check) = t.lookup(a);
+                for len in 1..=32u32 {
+                    let covered = list.iter().any(|&(p, l)| l == len && a & prefix_mask(l) == p);
+                    prop_assert_eq!(plens & (1 << len) != 0, covered);
+                    // Flip bits past min(len, check): the answer for len stays.
+                    let keep = prefix_mask(len.min(check));
+                    let b = (a & keep) | (noise.rotate_left(len) & !keep);
+                    prop_assert_eq!(t.lookup(b).0 & (1 << len), plens & (1 << len));
+                }
+            }
+            for (p, len) in list.drain(..) {
+                prop_assert!(t.remove(p, len));
+            }
+            // Every node but the root is gone again.
+            prop_assert_eq!(t.live_nodes(), 1);
+            prop_assert_eq!(t.lookup(0x0a00_0001), (0, 1));
+        }
+    }
+
+    #[test]
+    fn prefix_tracking_unwildcards_fewer_address_bits() {
+        let dst = |a: u32, len: u32| {
+            let mut m = Match::ANY;
+            m.set(Field::EthType, 0x0800, u128::MAX);
+            m.set(Field::Ipv4Dst, u128::from(a), u128::from(prefix_mask(len)));
+            m
+        };
+        let mut key = Key::ZERO;
+        Field::EthType.set(&mut key, 0x0800);
+        Field::Ipv4Dst.set(&mut key, 0xc0a8_0101); // 192.168.1.1
+        for tracking in [true, false] {
+            let mut c = Classifier::with_prefix_tracking(tracking);
+            c.insert(dst(0x0a00_0000, 8), 10, "10/8");
+            c.insert(dst(0x0a01_0200, 24), 20, "10.1.2/24");
+            c.insert(dst(0x0a01_0203, 32), 30, "10.1.2.3/32");
+            c.insert(Match::ANY, 0, "default");
+            let mut consulted = Key::ZERO;
+            assert_eq!(
+                c.lookup(&key, &mut consulted).map(|r| *r.2),
+                Some("default")
+            );
+            let bits = Field::Ipv4Dst.get(&consulted);
+            if tracking {
+                // 192 vs 10 differ in the first bit: one bit rules out every prefix.
+                assert_eq!(bits, 0x8000_0000);
+                assert_eq!(Field::EthType.get(&consulted), 0);
+            } else {
+                assert_eq!(bits, 0xffff_ffff);
+            }
+        }
+    }
 
     fn exact(field: Field, v: u128) -> Match {
         let mut m = Match::ANY;
