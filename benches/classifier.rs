@@ -134,11 +134,11 @@ struct Table {
 
 /// `n_rules` rules spread round-robin over the first `n_masks` shapes; priorities fall
 /// by shape (so lookup visits the shapes in order) with a little spread inside.
-fn table(n_rules: usize, n_masks: usize, rng: &mut Rng) -> Table {
+fn table(n_rules: usize, n_masks: usize, rng: &mut Rng, prefix_tracking: bool) -> Table {
     let shapes = shapes();
     // One mask: the 5-tuple, the most common single-mask table.
     let pick = |i: usize| if n_masks == 1 { 1 } else { i % n_masks };
-    let mut cls = Classifier::new();
+    let mut cls = Classifier::with_prefix_tracking(prefix_tracking);
     let mut rules = Vec::with_capacity(n_rules);
     for i in 0..n_rules {
         let j = pick(i);
@@ -276,7 +276,7 @@ fn bench_classifier<M: Measurement>(c: &mut Criterion<M>) {
                 continue;
             }
             let mut rng = Rng(3);
-            let t = table(n_rules, n_masks, &mut rng);
+            let t = table(n_rules, n_masks, &mut rng, true);
             eprintln!(
                 "classifier: {} rules over {} masks, {} bytes/rule",
                 t.cls.len(),
@@ -304,10 +304,65 @@ fn bench_classifier<M: Measurement>(c: &mut Criterion<M>) {
     g.finish();
 }
 
+/// The same tables without prefix tracking: its lookup cost, and how many key bits the
+/// megaflows would match with and without it (on packets that miss every rule's
+/// addresses: the traffic prefix tracking is for).
+fn bench_prefix_tracking<M: Measurement>(c: &mut Criterion<M>) {
+    let mut g = c.benchmark_group("classifier_lookup_no_tries");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for n_masks in [1usize, 10, 50] {
+        let on = table(10_000, n_masks, &mut Rng(3), true);
+        let mut rng = Rng(3);
+        let off = table(10_000, n_masks, &mut rng, false).cls;
+        let batch: Vec<Key> = (0..BATCH)
+            .map(|_| packet_for(&on.rules[rng.below(on.rules.len())], &mut rng))
+            .collect();
+        let strangers: Vec<Key> = batch
+            .iter()
+            .map(|k| {
+                let mut k = *k;
+                Field::Ipv4Dst.set(&mut k, u128::from(0xc0a8_0000 | rng.next() as u32 & 0xffff));
+                k
+            })
+            .collect();
+        let bits = |cls: &Classifier<u32>| {
+            let total: u32 = strangers
+                .iter()
+                .map(|k| {
+                    let mut consulted = Key::ZERO;
+                    cls.lookup(k, &mut consulted);
+                    consulted.0.iter().map(|w| w.count_ones()).sum::<u32>()
+                })
+                .sum();
+            total as f64 / strangers.len() as f64
+        };
+        eprintln!(
+            "classifier: 10000 rules over {n_masks} masks, packets to 192.168/16: \
+             megaflow matches {:.1} key bits with prefix tracking, {:.1} without",
+            bits(&on.cls),
+            bits(&off)
+        );
+        g.bench_with_input(
+            BenchmarkId::new("10000rules", format!("{n_masks}masks")),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    for k in batch {
+                        let mut consulted = Key::ZERO;
+                        black_box(off.lookup(k, &mut consulted).map(|r| r.1));
+                        black_box(&consulted);
+                    }
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn bench_update<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("classifier_update_100k");
     let mut rng = Rng(4);
-    let mut t = table(100_000, 10, &mut rng);
+    let mut t = table(100_000, 10, &mut rng, true);
     let shapes = shapes();
     // A rule in an existing subtable: the common case.
     let m = rule(&shapes[3], &mut rng);
@@ -381,6 +436,7 @@ fn run<M: Measurement>(mut c: Criterion<M>) {
     bench_emc(&mut c);
     bench_megaflow(&mut c);
     bench_classifier(&mut c);
+    bench_prefix_tracking(&mut c);
     bench_update(&mut c);
     c.final_summary();
 }

@@ -28,6 +28,17 @@
 //! the probed masks takes the same path and gets the same result. Subtables skipped by
 //! early termination are not consulted: their rules could not have changed the answer.
 //! The worker caches `(consulted, key & consulted) → answer` as a megaflow.
+//!
+//! # Prefix tracking (OVS's `prefixes=ip_dst,ip_src`)
+//!
+//! Probing a subtable consults its whole mask, so one `ip_dst=10.1.2.3` rule would
+//! make every megaflow match all 32 destination bits. Instead, two tries hold the
+//! ip_dst and ip_src prefixes of all rules whose mask there is a CIDR prefix. Before
+//! probing such a subtable (prefix length `l`), lookup asks the trie whether any rule
+//! prefix of length `l` covers the packet's address; if none does, the subtable is
+//! skipped and only the leading address bits that decided it are consulted (often a
+//! handful: the point where the address leaves the trie). Each trie is walked at most
+//! once per lookup, and only if some subtable asks.
 
 use super::emc::{MaskWords, widen};
 use super::key::{Key, W_NW};
