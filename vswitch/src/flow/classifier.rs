@@ -34,11 +34,12 @@
 //! Probing a subtable consults its whole mask, so one `ip_dst=10.1.2.3` rule would
 //! make every megaflow match all 32 destination bits. Instead, two tries hold the
 //! ip_dst and ip_src prefixes of all rules whose mask there is a CIDR prefix. Before
-//! probing such a subtable (prefix length `l`), lookup asks the trie whether any rule
-//! prefix of length `l` covers the packet's address; if none does, the subtable is
-//! skipped and only the leading address bits that decided it are consulted (often a
-//! handful: the point where the address leaves the trie). Each trie is walked at most
-//! once per lookup, and only if some subtable asks.
+//! a probe of such a subtable (prefix length `l`) counts as consulted, lookup asks the
+//! trie whether any rule prefix of length `l` covers the packet's address; if none
+//! does, the miss is explained by the leading address bits that decided it (often a
+//! handful: the point where the address leaves the trie), and only those are
+//! consulted. Only misses ask (a hit needs the whole mask anyway), each trie is
+//! walked at most once per lookup, and only if some subtable asks.
 
 use super::emc::{MaskWords, widen};
 use super::key::{Key, W_NW};
@@ -295,13 +296,16 @@ impl<T> Classifier<T> {
                 }
             }
             let st = &self.subtables[si as usize];
-            if self.prefix_tracking && self.ruled_out_by_trie(st, key, &mut walks, consulted) {
-                continue;
-            }
-            st.words.or_into(consulted);
+            // Probe first: a hit needs the whole mask anyway, and the probe is cheaper
+            // than a trie walk. Only a miss asks the trie whether fewer bits prove it.
             let Some((b, r)) = st.find(key).and_then(|b| Some((b, b.rules.first()?))) else {
+                if !(self.prefix_tracking && self.ruled_out_by_trie(st, key, &mut walks, consulted))
+                {
+                    st.words.or_into(consulted);
+                }
                 continue;
             };
+            st.words.or_into(consulted);
             let better = match best {
                 None => true,
                 Some((_, cur)) => {
@@ -315,11 +319,13 @@ impl<T> Classifier<T> {
         best.map(|(b, r)| (&b.m, r.priority, &r.value))
     }
 
-    /// Whether no rule anywhere has `st`'s prefix length on a tracked address covering
-    /// the key's address, so `st` cannot match. Then only the address bits that
-    /// decide this go into `consulted` — `min(plen, bits the trie walk needed)` —
-    /// instead of `st`'s whole mask: any key agreeing on them walks the trie the same
-    /// way and skips `st` too, which keeps the consulted-mask invariant.
+    /// For a subtable whose probe missed: whether no rule anywhere has `st`'s prefix
+    /// length on a tracked address covering the key's address. Then only the address
+    /// bits that decide this go into `consulted` — `min(plen, bits the trie walk
+    /// needed)` — instead of `st`'s whole mask: any key agreeing on them gets the same
+    /// trie answer, so its probe of `st` misses too (a hit would be a covering rule),
+    /// which keeps the consulted-mask invariant. When the trie cannot rule `st` out,
+    /// the caller consults the whole mask as usual.
     #[inline]
     fn ruled_out_by_trie(
         &self,
