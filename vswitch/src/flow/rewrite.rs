@@ -68,18 +68,17 @@ pub struct TtlExpired;
 
 // ---- checksums --------------------------------------------------------------------
 
-/// Folds a sum of 16-bit words (below 2^32 - 2^16) to 16 bits with end-around
-/// carry.
+/// One's complement addition of two 16-bit words (end-around carry).
 #[inline(always)]
-fn fold(s: u32) -> u16 {
-    let s = (s & 0xffff) + (s >> 16);
-    ((s & 0xffff) + (s >> 16)) as u16
+fn add1c(a: u16, b: u16) -> u16 {
+    let (s, carry) = a.overflowing_add(b);
+    s.wrapping_add(u16::from(carry))
 }
 
-/// The part of RFC 1624 eqn. 3 that does not depend on the checksum: `~m + m'`
-/// summed over the changed 16-bit words (at most 2^15 words).
+/// The part of RFC 1624 eqn. 3 that does not depend on the checksum, `~m + m'`,
+/// summed over the changed 16-bit words.
 #[inline(always)]
-fn delta_bytes(old: &[u8], new: &[u8]) -> u32 {
+fn delta_bytes(old: &[u8], new: &[u8]) -> u16 {
     #[inline(always)]
     fn word(c: &[u8]) -> u16 {
         match *c {
@@ -88,38 +87,44 @@ fn delta_bytes(old: &[u8], new: &[u8]) -> u32 {
             [] => 0,
         }
     }
-    let mut sum = 0u32;
-    for (o, n) in old.chunks(2).zip(new.chunks(2)).take(1 << 15) {
-        sum += u32::from(!word(o)) + u32::from(word(n));
+    let mut sum = 0u64;
+    for (o, n) in old.chunks(2).zip(new.chunks(2)) {
+        sum += u64::from(!word(o)) + u64::from(word(n));
     }
-    sum
+    // Fold 64 -> 16 bits (the sum overflows only past 2^47 words).
+    let s = (sum & 0xffff_ffff) + (sum >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    add1c(s as u16, (s >> 16) as u16)
 }
 
 /// `~m + m'` for one 16-bit word.
 #[inline(always)]
-fn delta16(old: u16, new: u16) -> u32 {
-    u32::from(!old) + u32::from(new)
+fn delta16(old: u16, new: u16) -> u16 {
+    add1c(!old, new)
 }
 
 /// `~m + m'` for a 32-bit value (two words).
 #[inline(always)]
-fn delta32(old: u32, new: u32) -> u32 {
-    (!old >> 16) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+fn delta32(old: u32, new: u32) -> u16 {
+    let (o, n) = (!old, new);
+    add1c(
+        add1c((o >> 16) as u16, o as u16),
+        add1c((n >> 16) as u16, n as u16),
+    )
 }
 
 /// Applies a `~m + m'` sum to a checksum: `HC' = ~(~HC + ~m + m')`.
 #[inline(always)]
-fn apply(csum: u16, delta: u32) -> u16 {
-    // The sum of a fold (< 2^17 after the first step) and ~HC fits the fold.
-    let d = (delta & 0xffff) + (delta >> 16);
-    !fold(u32::from(!csum) + d)
+fn apply(csum: u16, delta: u16) -> u16 {
+    !add1c(!csum, delta)
 }
 
 /// The checksum after the 16-bit-aligned bytes `old` were replaced by `new` (RFC
 /// 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`, one's complement sums).
 ///
 /// `old` and `new` must start at an even offset from the start of the checksummed
-/// data and have the same length (only the common prefix counts, up to 64 KiB); an
+/// data and have the same length (only the common prefix counts); an
 /// odd last byte is the high byte of a word whose low byte did not change.
 #[inline]
 pub fn incremental_csum_update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
@@ -244,7 +249,7 @@ fn put_masked<const N: usize>(
 
 /// A UDP checksum after an update: 0 ("none") stays 0, a computed 0 is 0xffff.
 #[inline(always)]
-fn udp_apply(old: u16, delta: u32) -> u16 {
+fn udp_apply(old: u16, delta: u16) -> u16 {
     match (old, apply(old, delta)) {
         (0, _) => 0,
         (_, 0) => 0xffff,
@@ -268,7 +273,7 @@ fn pseudo_csum<'a>(
 }
 
 #[inline(always)]
-fn fix_pseudo(c: Option<(&mut [u8; 2], bool)>, delta: u32) {
+fn fix_pseudo(c: Option<(&mut [u8; 2], bool)>, delta: u16) {
     if let Some((c, udp)) = c {
         let old = u16::from_be_bytes(*c);
         *c = if udp {
@@ -290,12 +295,10 @@ fn ipv4_split<'a>(
     if off.l3_kind != L3::Ipv4 {
         return Err(NotApplicable);
     }
-    let (l3, l4) = (off.l3 as usize, off.l4 as usize);
-    if l4 < l3 + 20 {
-        return Err(OutOfBounds);
-    }
-    let (head, tail) = frame.split_at_mut_checked(l4).ok_or(OutOfBounds)?;
-    Ok((chunk_mut::<20>(head, l3)?, tail))
+    let (head, tail) = frame
+        .split_at_mut_checked(off.l4 as usize)
+        .ok_or(OutOfBounds)?;
+    Ok((chunk_mut::<20>(head, off.l3 as usize)?, tail))
 }
 
 #[inline(always)]
@@ -306,12 +309,10 @@ fn ipv6_split<'a>(
     if off.l3_kind != L3::Ipv6 {
         return Err(NotApplicable);
     }
-    let (l3, l4) = (off.l3 as usize, off.l4 as usize);
-    if l4 < l3 + 40 {
-        return Err(OutOfBounds);
-    }
-    let (head, tail) = frame.split_at_mut_checked(l4).ok_or(OutOfBounds)?;
-    Ok((chunk_mut::<40>(head, l3)?, tail))
+    let (head, tail) = frame
+        .split_at_mut_checked(off.l4 as usize)
+        .ok_or(OutOfBounds)?;
+    Ok((chunk_mut::<40>(head, off.l3 as usize)?, tail))
 }
 
 // ---- set_field ----------------------------------------------------------------------------
