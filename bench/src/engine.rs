@@ -356,6 +356,8 @@ pub struct Live {
 pub struct LaneResult {
     pub sent: u64,
     pub offered: u64,
+    /// See [`TrialCounts::stalled_ns`].
+    pub stalled_ns: u64,
     pub tx_errors: u64,
     pub sink: Option<SinkCore>,
     pub sink_drops: u64,
@@ -377,15 +379,23 @@ pub fn run_trial(
     times: Times,
     stop: &AtomicBool,
     live: &Live,
-) -> (u64, u64) {
+) -> TrialCounts {
     let mut bucket = rate.map(|r| TokenBucket::new(r, batch as u32, times.t0));
     let mut gen_on = tx.is_some();
     let (mut sent, mut offered) = (0u64, 0u64);
     let mut iter = 0u32;
+    let mut prev = mono_ns();
+    let mut stalled = 0u64;
     let base_sent = live.sent.load(Ordering::Relaxed);
     let base_rx = live.received.load(Ordering::Relaxed);
     loop {
         let now = mono_ns();
+        // A loop iteration takes microseconds; a gap of more than 1 ms means this
+        // thread lost its CPU (a busy host) while it should have been sending.
+        if now - prev > STALL_NS && now > times.t0 && now < times.t_end {
+            stalled += now - prev;
+        }
+        prev = now;
         let stopping = stop.load(Ordering::Relaxed);
         if let Some((port, core)) = tx.as_mut() {
             if gen_on && (now >= times.t_end || stopping) {
@@ -432,7 +442,26 @@ pub fn run_trial(
         live.received
             .store(base_rx + sink.stamped, Ordering::Relaxed);
     }
-    (sent, offered)
+    TrialCounts {
+        sent,
+        offered,
+        stalled_ns: stalled,
+    }
+}
+
+/// Loop gaps longer than this count as stalls.
+const STALL_NS: u64 = 1_000_000;
+
+/// What [`run_trial`] counted on this thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrialCounts {
+    /// Frames sent during the whole trial (warm-up included).
+    pub sent: u64,
+    /// Frames sent with a stamp inside the window.
+    pub offered: u64,
+    /// Time between `t0` and `t_end` during which the thread did not run (loop
+    /// gaps over 1 ms): CPU contention.
+    pub stalled_ns: u64,
 }
 
 /// Which socket type to use.
@@ -723,7 +752,7 @@ fn lane_main(
             };
             let rate = t.spec.rate_per_thread(spec.gen_lanes);
             let batch = t.spec.batch as usize;
-            let (sent, offered) = run_trial(gen_part, rx_part, rate, batch, t.times, &stop, &live);
+            let c = run_trial(gen_part, rx_part, rate, batch, t.times, &stop, &live);
             let tx_errors = tx.as_ref().map(|p| p.errors()).unwrap_or(0);
             if let Some(p) = tx.as_mut() {
                 p.drain(Duration::from_millis(200));
@@ -734,8 +763,9 @@ fn lane_main(
                 .unwrap_or(0)
                 .saturating_sub(drops0);
             Ok(LaneResult {
-                sent,
-                offered,
+                sent: c.sent,
+                offered: c.offered,
+                stalled_ns: c.stalled_ns,
                 tx_errors,
                 sink,
                 sink_drops,

@@ -393,6 +393,7 @@ fn cmd_xdp_fwd(input: &str, output: &str, skb: bool) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    vswitch_bench::xsk::quiet_libraries();
     let r = match cli.cmd {
         Cmd::Run {
             scenario,

@@ -101,6 +101,10 @@ pub struct Trial {
     pub bad_stamps: u64,
     /// Whether the generator reached the target rate (within 5 %); `None` at max.
     pub rate_reached: Option<bool>,
+    /// Milliseconds the generator/sink threads lost their CPU during the trial
+    /// (loop gaps over 1 ms, summed over threads): non-zero means a busy host.
+    #[serde(default)]
+    pub stalled_ms: f64,
     pub latency: Option<Latency>,
     pub series: Vec<Sample>,
 }
@@ -322,6 +326,7 @@ mod tests {
             reordered: 0,
             bad_stamps: 0,
             rate_reached: None,
+            stalled_ms: 0.0,
             latency: None,
             series: vec![],
         }

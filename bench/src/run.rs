@@ -345,12 +345,14 @@ impl Session {
         let mut delivered = 0;
         let (mut frames, mut foreign, mut reordered, mut bad, mut drops, mut errors) =
             (0, 0, 0, 0, 0, 0);
+        let mut stalled_ns = 0u64;
         let mut hist = new_histogram();
         let mut failure = None;
         for l in &self.lanes {
             match l.finish() {
                 Ok(r) => {
                     offered += r.offered;
+                    stalled_ns += r.stalled_ns;
                     errors += r.tx_errors;
                     drops += r.sink_drops;
                     if let Some(s) = r.sink {
@@ -401,6 +403,7 @@ impl Session {
             reordered,
             bad_stamps: bad,
             rate_reached: spec.rate.map(|r| offered_pps >= 0.95 * r),
+            stalled_ms: stalled_ns as f64 / 1e6,
             latency,
             series,
         };
@@ -430,6 +433,13 @@ impl Session {
         }
         if t.rate_reached == Some(false) {
             self.say("  warning: the generator did not reach the target rate (within 5 %)");
+        }
+        if t.stalled_ms > 0.01 * (warmup + duration) * 1000.0 {
+            self.say(&format!(
+                "  warning: the generator/sink threads were off their CPU for {:.0} ms of {:.0} ms (a busy host): rates and latencies are not the DUT's alone",
+                t.stalled_ms,
+                (warmup + duration) * 1000.0
+            ));
         }
         Ok(t)
     }

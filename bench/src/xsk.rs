@@ -524,3 +524,23 @@ impl RxPort for XskRx {
             .unwrap_or(0)
     }
 }
+
+unsafe extern "C" {
+    /// libbpf's logger setter (libxdp-sys links libbpf but has no binding for it).
+    fn libbpf_set_print(f: *const libc::c_void) -> *const libc::c_void;
+}
+
+/// Silences libxdp's and libbpf's own messages on stderr (for example the
+/// dispatcher fallback notes printed at every socket creation when the kernel
+/// refuses libxdp's dispatcher); our errors carry the reasons that matter. Set
+/// `VSWITCH_BENCH_DEBUG=1` to keep them.
+pub fn quiet_libraries() {
+    if std::env::var_os("VSWITCH_BENCH_DEBUG").is_some() {
+        return;
+    }
+    // SAFETY: both setters only store the pointer; null means "do not print".
+    unsafe {
+        libxdp_sys::libxdp_set_print(None);
+        libbpf_set_print(std::ptr::null());
+    }
+}
