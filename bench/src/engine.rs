@@ -48,6 +48,9 @@ pub fn mono_ns() -> u64 {
 /// A received frame, borrowed from the sink's buffer.
 pub struct RxFrame<'a> {
     pub data: &'a [u8],
+    /// When the frame reached the sink's interface (CLOCK_MONOTONIC ns), stamped
+    /// by the sink's XDP program; `None` where that program is not in use.
+    pub rx_ns: Option<u64>,
 }
 
 /// A generator socket: frames live in its own memory, written by [`GenCore`].
@@ -292,7 +295,12 @@ impl SinkCore {
     /// One received frame, read at time `now` (taken just before the ring was read,
     /// so latencies are never overstated by our own processing).
     #[inline]
-    pub fn on_frame(&mut self, data: &[u8], now: u64) {
+    pub fn on_frame(&mut self, data: &[u8], rx_ns: Option<u64>, now: u64) {
+        // The XDP receive time when there is a plausible one, else the poll time.
+        let now = match rx_ns {
+            Some(t) if t <= now => t,
+            _ => now,
+        };
         self.frames += 1;
         let Some(s) = wire::parse_stamp(data) else {
             self.foreign += 1;
@@ -423,7 +431,7 @@ pub fn run_trial(
         }
         if let Some((port, sink)) = rx.as_mut() {
             let t = mono_ns();
-            port.poll(&mut |f| sink.on_frame(f.data, t));
+            port.poll(&mut |f| sink.on_frame(f.data, f.rx_ns, t));
         }
         iter = iter.wrapping_add(1);
         if iter.is_multiple_of(64) {
@@ -859,11 +867,11 @@ mod tests {
         let mut s = SinkCore::new(&times);
         for ts in [500u64, 1500, 2000, 2500, 2999, 3000] {
             c.stamp(0, &mut buf, ts);
-            s.on_frame(&buf[..len], 3500);
+            s.on_frame(&buf[..len], None, 3500);
         }
         c.stamp(0, &mut buf, 9999);
-        s.on_frame(&buf[..len], 3500);
-        s.on_frame(&[0u8; 60], 3500);
+        s.on_frame(&buf[..len], None, 3500);
+        s.on_frame(&[0u8; 60], None, 3500);
         assert_eq!(s.frames, 8);
         assert_eq!(s.foreign, 1);
         assert_eq!(s.bad, 1);

@@ -7,12 +7,13 @@
 //!   [`xsk`] (AF_XDP) and [`packet`] (AF_PACKET fallback) are the sockets;
 //! - [`scenario`]: TOML scenario files; [`topo`]: the namespaces and veths;
 //!   [`dut`]: the device under test's commands; [`xdpfwd`]: a kernel XDP
-//!   forwarder for baselines;
+//!   forwarder for baselines; [`bpfprog`]: the XDP programs, assembled in place;
 //! - [`search`]: RFC 2544 binary search; [`report`]: results and JSON;
 //!   [`plot`]: SVG/PNG plots; [`run`]: `vswitch-bench run`.
 //!
 //! See docs/benchmarking.md for how to use it.
 
+pub mod bpfprog;
 pub mod dut;
 pub mod engine;
 pub mod packet;

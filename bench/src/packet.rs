@@ -289,6 +289,7 @@ impl RxPort for PacketRx {
             let len = (self.msgs[k].msg_len as usize).min(FRAME);
             f(RxFrame {
                 data: &self.buf[k * FRAME..k * FRAME + len],
+                rx_ns: None,
             });
         }
         n

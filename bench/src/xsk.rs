@@ -112,13 +112,30 @@ impl Region {
         Some(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(addr), len) })
     }
 
+    /// Reads and clears the 8 bytes of XDP metadata in front of the data at
+    /// `addr` (the receive time the sink program wrote; 0 if it wrote none). Clearing
+    /// it keeps a stale time from a frame's previous use from ever being read.
+    #[inline]
+    fn take_meta(&mut self, addr: usize) -> Option<u64> {
+        let idx = addr / FRAME_SIZE;
+        if idx >= self.frames as usize || addr % FRAME_SIZE < 8 {
+            return None;
+        }
+        // SAFETY: in bounds (checked above); the frame is back from the RX ring
+        // and ours until it goes on the fill ring again.
+        let m = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr - 8), 8) };
+        let v = u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]);
+        m.fill(0);
+        (v != 0).then_some(v)
+    }
+
     fn idx_of(&self, addr: usize) -> Option<u32> {
         let i = addr / FRAME_SIZE;
         (i < self.frames as usize).then_some(i as u32)
     }
 }
 
-fn umem(frames: u32) -> io::Result<(Umem, Vec<FrameDesc>)> {
+fn new_umem(frames: u32) -> io::Result<(Umem, Vec<FrameDesc>)> {
     let n = NonZeroU32::new(frames).ok_or_else(|| io::Error::other("no frames"))?;
     let fs = FrameSize::new(FRAME_SIZE as u32).map_err(io::Error::other)?;
     let q = QueueSize::new(FRAMES).map_err(io::Error::other)?;
@@ -259,7 +276,7 @@ pub struct XskTx {
 impl XskTx {
     /// Binds a TX socket to `ifname` queue `queue` (no XDP program is attached).
     pub fn open(ifname: &str, queue: u32, zero_copy: bool) -> Result<XskTx, String> {
-        let (umem, mut descs) = umem(FRAMES).map_err(|e| format!("UMEM: {e}"))?;
+        let (umem, mut descs) = new_umem(FRAMES).map_err(|e| format!("UMEM: {e}"))?;
         let region = Region::new(&umem, &mut descs, FRAMES).map_err(|e| e.to_string())?;
         let ((tx, rx, fqcq), zc) = open(
             ifname,
@@ -407,6 +424,8 @@ impl TxPort for XskTx {
 /// The sink's socket: libxdp's program on the interface redirects queue `queue`
 /// to it.
 pub struct XskRx {
+    /// Our timestamping program (first field: detached before the socket goes).
+    prog: Option<std::sync::Arc<crate::bpfprog::SinkProg>>,
     rx: RxQueue,
     fq: FillQueue,
     tx: TxQueue,
@@ -419,12 +438,60 @@ pub struct XskRx {
 }
 
 impl XskRx {
-    /// Binds an RX socket; libxdp attaches its redirect program to `ifname` in
-    /// driver mode (skb mode if the driver refuses).
+    /// Binds an RX socket on `ifname` queue `queue`. Preferred: our own XDP
+    /// program ([`crate::bpfprog::SinkProg`]) redirects to it and stamps the
+    /// receive time; if that program cannot be attached, libxdp's default
+    /// program is used (driver mode, else skb mode) and frames are timed when
+    /// read.
     pub fn open(ifname: &str, queue: u32, zero_copy: bool) -> Result<XskRx, String> {
-        let (umem, mut descs) = umem(FRAMES).map_err(|e| format!("UMEM: {e}"))?;
+        let (umem, mut descs) = new_umem(FRAMES).map_err(|e| format!("UMEM: {e}"))?;
         let region = Region::new(&umem, &mut descs, FRAMES).map_err(|e| e.to_string())?;
         let mut errs = vec![];
+        // 1. Our program: a socket without libxdp's program, then the XSKMAP entry.
+        match open(
+            ifname,
+            queue,
+            zero_copy,
+            XdpFlags::empty(),
+            LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD,
+            &umem,
+        ) {
+            Ok(((tx, rx, fqcq), zc)) => {
+                let fd = rx.fd().as_raw_fd();
+                let prog = crate::bpfprog::SinkProg::get(ifname)
+                    .and_then(|p| p.add_socket(queue, fd).map(|()| p));
+                match (prog, fqcq) {
+                    (Ok(p), Some((fq, cq))) => {
+                        let mode = format!(
+                            "afxdp ({}, {} mode, XDP receive timestamps)",
+                            if zc { "zero-copy" } else { "copy" },
+                            p.mode
+                        );
+                        let mut s = XskRx {
+                            prog: Some(p),
+                            rx,
+                            fq,
+                            tx,
+                            _cq: cq,
+                            region,
+                            _umem: umem,
+                            descs,
+                            scratch: vec![FrameDesc::default(); 256],
+                            mode,
+                        };
+                        s.fill_all();
+                        return Ok(s);
+                    }
+                    (Err(e), _) => errs.push(format!("own XDP program: {e}")),
+                    (_, None) => errs.push("libxdp returned no fill/completion rings".into()),
+                }
+            }
+            Err(e) => errs.push(format!("socket: {e}")),
+        }
+        // 2. libxdp's default program, on a fresh UMEM (libxdp cannot bind a new
+        // first socket to a UMEM whose first socket was closed).
+        let (umem, mut descs) = new_umem(FRAMES).map_err(|e| format!("UMEM: {e}"))?;
+        let region = Region::new(&umem, &mut descs, FRAMES).map_err(|e| e.to_string())?;
         for (xdp, what) in [
             (XdpFlags::XDP_FLAGS_DRV_MODE, "drv"),
             (XdpFlags::XDP_FLAGS_SKB_MODE, "skb"),
@@ -433,6 +500,7 @@ impl XskRx {
                 Ok(((tx, rx, fqcq), zc)) => {
                     let (fq, cq) = fqcq.ok_or("libxdp returned no fill/completion rings")?;
                     let mut s = XskRx {
+                        prog: None,
                         rx,
                         fq,
                         tx,
@@ -442,8 +510,9 @@ impl XskRx {
                         descs,
                         scratch: vec![FrameDesc::default(); 256],
                         mode: format!(
-                            "afxdp ({}, {what} mode)",
-                            if zc { "zero-copy" } else { "copy" }
+                            "afxdp ({}, {what} mode, libxdp program, timed when read: {})",
+                            if zc { "zero-copy" } else { "copy" },
+                            errs.join("; ")
                         ),
                     };
                     s.fill_all();
@@ -488,8 +557,13 @@ impl RxPort for XskRx {
         }
         for i in 0..n {
             let d = self.scratch[i];
+            let rx_ns = if self.prog.is_some() {
+                self.region.take_meta(d.addr())
+            } else {
+                None
+            };
             if let Some(data) = self.region.rx_bytes(d.addr(), d.lengths().data()) {
-                f(RxFrame { data });
+                f(RxFrame { data, rx_ns });
             }
             if let Some(idx) = self.region.idx_of(d.addr()) {
                 self.scratch[i] = self.descs[idx as usize];
