@@ -290,6 +290,7 @@ fn cmd_gen(a: GenArgs) -> Result<(), String> {
             "offered_pps": r.offered as f64 / a.duration,
             "sent_total": r.sent,
             "tx_errors": r.tx_errors,
+            "stalled_ms": r.stalled_ns as f64 / 1e6,
         }),
     )
 }
