@@ -221,15 +221,20 @@ size = [64, "imix"]
     assert_eq!(report.summary.len(), 2);
     assert_eq!(report.summary[1].point.size, "imix");
     for t in &report.trials {
+        // A generator thread starved of its CPU (a busy shared host: the trial
+        // reports it) may miss the rate; anything else must hit it.
+        let starved = t.stalled_ms > 100.0;
         assert!(
-            (t.offered_pps - 20_000.0).abs() < 1_000.0,
-            "offered {}",
-            t.offered_pps
+            t.rate_reached == Some(true) || starved,
+            "offered {} pps (stalled {} ms)",
+            t.offered_pps,
+            t.stalled_ms
         );
         assert!(
-            t.loss_pct < 1.0,
-            "loss {}% through xdp-fwd at 20 kpps",
-            t.loss_pct
+            t.loss_pct < 1.0 || (starved && t.loss_pct < 5.0),
+            "loss {}% through xdp-fwd at 20 kpps (stalled {} ms)",
+            t.loss_pct,
+            t.stalled_ms
         );
         let l = t.latency.as_ref().expect("latency");
         assert!(l.p50_us > 0.0 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us);
