@@ -66,7 +66,6 @@ impl Session {
         let (topo, names) = match &sc.topology {
             Topology::Build {
                 prefix,
-                queues,
                 dut_napi_cpu,
                 napi_defer_hard_irqs,
                 gro_flush_timeout_ns,
@@ -79,7 +78,8 @@ impl Session {
                 sweep_stale(prefix);
                 let b = Built::new(&BuildOpts {
                     prefix: prefix.clone(),
-                    queues: *queues,
+                    gen_queues: sc.gen_cpus.len() as u32,
+                    sink_queues: sc.sink_cpus.len() as u32,
                     dut_napi_cpu: *dut_napi_cpu,
                     napi_defer_hard_irqs: *napi_defer_hard_irqs,
                     gro_flush_timeout_ns: *gro_flush_timeout_ns,
@@ -434,11 +434,11 @@ impl Session {
         if t.rate_reached == Some(false) {
             self.say("  warning: the generator did not reach the target rate (within 5 %)");
         }
-        if t.stalled_ms > 0.01 * (warmup + duration) * 1000.0 {
+        let thread_ms = (warmup + duration) * 1000.0 * self.lanes.len() as f64;
+        if t.stalled_ms > 0.01 * thread_ms {
             self.say(&format!(
                 "  warning: the generator/sink threads were off their CPU for {:.0} ms of {:.0} ms (a busy host): rates and latencies are not the DUT's alone",
-                t.stalled_ms,
-                (warmup + duration) * 1000.0
+                t.stalled_ms, thread_ms
             ));
         }
         Ok(t)

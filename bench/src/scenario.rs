@@ -60,7 +60,6 @@ struct RawScenario {
 struct RawTopology {
     mode: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
-    queues: Option<Spanned<i64>>,
     dut_napi_cpu: Option<Spanned<i64>>,
     napi_defer_hard_irqs: Option<Spanned<i64>>,
     gro_flush_timeout_ns: Option<Spanned<i64>>,
@@ -146,7 +145,6 @@ pub enum Topology {
     /// gen ns [g0] <-> [g1] dut ns [s1] <-> [s0] sink ns.
     Build {
         prefix: String,
-        queues: u32,
         /// Threaded NAPI for the DUT's ingress interface, pinned to this CPU.
         dut_napi_cpu: Option<usize>,
         /// Interrupt moderation on the DUT ingress (see docs/benchmarking.md).
@@ -522,7 +520,6 @@ impl Scenario {
             .as_ref()
             .map(|m| m.get_ref().as_str())
             .unwrap_or("build");
-        let lanes = gen_cpus.len().max(sink_cpus.len()) as i64;
         let topology = match mode {
             "build" => {
                 for (k, present) in [
@@ -549,19 +546,8 @@ impl Scenario {
                 {
                     return cx.err("topology.prefix", t.prefix.as_ref().map(|p| p.span()), format!("{prefix:?} must be 1 to 4 letters or digits (interface names have at most 15 characters)"));
                 }
-                let queues = cx
-                    .int::<u32>("topology.queues", &t.queues, 1, 64)?
-                    .unwrap_or(lanes as u32);
-                if i64::from(queues) < lanes {
-                    return cx.err(
-                        "topology.queues",
-                        t.queues.as_ref().map(|q| q.span()),
-                        format!("{queues} queues for {lanes} generator/sink threads"),
-                    );
-                }
                 Topology::Build {
                     prefix,
-                    queues,
                     dut_napi_cpu: cx.int::<usize>(
                         "topology.dut_napi_cpu",
                         &t.dut_napi_cpu,
@@ -585,7 +571,6 @@ impl Scenario {
             "existing" => {
                 for (k, present) in [
                     ("prefix", t.prefix.is_some()),
-                    ("queues", t.queues.is_some()),
                     ("dut_napi_cpu", t.dut_napi_cpu.is_some()),
                     ("napi_defer_hard_irqs", t.napi_defer_hard_irqs.is_some()),
                     ("gro_flush_timeout_ns", t.gro_flush_timeout_ns.is_some()),
@@ -964,9 +949,7 @@ mod tests {
     fn defaults() {
         let s = Scenario::parse("x.toml", "").expect("empty is fine");
         assert_eq!(s.name, "x");
-        assert!(
-            matches!(s.topology, Topology::Build { ref prefix, queues: 1, .. } if prefix == "vb")
-        );
+        assert!(matches!(s.topology, Topology::Build { ref prefix, .. } if prefix == "vb"));
         assert_eq!(s.duration, 10.0);
         assert_eq!(s.repeats, 3);
         assert_eq!(s.traffic.flows, 1);

@@ -40,7 +40,11 @@ pub struct Names {
 #[derive(Debug, Clone)]
 pub struct BuildOpts {
     pub prefix: String,
-    pub queues: u32,
+    /// Queues of the generator's veth pair (one per generator thread) and of the
+    /// sink's (one per sink thread: a frame landing on a queue without a sink
+    /// socket would miss the sink).
+    pub gen_queues: u32,
+    pub sink_queues: u32,
     pub dut_napi_cpu: Option<usize>,
     pub napi_defer_hard_irqs: Option<u32>,
     pub gro_flush_timeout_ns: Option<u64>,
@@ -118,10 +122,23 @@ impl Built {
                 ],
             )?;
         }
-        let q = o.queues.to_string();
-        for (ns_a, a, ma, b_, mb) in [
-            (&gns, &g0, GEN_MAC, &g1, IN_MAC),
-            (&sns, &s0, SINK_MAC, &s1, OUT_MAC),
+        for (ns_a, a, ma, b_, mb, q) in [
+            (
+                &gns,
+                &g0,
+                GEN_MAC,
+                &g1,
+                IN_MAC,
+                o.gen_queues.max(1).to_string(),
+            ),
+            (
+                &sns,
+                &s0,
+                SINK_MAC,
+                &s1,
+                OUT_MAC,
+                o.sink_queues.max(1).to_string(),
+            ),
         ] {
             ip_n(
                 ns_a,
