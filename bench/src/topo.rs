@@ -179,6 +179,10 @@ impl Built {
         for i in [&g1, &s1] {
             in_ns(&dns, &["ethtool", "-K", i, "gro", "on"])?;
         }
+        // The same for the sink's end: an AF_XDP sink attaches a program anyway,
+        // but an AF_PACKET sink would otherwise never see frames a DUT redirects
+        // with XDP (veth drops XDP frames for a peer without NAPI).
+        in_ns(&sns, &["ethtool", "-K", &s0, "gro", "on"])?;
         in_ns(
             &dns,
             &[

@@ -361,3 +361,55 @@ fn ctrl_c_cleans_up() {
     assert!(err.contains("interrupted"), "{err}");
     assert!(listed().is_empty(), "left behind: {:?}", listed());
 }
+
+/// The AF_PACKET engine (the fallback where AF_XDP cannot be had) measures too,
+/// and the report says which engine ran.
+#[test]
+fn af_packet_engine_measures() {
+    let Some(_g) = guard() else { return };
+    let src = format!(
+        r#"
+[topology]
+prefix = "vbt"
+[dut]
+daemon = "{} xdp-fwd --in {{in_if}} --out {{out_if}}"
+[traffic]
+engine = "af_packet"
+flows = 16
+rate = "10k"
+[run]
+duration = 1.5
+warmup = 0.5
+repeats = 1
+"#,
+        bench_bin()
+    );
+    let sc = Scenario::parse("pk.toml", &src).expect("scenario");
+    let report = run(
+        sc,
+        &RunOpts {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .expect("run");
+    assert!(
+        report.env.gen_engine.starts_with("af_packet"),
+        "{}",
+        report.env.gen_engine
+    );
+    assert!(
+        report.env.sink_engine.starts_with("af_packet"),
+        "{}",
+        report.env.sink_engine
+    );
+    let t = &report.trials[0];
+    assert!(t.offered > 0 && t.delivered > 0);
+    assert!(
+        t.loss_pct < 1.0 || t.stalled_ms > 100.0,
+        "loss {}% (stalled {} ms)",
+        t.loss_pct,
+        t.stalled_ms
+    );
+    assert!(our_namespaces("vbt").is_empty());
+}
