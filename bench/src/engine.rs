@@ -62,8 +62,6 @@ pub trait TxPort: Send {
     fn layout(&mut self, core: &GenCore);
     /// Takes back frames the kernel is done with.
     fn reap(&mut self);
-    /// Frames that could be sent right now.
-    fn room(&mut self) -> usize;
     /// Descriptors handed to the kernel but not consumed by it yet.
     fn pending(&mut self) -> usize;
     /// Stamps and queues up to `n` frames with time `ts`; returns how many.

@@ -131,10 +131,6 @@ impl TxPort for PacketTx {
 
     fn reap(&mut self) {}
 
-    fn room(&mut self) -> usize {
-        BATCH
-    }
-
     fn pending(&mut self) -> usize {
         0
     }

@@ -45,6 +45,22 @@ fn register_font() -> Result<(), String> {
     .clone()
 }
 
+/// Checks that `path` names a plot format we write (before a long run, not after).
+pub fn check_path(path: &Path) -> Result<(), String> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("svg") | Some("png") => Ok(()),
+        _ => Err(format!(
+            "{}: plot files must end in .svg or .png",
+            path.display()
+        )),
+    }
+}
+
 /// Writes the report's plots to `path` (`.svg` or `.png`).
 pub fn plot(r: &Report, path: &Path) -> Result<(), String> {
     register_font()?;

@@ -480,6 +480,9 @@ fn label_of(sc: &Scenario, spec: &TrafficSpec) -> String {
 
 /// Runs a scenario; writes the JSON and plots the options ask for.
 pub fn run(mut sc: Scenario, opts: &RunOpts) -> Result<Report, String> {
+    for p in &opts.plots {
+        crate::plot::check_path(p)?;
+    }
     let stop = stop_flag()?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -373,12 +373,6 @@ impl TxPort for XskTx {
     }
 
     #[inline]
-    fn room(&mut self) -> usize {
-        let pending = RING - self.tx.nb_free_exact();
-        (self.free.len()).min((RING - pending) as usize)
-    }
-
-    #[inline]
     fn pending(&mut self) -> usize {
         (RING - self.tx.nb_free_exact()) as usize
     }
