@@ -23,6 +23,8 @@ PKGS=(
 	# the packets-per-second bench (shared/bench/install.sh): libxdp/libbpf headers for
 	# its generator, bpftool, and the peers it compares against (iptables, Open vSwitch)
 	libxdp-dev libbpf-dev bpftool iptables openvswitch-switch util-linux
+	# vswitch-bench: the font its SVG/PNG plots are labelled with (read at run time)
+	fonts-dejavu-core
 )
 
 if [ "${NO_APT:-0}" != 1 ]; then
