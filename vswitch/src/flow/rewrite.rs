@@ -260,16 +260,20 @@ fn udp_apply(old: u16, delta: u16) -> u16 {
 /// The L4 checksum a pseudo-header change affects, borrowed: TCP, UDP (with the
 /// UDP rules), ICMPv6; None for ICMPv4, SCTP, no L4.
 #[inline(always)]
-fn pseudo_csum<'a>(
-    tail: &'a mut [u8],
-    kind: L4,
-) -> Result<Option<(&'a mut [u8; 2], bool)>, RewriteError> {
-    Ok(match kind {
-        L4::Tcp => Some((chunk_mut::<2>(tail, 16)?, false)),
-        L4::Udp => Some((chunk_mut::<2>(tail, 6)?, true)),
-        L4::Icmpv6 => Some((chunk_mut::<2>(tail, 2)?, false)),
-        L4::None | L4::Icmp | L4::Sctp => None,
-    })
+fn pseudo_csum(tail: &mut [u8], kind: L4) -> Result<Option<(&mut [u8; 2], bool)>, RewriteError> {
+    // Checksum offset by kind (0: none), a table rather than a branch per kind.
+    const AT: [usize; 6] = {
+        let mut t = [0; 6];
+        t[L4::Tcp as usize] = 16;
+        t[L4::Udp as usize] = 6;
+        t[L4::Icmpv6 as usize] = 2;
+        t
+    };
+    let at = AT[kind as usize];
+    if at == 0 {
+        return Ok(None);
+    }
+    Ok(Some((chunk_mut::<2>(tail, at)?, kind == L4::Udp)))
 }
 
 #[inline(always)]
@@ -552,20 +556,27 @@ fn tp_port<const AT: usize>(
 ) -> Result<u128, RewriteError> {
     let l4 = off.l4 as usize;
     let new = match off.l4_kind {
-        L4::Tcp => {
-            let h = chunk_mut::<20>(frame, l4)?;
-            let old = get16::<20, AT>(h);
+        L4::Tcp | L4::Udp => {
+            let udp = off.l4_kind == L4::Udp;
+            let (at, len) = if udp { (6, 8) } else { (16, 18) };
+            let h = frame
+                .get_mut(l4..)
+                .and_then(|s| s.get_mut(..len))
+                .ok_or(OutOfBounds)?;
+            // Both reads succeed, so neither write below can fail.
+            let (old, sum) = (rd16(h, AT)?, rd16(h, at)?);
             let new = (old & !m) | (v & m);
-            put16::<20, AT>(h, new);
-            put16::<20, 16>(h, csum_update16(get16::<20, 16>(h), old, new));
-            new
-        }
-        L4::Udp => {
-            let h = chunk_mut::<8>(frame, l4)?;
-            let old = get16::<8, AT>(h);
-            let new = (old & !m) | (v & m);
-            put16::<8, AT>(h, new);
-            put16::<8, 6>(h, udp_apply(get16::<8, 6>(h), delta16(old, new)));
+            let d = delta16(old, new);
+            wr16(h, AT, new)?;
+            wr16(
+                h,
+                at,
+                if udp {
+                    udp_apply(sum, d)
+                } else {
+                    apply(sum, d)
+                },
+            )?;
             new
         }
         L4::Sctp => {
