@@ -145,6 +145,14 @@ pub fn stats(s: &StatsReply, one_port: bool) -> String {
         w.flooded, w.ports_vanished
     );
     let _ = writeln!(out, "        {}", drops(&w.drops));
+    let c = &w.conntrack;
+    if c.max_entries > 0 {
+        let _ = writeln!(
+            out,
+            "conntrack: entries={}/{}, inserts={}, evictions={}, invalid={}, full={}, expired={}",
+            c.entries, c.max_entries, c.inserts, c.evictions, c.invalid, c.full, c.expired
+        );
+    }
     for wk in &s.workers {
         let core = match wk.core {
             Some(c) => format!("core {c}"),
@@ -189,6 +197,99 @@ fn drops(d: &DropCounters) -> String {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// `vsctl conntrack`: one line per connection, like `conntrack -L`; with
+/// `flush`, how many went.
+pub fn conntrack(r: &vswitch_proto::ConntrackReply, flush: bool) -> String {
+    if flush {
+        return format!(
+            "flushed {} connection{}\n",
+            r.flushed,
+            plural(r.flushed as usize)
+        );
+    }
+    let mut out = String::new();
+    for e in &r.entries {
+        let _ = write!(
+            out,
+            "{} zone={} {} timeout={}s src={} dst={} sport={} dport={} src={} dst={} sport={} dport={}",
+            e.proto,
+            e.zone,
+            e.state,
+            e.timeout_s,
+            e.orig.src,
+            e.orig.dst,
+            e.orig.sport,
+            e.orig.dport,
+            e.reply.src,
+            e.reply.dst,
+            e.reply.sport,
+            e.reply.dport,
+        );
+        if e.assured {
+            out.push_str(" [ASSURED]");
+        }
+        if e.mark != 0 {
+            let _ = write!(out, " mark={}", e.mark);
+        }
+        if !e.nat.is_empty() {
+            let _ = write!(out, " nat={}", e.nat);
+        }
+        if e.hairpin {
+            out.push_str(" hairpin");
+        }
+        if e.service != 0 {
+            let _ = write!(out, " service={}", e.service);
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{} connection{}{}",
+        r.matched,
+        plural(r.matched as usize),
+        if r.truncated {
+            format!(" ({} listed)", r.entries.len())
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// `vsctl services`: each frontend, its addresses and endpoints with hit counts.
+pub fn services(r: &vswitch_proto::ServicesReply) -> String {
+    let mut out = String::new();
+    for s in &r.services {
+        let _ = write!(out, "{} (id {}): {}", s.name, s.id, s.vips.join(", "));
+        if let Some(t) = s.affinity_timeout_s {
+            let _ = write!(out, ", affinity ClientIP {t}s");
+        }
+        if let Some(a) = &s.snat {
+            let _ = write!(out, ", snat {a} for remote endpoints");
+        }
+        out.push('\n');
+        if s.endpoints.is_empty() {
+            out.push_str("  no endpoints (reject)\n");
+        }
+        for e in &s.endpoints {
+            let _ = writeln!(
+                out,
+                "  {} {} hits={}",
+                e.addr,
+                if e.local { "local " } else { "remote" },
+                e.hits
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} frontend{}",
+        r.services.len(),
+        plural(r.services.len())
+    );
+    out
 }
 
 /// `dump-flows`: one OVS-style line per flow.

@@ -214,6 +214,8 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "dump_flows" => typed::<crate::DumpFlowsParams>(op, or_empty(params)).map(Op::DumpFlows),
         "dump_groups" => no_params(op, params).map(|()| Op::DumpGroups),
         "trace" => typed::<crate::TraceParams>(op, params).map(Op::Trace),
+        "conntrack" => typed::<crate::ConntrackParams>(op, or_empty(params)).map(Op::Conntrack),
+        "services" => no_params(op, params).map(|()| Op::Services),
         "stats" => {
             let params = if params.is_null() {
                 Value::Object(Default::default())
@@ -441,6 +443,60 @@ mod tests {
             serde_json::to_value(ErrorCode::GenerationMismatch).expect("code"),
             "generation_mismatch"
         );
+    }
+
+    #[test]
+    fn decodes_conntrack_and_services() {
+        use crate::{ConntrackParams, CtProto};
+        let r = decode_request(br#"{"id":1,"op":"conntrack"}"#).expect("bare");
+        assert_eq!(r.op, Op::Conntrack(ConntrackParams::default()));
+        let r = decode_request(
+            br#"{"id":2,"op":"conntrack","params":{"flush":true,"zone":1,"src":"10.0.0.1","dst":"fd00::1","proto":"udp","limit":5}}"#,
+        )
+        .expect("full");
+        let Op::Conntrack(p) = r.op else {
+            panic!("{r:?}")
+        };
+        assert!(p.flush);
+        assert_eq!(p.zone, Some(1));
+        assert_eq!(p.src, "10.0.0.1".parse().ok());
+        assert_eq!(p.dst, "fd00::1".parse().ok());
+        assert_eq!(p.proto, Some(CtProto::Udp));
+        assert_eq!(p.limit, Some(5));
+        let r = decode_request(br#"{"id":3,"op":"services"}"#).expect("services");
+        assert_eq!(r.op, Op::Services);
+        for bad in [
+            r#"{"id":4,"op":"conntrack","params":{"src":"10.0.0.300"}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"src":7}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"zone":70000}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"zone":-1}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"proto":"gre"}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"flush":"yes"}}"#,
+            r#"{"id":4,"op":"conntrack","params":{"frob":1}}"#,
+            r#"{"id":4,"op":"conntrack","params":[1]}"#,
+            r#"{"id":4,"op":"conntrack","params":"x"}"#,
+            r#"{"id":4,"op":"services","params":{"x":1}}"#,
+            r#"{"id":4,"op":"services","params":7}"#,
+        ] {
+            assert_eq!(err_code(bad), ErrorCode::InvalidParams, "{bad}");
+        }
+        // Round trip.
+        let req = Request {
+            id: Value::from(5),
+            op: Op::Conntrack(ConntrackParams {
+                flush: true,
+                zone: Some(3),
+                src: None,
+                dst: "10.96.0.10".parse().ok(),
+                proto: Some(CtProto::Icmp),
+                limit: None,
+            }),
+        };
+        let line = serde_json::to_vec(&req).expect("encode");
+        assert_eq!(decode_request(&line).expect("decode"), req);
+        assert_eq!("SCTP".parse::<CtProto>(), Ok(CtProto::Sctp));
+        assert!("gre".parse::<CtProto>().is_err());
+        assert!(CtProto::Icmp.matches(58) && !CtProto::Tcp.matches(17));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod flow;
 pub mod model;
 pub mod port;
+pub mod services;
 pub mod stats;
 pub mod sync;
 pub mod validate;
@@ -24,6 +25,11 @@ pub use model::{DesiredState, Kind, Object, ObjectKey};
 pub use port::{
     AddPortParams, DelPortParams, PodLink, PodRef, PortEntry, PortInfo, PortKind, PortMode,
     PortState,
+};
+pub use services::{CT_LIST_DEFAULT, CT_LIST_MAX};
+pub use services::{
+    ConntrackParams, ConntrackReply, ConntrackStats, CtEntry, CtProto, CtTupleInfo, EndpointInfo,
+    ServiceInfo, ServicesReply,
 };
 pub use stats::{
     CacheStats, DropCounters, DropReason, PortStats, StatsParams, StatsReply, SwitchStats,
@@ -60,6 +66,10 @@ pub enum Op {
     SyncDelta(SyncDeltaParams),
     /// Realised generation, object counts, last change: [`SyncStatus`] back.
     SyncStatus,
+    /// List or flush connections: [`ConntrackReply`] back.
+    Conntrack(ConntrackParams),
+    /// Service frontends, endpoints and hit counts: [`ServicesReply`] back.
+    Services,
 }
 
 impl Op {
@@ -78,6 +88,8 @@ impl Op {
             Op::SyncFull(_) => "sync_full",
             Op::SyncDelta(_) => "sync_delta",
             Op::SyncStatus => "sync_status",
+            Op::Conntrack(_) => "conntrack",
+            Op::Services => "services",
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct SwitchStats {
     /// Version of the flow tables.
     #[serde(default)]
     pub flows_version: u64,
+    /// Connection tracking counters.
+    #[serde(default)]
+    pub conntrack: crate::ConntrackStats,
 }
 
 /// Flow cache hits and misses (OVS's `pmd-stats-show` emc/megaflow/miss lines).

@@ -138,6 +138,15 @@ impl Handler for Daemon {
             Op::SyncFull(p) => to_value(&self.desired.sync_full(p, Some(&mut self.dp))?),
             Op::SyncDelta(p) => to_value(&self.desired.sync_delta(p, Some(&mut self.dp))?),
             Op::SyncStatus => to_value(&self.desired.status()),
+            Op::Conntrack(p) => {
+                let now = self.dp.now_ns();
+                to_value(&crate::svcctl::conntrack(
+                    &self.dp.conntrack().table,
+                    &p,
+                    now,
+                ))
+            }
+            Op::Services => to_value(&crate::svcctl::services(&self.dp)),
         }
     }
 

@@ -612,6 +612,7 @@ impl Datapath {
         }
         switch.flows_per_table = per_table;
         switch.flows_version = self.flows_version();
+        switch.conntrack = crate::svcctl::ct_stats(&self.conntrack.table);
         Ok(StatsReply {
             ports,
             switch,

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod port;
 pub mod services;
 pub mod snapshot;
+pub mod svcctl;
 pub mod wire;
 pub mod worker;
 

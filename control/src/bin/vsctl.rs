@@ -12,9 +12,10 @@ use vswitch_control::agent::apply::apply_once;
 use vswitch_control::agent::cluster::NodeSettings;
 use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
-    AddPortParams, DelPortParams, DumpFlowsParams, FlowEntry, FlowModOp, FlowModText,
-    FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op, PortEntry, PortInfo, PortKind,
-    PortMode, StatsParams, StatsReply, SyncStatus, TraceParams, TraceReply,
+    AddPortParams, ConntrackParams, ConntrackReply, CtProto, DelPortParams, DumpFlowsParams,
+    FlowEntry, FlowModOp, FlowModText, FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op,
+    PortEntry, PortInfo, PortKind, PortMode, ServicesReply, StatsParams, StatsReply, SyncStatus,
+    TraceParams, TraceReply,
 };
 
 #[derive(Debug, Parser)]
@@ -96,6 +97,30 @@ enum Command {
     },
     /// Show the desired-state generation, object counts and last change.
     SyncStatus,
+    /// List connection-tracking entries (or remove them with --flush); the
+    /// filters combine (all must match).
+    Conntrack {
+        /// Remove the selected entries instead of listing them.
+        #[arg(long)]
+        flush: bool,
+        /// Only this conntrack zone.
+        #[arg(long, value_name = "Z")]
+        zone: Option<u16>,
+        /// Only connections from this address (original direction).
+        #[arg(long, value_name = "IP")]
+        src: Option<std::net::IpAddr>,
+        /// Only connections to this address (original direction).
+        #[arg(long, value_name = "IP")]
+        dst: Option<std::net::IpAddr>,
+        /// Only this protocol: tcp, udp, icmp, sctp.
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<CtProto>,
+        /// Most entries listed.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Show each service frontend: addresses, endpoints and their hit counts.
+    Services,
 }
 
 /// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
@@ -274,6 +299,28 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             let spec = spec.clone().unwrap_or_default();
             flow_mods(&mut client, one_mod(FlowModOp::DeleteGroup, &spec), json)
         }
+        Command::Conntrack {
+            flush,
+            zone,
+            src,
+            dst,
+            proto,
+            limit,
+        } => {
+            let v = client.call(Op::Conntrack(ConntrackParams {
+                flush: *flush,
+                zone: *zone,
+                src: *src,
+                dst: *dst,
+                proto: *proto,
+                limit: *limit,
+            }))?;
+            output::<ConntrackReply>(&client, v, json, |r| format::conntrack(r, *flush))
+        }
+        Command::Services => {
+            let v = client.call(Op::Services)?;
+            output::<ServicesReply>(&client, v, json, format::services)
+        }
         Command::DumpGroups => {
             let v = client.call(Op::DumpGroups)?;
             output::<Vec<GroupEntry>>(&client, v, json, |g| {
@@ -376,5 +423,43 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--mode", "memory"]).is_err());
         assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--kind", "router"]).is_err());
+    }
+
+    #[test]
+    fn conntrack_filters_parse() {
+        let cli = Cli::try_parse_from([
+            "vsctl",
+            "conntrack",
+            "--flush",
+            "--zone",
+            "1",
+            "--src",
+            "10.0.0.1",
+            "--dst",
+            "fd00::2",
+            "--proto",
+            "udp",
+        ])
+        .expect("all filters");
+        assert!(matches!(
+            cli.command,
+            Command::Conntrack {
+                flush: true,
+                zone: Some(1),
+                src: Some(_),
+                dst: Some(_),
+                proto: Some(CtProto::Udp),
+                limit: None
+            }
+        ));
+        assert!(Cli::try_parse_from(["vsctl", "conntrack", "--src", "10.0.0.300"]).is_err());
+        assert!(Cli::try_parse_from(["vsctl", "conntrack", "--proto", "gre"]).is_err());
+        assert!(Cli::try_parse_from(["vsctl", "conntrack", "--zone", "65536"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["vsctl", "services", "--json"])
+                .expect("services")
+                .command,
+            Command::Services
+        ));
     }
 }

@@ -62,6 +62,9 @@ pub mod reg {
 pub mod svc_flags {
     /// The packet goes back to the pod it came from (hairpin): `output:in_port`.
     pub const HAIRPIN: u32 = 0x1;
+    /// The source MAC was rewritten to the gateway's (a routed, load-balanced
+    /// packet): `normal` must not learn the gateway MAC on the pod's port.
+    pub const ROUTED: u32 = 0x2;
 }
 
 /// Values of [`reg::PORT_KIND`].

@@ -111,6 +111,15 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     it.next().is_none().then_some(m)
 }
 
+/// The MAC the CNI plugin gives a pod with IPv4 address `ip`: `0a:58:a.b.c.d`.
+fn derived_mac(ip: u128, v6: bool) -> Option<[u8; 6]> {
+    if v6 {
+        return None;
+    }
+    let [a, b, c, d] = (ip as u32).to_be_bytes();
+    Some([0x0a, 0x58, a, b, c, d])
+}
+
 fn proto_num(p: Protocol) -> u8 {
     match p {
         Protocol::TCP => 6,
@@ -362,10 +371,15 @@ impl ServiceRealizer {
                             (Some(e), Some(n)) => e == n,
                             _ => pod.is_some_and(|p| p.local),
                         };
-                        let mac = pod
-                            .filter(|_| local)
-                            .and_then(|p| p.mac.as_deref())
-                            .and_then(parse_mac);
+                        // The CNI plugin gives every pod `0a:58:` + its IPv4
+                        // address; a `vswitch.dev/mac` annotation overrides it.
+                        let mac = if local {
+                            pod.and_then(|p| p.mac.as_deref())
+                                .and_then(parse_mac)
+                                .or_else(|| derived_mac(ip, v6))
+                        } else {
+                            None
+                        };
                         backends.push((format!("{a}:{tp}"), ip, tp, local, mac));
                     }
                 }
@@ -680,5 +694,21 @@ impl Realizer for ServiceRealizer {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_endpoint_mac_follows_its_ipv4_address() {
+        let ip = parse_ip("10.250.0.21").unwrap_or_default();
+        assert_eq!(derived_mac(ip, false), Some([0x0a, 0x58, 10, 250, 0, 21]));
+        assert_eq!(derived_mac(1, true), None);
+        assert_eq!(
+            parse_mac("0a:58:0a:fa:00:15"),
+            Some([0x0a, 0x58, 10, 250, 0, 21])
+        );
     }
 }

@@ -297,6 +297,14 @@ impl Worker {
             return self.drop_frame(f, DropReason::BadSrcMac, tally);
         }
         let skey = src | (vlan << 48);
+        // A load-balanced packet carries the gateway's MAC as source: not the
+        // sender's, so not learned (it would pull the gateway MAC onto a pod port).
+        let routed = crate::flow::layout::reg::SVC_FLAGS.get(key)
+            & u128::from(crate::flow::layout::svc_flags::ROUTED)
+            != 0;
+        if routed {
+            return self.forward_by_dst(f, key, dst, vlan, in_port, tally, now);
+        }
         match self.macs.learn(skey, in_port, now) {
             Learned::Refreshed => {}
             Learned::New => WorkerCounters::add(&self.links.counters.mac_learned, 1),
@@ -314,6 +322,20 @@ impl Worker {
                 seen: now,
             });
         }
+        self.forward_by_dst(f, key, dst, vlan, in_port, tally, now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_by_dst(
+        &mut self,
+        f: Frame,
+        _key: &Key,
+        dst: u64,
+        vlan: u64,
+        in_port: u32,
+        tally: &mut DropTally,
+        now: u64,
+    ) {
         if (dst >> 40) & 1 != 0 {
             self.flooded += 1;
             return self.flood(f, in_port, tally);

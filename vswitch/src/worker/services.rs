@@ -122,6 +122,11 @@ impl Worker {
             {
                 return false;
             }
+            if src.is_some() {
+                let flags = crate::flow::layout::reg::SVC_FLAGS;
+                let v = flags.get(k) | u128::from(crate::flow::layout::svc_flags::ROUTED);
+                flags.set(k, v);
+            }
         }
         true
     }
