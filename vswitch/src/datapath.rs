@@ -118,6 +118,7 @@ pub struct Datapath {
     ports_vanished: u64,
     flows: FlowTables,
     epoch: Instant,
+    tunnel: Arc<crate::overlay::TunnelParams>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -147,6 +148,9 @@ impl Datapath {
             }
         }
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
+        let tunnel = Arc::new(crate::overlay::TunnelParams::new(
+            crate::overlay::TunnelConfig::default(),
+        ));
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -182,6 +186,7 @@ impl Datapath {
                 pipeline: reader.clone(),
                 cache_config: CacheConfig::default(),
                 cache_counters: cache_counters.clone(),
+                tunnel: tunnel.clone(),
                 snapshot: snapshot.clone(),
                 commands: cmd_rx,
                 waker: wakers[id].clone(),
@@ -237,6 +242,7 @@ impl Datapath {
             ports_vanished: 0,
             flows,
             epoch,
+            tunnel,
         })
     }
 
@@ -246,6 +252,11 @@ impl Datapath {
     }
 
     /// Applies a bundle of flow and group changes atomically (all or nothing).
+    /// The tunnel settings every worker reads (set by the overlay realizer).
+    pub fn tunnel(&self) -> &crate::overlay::TunnelParams {
+        &self.tunnel
+    }
+
     pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
         let now = self.now_ns();
         self.flows.apply(mods, now)

@@ -88,6 +88,8 @@ pub struct WorkerLinks {
     pub pipeline: PipelineReader,
     pub cache_config: CacheConfig,
     pub cache_counters: Arc<CacheCounters>,
+    /// Tunnel settings (UDP port, VNI, MTU, gateway) the overlay realizer sets.
+    pub tunnel: Arc<crate::overlay::TunnelParams>,
 }
 
 struct Slot {
@@ -133,6 +135,8 @@ pub struct Worker {
     recirc: Vec<exec::Recirc>,
     /// Frames flooded in the current batch.
     flooded: u64,
+    /// Source MAC of the frame in the pipeline as it was received.
+    ingress_src: u64,
 }
 
 impl Worker {
@@ -165,6 +169,7 @@ impl Worker {
             punt: punt::PuntLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
+            ingress_src: 0,
         }
     }
 
