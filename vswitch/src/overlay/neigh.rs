@@ -206,7 +206,10 @@ mod tests {
     fn route_get_gateway_or_onlink() {
         let d = Ipv4Addr::new(198, 51, 100, 7);
         assert_eq!(
-            parse_route_get("198.51.100.7 via 192.0.2.254 dev up0 src 192.0.2.1 uid 0", d),
+            parse_route_get(
+                "198.51.100.7 via 192.0.2.254 dev up0 src 192.0.2.1 uid 0",
+                d
+            ),
             Ipv4Addr::new(192, 0, 2, 254)
         );
         assert_eq!(parse_route_get("198.51.100.7 dev up0 src 192.0.2.1", d), d);

@@ -295,7 +295,10 @@ pub fn frag_needed(
         return None;
     }
     let proto = f[ETH + 9];
-    if proto == 1 && f.get(ETH + ihl).is_none_or(|t| ![0u8, 8, 13, 15].contains(t)) {
+    if proto == 1
+        && f.get(ETH + ihl)
+            .is_none_or(|t| ![0u8, 8, 13, 15].contains(t))
+    {
         return None; // never answer an ICMP error with one
     }
     let mut sender = [0u8; 4];
@@ -547,8 +550,9 @@ mod tests {
             gw_mac: [0x0a, 0x58, 10, 0, 0, 1],
         };
         assert_eq!(TunnelParams::new(c).get(), c);
-        let ports: std::collections::HashSet<u16> =
-            (0..1000u64).map(|i| source_port(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+        let ports: std::collections::HashSet<u16> = (0..1000u64)
+            .map(|i| source_port(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
         assert!(ports.len() > 900, "{}", ports.len());
         assert!(ports.iter().all(|p| *p >= 49152));
     }

@@ -11,7 +11,7 @@ use crate::flow::field::Field;
 use crate::flow::key::{self, Key};
 use crate::flow::rewrite;
 use crate::overlay::vxlan;
-use crate::pool::{Frame, HEADROOM};
+use crate::pool::Frame;
 use vswitch_proto::DropReason;
 
 /// Recirculations one packet may go through before it is dropped.
@@ -138,7 +138,7 @@ impl Worker {
                     };
                     let len = cur.len as usize;
                     let buf = self.pool.buffer_mut(cur.idx);
-                    match vxlan::encap(buf, HEADROOM, len, &e) {
+                    match vxlan::encap(buf, 0, len, &e) {
                         Ok(n) => cur.len = n as u32,
                         Err(vxlan::EncapError::TooBig { df }) => {
                             if df {
@@ -268,7 +268,7 @@ impl Worker {
                 let t = self.links.tunnel.get();
                 let len = f.len as usize;
                 let buf = self.pool.buffer_mut(f.idx);
-                let d = match vxlan::decap(buf, HEADROOM, len, t.port, t.vni) {
+                let d = match vxlan::decap(buf, 0, len, t.port, t.vni) {
                     Ok(d) => d,
                     Err(_) => return self.drop_frame(f, DropReason::TunnelRejected, tally),
                 };
@@ -314,13 +314,15 @@ impl Worker {
         let now = self.now_ns();
         let len = f.len as usize;
         let src_mac = self.ingress_src.to_be_bytes();
-        let dst_mac = [src_mac[2], src_mac[3], src_mac[4], src_mac[5], src_mac[6], src_mac[7]];
+        let dst_mac = [
+            src_mac[2], src_mac[3], src_mac[4], src_mac[5], src_mac[6], src_mac[7],
+        ];
         let mtu = t.mtu.saturating_sub(vxlan::MTU_OVERHEAD).min(0xffff) as u16;
         let buf = self.pool.buffer_mut(f.idx);
         if !self.punt.allow(now) {
             return self.pool.free(f);
         }
-        match vxlan::frag_needed(buf, HEADROOM, len, t.gw_mac, t.gw_ip, dst_mac, mtu) {
+        match vxlan::frag_needed(buf, 0, len, t.gw_mac, t.gw_ip, dst_mac, mtu) {
             Some(n) => {
                 let mut r = f;
                 r.len = n as u32;
