@@ -157,10 +157,10 @@ pub fn next_hop(dst: Ipv4Addr) -> Ipv4Addr {
 fn parse_route_get(text: &str, dst: Ipv4Addr) -> Ipv4Addr {
     let mut words = text.split_whitespace();
     while let Some(w) = words.next() {
-        if w == "via" {
-            if let Some(gw) = words.next().and_then(|g| g.parse().ok()) {
-                return gw;
-            }
+        if w == "via"
+            && let Some(gw) = words.next().and_then(|g| g.parse().ok())
+        {
+            return gw;
         }
     }
     dst

@@ -490,7 +490,7 @@ mod tests {
             b[START + i] ^= 0xff;
             let _ = decap(&mut b, START, n, DEFAULT_PORT, 0x123456);
         }
-        assert!(decap(&mut vec![0u8; 10], 5, 100, DEFAULT_PORT, 1).is_err());
+        assert!(decap(&mut [0u8; 10], 5, 100, DEFAULT_PORT, 1).is_err());
     }
 
     #[test]
