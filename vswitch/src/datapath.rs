@@ -408,6 +408,18 @@ impl Datapath {
         Ok(info)
     }
 
+    /// Names the pod a port belongs to (memory ports in tests; `add_port` takes it
+    /// from its parameters).
+    pub fn set_port_pod(
+        &mut self,
+        name: &str,
+        pod: Option<vswitch_proto::PodRef>,
+    ) -> Option<PortInfo> {
+        let rec = self.ports.get_mut(name)?;
+        rec.info.pod = pod;
+        Some(rec.info.clone())
+    }
+
     /// Attaches an in-process memory port (tests and benchmarks).
     pub fn add_memory_port(
         &mut self,

@@ -7,6 +7,7 @@
 //!   neighbour table (nothing per packet).
 
 pub mod neigh;
+pub mod node;
 pub mod vxlan;
 
 pub use vxlan::{TunnelConfig, TunnelParams};
