@@ -10,6 +10,11 @@
 //! [bridge]
 //! mac_aging_s = 300
 //! mac_table_size = 8192
+//!
+//! [overlay]
+//! mode = "vxlan"          # or "flannel": UDP 8472, VNI 1 (flannel's vxlan backend)
+//! port = 4789             # VXLAN UDP port (default: 4789, 8472 in flannel mode)
+//! vni = 1
 //! ```
 
 use crate::DatapathConfig;
@@ -22,6 +27,36 @@ use std::time::Duration;
 pub struct DaemonConfig {
     pub datapath: DatapathSection,
     pub bridge: BridgeSection,
+    pub overlay: OverlaySection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlaySection {
+    /// `vxlan` (default) or `flannel`.
+    pub mode: Option<String>,
+    pub port: Option<u16>,
+    pub vni: Option<u32>,
+}
+
+impl OverlaySection {
+    /// The realizer's settings.
+    pub fn config(&self) -> Result<crate::overlay::node::OverlayConfig, String> {
+        use crate::overlay::node::OverlayConfig;
+        let base = match self.mode.as_deref() {
+            None | Some("vxlan") => OverlayConfig::default(),
+            Some("flannel") => OverlayConfig::flannel(),
+            Some(m) => return Err(format!("overlay.mode = '{m}' (expected vxlan or flannel)")),
+        };
+        let vni = self.vni.unwrap_or(base.vni);
+        if vni >= 1 << 24 {
+            return Err(format!("overlay.vni = {vni} does not fit 24 bits"));
+        }
+        Ok(OverlayConfig {
+            port: self.port.unwrap_or(base.port),
+            vni,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -93,6 +128,7 @@ impl DaemonConfig {
         if self.bridge.mac_aging_s == 0 {
             return Err("bridge.mac_aging_s must be at least 1".into());
         }
+        self.overlay.config()?;
         Ok(())
     }
 
