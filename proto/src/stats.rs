@@ -77,6 +77,12 @@ drop_reasons! {
     ActionFailed => action_failed,
     /// Conntrack marked the packet invalid and the pipeline dropped it.
     CtInvalid => ct_invalid,
+    /// VXLAN that is not ours: from an address that is no known node, to another
+    /// UDP port or VNI, fragmented, or with a bad VXLAN header.
+    TunnelRejected => tunnel_rejected,
+    /// Too big for the tunnel once encapsulated; with DF set the sender got an ICMP
+    /// fragmentation-needed from the gateway (counted here all the same).
+    TunnelTooBig => tunnel_too_big,
 }
 
 /// Parameters of `stats`.

@@ -28,6 +28,10 @@
 //! [services]
 //! zone = 1                 # conntrack zone of pod and service traffic
 //! maglev_table_size = 16381  # prime
+//! [overlay]
+//! mode = "vxlan"          # or "flannel": UDP 8472, VNI 1 (flannel's vxlan backend)
+//! port = 4789             # VXLAN UDP port (default: 4789, 8472 in flannel mode)
+//! vni = 1
 //! ```
 
 use crate::DatapathConfig;
@@ -42,6 +46,36 @@ pub struct DaemonConfig {
     pub bridge: BridgeSection,
     pub conntrack: crate::conntrack::CtConfig,
     pub services: crate::services::realize::ServicesConfig,
+    pub overlay: OverlaySection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlaySection {
+    /// `vxlan` (default) or `flannel`.
+    pub mode: Option<String>,
+    pub port: Option<u16>,
+    pub vni: Option<u32>,
+}
+
+impl OverlaySection {
+    /// The realizer's settings.
+    pub fn config(&self) -> Result<crate::overlay::node::OverlayConfig, String> {
+        use crate::overlay::node::OverlayConfig;
+        let base = match self.mode.as_deref() {
+            None | Some("vxlan") => OverlayConfig::default(),
+            Some("flannel") => OverlayConfig::flannel(),
+            Some(m) => return Err(format!("overlay.mode = '{m}' (expected vxlan or flannel)")),
+        };
+        let vni = self.vni.unwrap_or(base.vni);
+        if vni >= 1 << 24 {
+            return Err(format!("overlay.vni = {vni} does not fit 24 bits"));
+        }
+        Ok(OverlayConfig {
+            port: self.port.unwrap_or(base.port),
+            vni,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -115,6 +149,7 @@ impl DaemonConfig {
         }
         self.conntrack.validate()?;
         self.services.validate()?;
+        self.overlay.config()?;
         Ok(())
     }
 

@@ -161,6 +161,7 @@ impl Handler for Daemon {
         }
         let before = self.dp.ports();
         let ch = self.dp.check_links();
+        self.desired.tick(&mut self.dp);
         if !ch.removed.is_empty() {
             self.save();
         }

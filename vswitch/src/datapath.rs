@@ -126,6 +126,7 @@ pub struct Datapath {
     epoch: Instant,
     conntrack: Arc<crate::conntrack::Conntrack>,
     services: crate::services::SharedLb,
+    tunnel: Arc<crate::overlay::TunnelParams>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -157,6 +158,9 @@ impl Datapath {
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
         let conntrack = Arc::new(crate::conntrack::Conntrack::new(cfg.conntrack));
         let services = crate::services::lb::new_shared();
+        let tunnel = Arc::new(crate::overlay::TunnelParams::new(
+            crate::overlay::TunnelConfig::default(),
+        ));
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -194,6 +198,7 @@ impl Datapath {
                 services: services.clone(),
                 cache_config: CacheConfig::default(),
                 cache_counters: cache_counters.clone(),
+                tunnel: tunnel.clone(),
                 snapshot: snapshot.clone(),
                 commands: cmd_rx,
                 waker: wakers[id].clone(),
@@ -251,6 +256,7 @@ impl Datapath {
             epoch,
             conntrack,
             services,
+            tunnel,
         })
     }
 
@@ -260,6 +266,11 @@ impl Datapath {
     }
 
     /// Applies a bundle of flow and group changes atomically (all or nothing).
+    /// The tunnel settings every worker reads (set by the overlay realizer).
+    pub fn tunnel(&self) -> &crate::overlay::TunnelParams {
+        &self.tunnel
+    }
+
     pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
         let now = self.now_ns();
         self.flows.apply(mods, now)
@@ -424,6 +435,18 @@ impl Datapath {
             }
         }
         Ok(info)
+    }
+
+    /// Names the pod a port belongs to (memory ports in tests; `add_port` takes it
+    /// from its parameters).
+    pub fn set_port_pod(
+        &mut self,
+        name: &str,
+        pod: Option<vswitch_proto::PodRef>,
+    ) -> Option<PortInfo> {
+        let rec = self.ports.get_mut(name)?;
+        rec.info.pod = pod;
+        Some(rec.info.clone())
     }
 
     /// Attaches an in-process memory port (tests and benchmarks).

@@ -283,6 +283,18 @@ impl DesiredStore {
         }
     }
 
+    /// The realizers' timers (about once a second).
+    pub fn tick(&mut self, dp: &mut crate::Datapath) {
+        let ports = dp.ports();
+        let mut ctx = RealizeCtx {
+            ports: &ports,
+            dp: Some(dp),
+        };
+        for r in &mut self.realizers {
+            r.tick(&self.state, &mut ctx);
+        }
+    }
+
     fn check(&self, obj: &Object) -> Result<(), String> {
         self.realizers
             .iter()

@@ -51,7 +51,11 @@ fn run(args: Args) -> Result<(), String> {
     let mut daemon = Daemon::new(dp, Some(store));
     let (restored, skipped) = daemon.restore();
     // Ports first: restored desired state links to the ports it finds.
-    let mut daemon = daemon.with_desired(DesiredStore::new(Some(&args.state_dir)));
+    let overlay = cfg.overlay.config()?;
+    let mut daemon = daemon.with_desired(
+        DesiredStore::new(Some(&args.state_dir))
+            .with_realizers(vswitch::desired::realize::chain(overlay)),
+    );
     tracing::info!(socket = %args.socket.display(), restored, skipped, "vswitchd ready");
     let served = server.run(&mut daemon, &shutdown);
     tracing::info!("shutting down");

@@ -59,6 +59,9 @@ pub trait Realizer {
         _ctx: &mut RealizeCtx<'_>,
     ) {
     }
+
+    /// Called about once a second by the daemon (timers: neighbour refresh).
+    fn tick(&mut self, _state: &DesiredState, _ctx: &mut RealizeCtx<'_>) {}
 }
 
 /// Field checks of `vswitch_proto::validate`, and at most one LocalNode.
@@ -151,6 +154,11 @@ impl Realizer for LocalNodeLog {
 
 /// The realizers a daemon runs, in order.
 pub fn default_chain() -> Vec<Box<dyn Realizer>> {
+    chain(crate::overlay::node::OverlayConfig::default())
+}
+
+/// The default chain with these overlay settings.
+pub fn chain(overlay: crate::overlay::node::OverlayConfig) -> Vec<Box<dyn Realizer>> {
     vec![
         Box::new(Validator),
         Box::new(LocalNodeLog),
@@ -158,5 +166,6 @@ pub fn default_chain() -> Vec<Box<dyn Realizer>> {
         Box::new(crate::services::realize::ServiceRealizer::new(
             crate::services::realize::ServicesConfig::default(),
         )),
+        Box::new(crate::overlay::node::NodeNetwork::new(overlay)),
     ]
 }

@@ -258,6 +258,8 @@ impl Ctx<'_> {
                     });
                 }
                 Action::Decap { table: t } => {
+                    // Registers loaded before decap travel with the inner frame.
+                    self.flush_meta();
                     self.emit(DpAction::Decap {
                         recirc: u32::from(*t) + 1,
                     });

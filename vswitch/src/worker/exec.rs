@@ -10,6 +10,7 @@ use crate::flow::extract::{self, Offsets};
 use crate::flow::field::Field;
 use crate::flow::key::{self, Key};
 use crate::flow::rewrite;
+use crate::overlay::vxlan;
 use crate::pool::Frame;
 use vswitch_proto::DropReason;
 
@@ -70,6 +71,8 @@ impl Worker {
         now: u64,
         tally: &mut DropTally,
     ) {
+        // The sender's MAC as received: where an ICMP error for this packet goes.
+        self.ingress_src = Field::EthSrc.get(&key) as u64;
         let id = self.cache.lookup(&key);
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
@@ -122,6 +125,35 @@ impl Worker {
                     if rewrite::dec_ttl(self.pool.data_mut(&cur), &o, Some(key)).is_err() {
                         return self.drop_frame(cur, DropReason::TtlExpired, tally);
                     }
+                }
+                DpAction::Encap { vni, src, dst } => {
+                    let t = self.links.tunnel.get();
+                    let e = vxlan::Encap {
+                        vni: *vni as u32,
+                        src: *src,
+                        dst: *dst,
+                        port: t.port,
+                        sport: vxlan::source_port(self.flow_hash(key)),
+                        mtu: t.mtu,
+                    };
+                    let len = cur.len as usize;
+                    let buf = self.pool.buffer_mut(cur.idx);
+                    match vxlan::encap(buf, 0, len, &e) {
+                        Ok(n) => cur.len = n as u32,
+                        Err(vxlan::EncapError::TooBig { df }) => {
+                            if df {
+                                self.frag_needed(cur, key, &t, tally);
+                            } else {
+                                self.drop_frame(cur, DropReason::TunnelTooBig, tally);
+                            }
+                            return;
+                        }
+                        Err(vxlan::EncapError::NoRoom) => {
+                            return self.drop_frame(cur, DropReason::ActionFailed, tally);
+                        }
+                    }
+                    // The outer frame: the flows' next set_field (outer MACs) re-parses it.
+                    off = None;
                 }
                 DpAction::PushVlan(_) | DpAction::PopVlan => {
                     let Some(mut o) = self.offsets(&cur, key, &mut off) else {
@@ -272,11 +304,71 @@ impl Worker {
                 }
                 self.output(f, in_port, tally);
             }
-            DpAction::Encap { .. } | DpAction::Decap { .. } => {
-                // Tunnels are realised by the overlay (see docs/pipeline.md).
-                self.drop_frame(f, DropReason::ActionFailed, tally);
+            DpAction::Decap { recirc } => {
+                let t = self.links.tunnel.get();
+                let len = f.len as usize;
+                let buf = self.pool.buffer_mut(f.idx);
+                let d = match vxlan::decap(buf, 0, len, t.port, t.vni) {
+                    Ok(d) => d,
+                    Err(_) => return self.drop_frame(f, DropReason::TunnelRejected, tally),
+                };
+                let mut inner = f;
+                inner.len = d.len as u32;
+                let mut k = Key::ZERO;
+                let off = match extract::extract(self.pool.data(&inner), in_port, &mut k) {
+                    Ok(o) => o,
+                    Err(_) => return self.drop_frame(inner, DropReason::Malformed, tally),
+                };
+                // Registers and metadata set before decap travel; conntrack starts afresh.
+                k.0[key::W_REGS..=key::W_METADATA]
+                    .copy_from_slice(&key.0[key::W_REGS..=key::W_METADATA]);
+                Field::TunId.set_masked(&mut k, u128::from(d.vni), u128::MAX);
+                Field::TunSrc.set_masked(&mut k, u128::from(d.src), u128::MAX);
+                Field::TunDst.set_masked(&mut k, u128::from(d.dst), u128::MAX);
+                k.set_recirc_id(*recirc);
+                self.recirc.push(Recirc {
+                    frame: inner,
+                    key: k,
+                    off: Some(off),
+                    depth: depth + 1,
+                });
             }
             _ => self.pool.free(f),
+        }
+    }
+
+    /// Hash of the inner flow (addresses, protocol, ports) for the outer UDP
+    /// source port: one flow, one underlay path.
+    #[inline]
+    fn flow_hash(&self, key: &Key) -> u64 {
+        let a = key.0[key::W_NW] ^ key.0[key::W_TP].rotate_left(17) ^ key.0[key::W_ETH_SRC] >> 48;
+        let h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+
+    /// A packet too big for the tunnel with DF set: the gateway answers with ICMP
+    /// fragmentation-needed out of the ingress port (path MTU discovery), rate
+    /// limited like the other punt handlers. The drop is counted either way.
+    fn frag_needed(&mut self, f: Frame, key: &Key, t: &vxlan::TunnelConfig, tally: &mut DropTally) {
+        tally.counts[DropReason::TunnelTooBig as usize] += 1;
+        let now = self.now_ns();
+        let len = f.len as usize;
+        let src_mac = self.ingress_src.to_be_bytes();
+        let dst_mac = [
+            src_mac[2], src_mac[3], src_mac[4], src_mac[5], src_mac[6], src_mac[7],
+        ];
+        let mtu = t.mtu.saturating_sub(vxlan::MTU_OVERHEAD).min(0xffff) as u16;
+        let buf = self.pool.buffer_mut(f.idx);
+        if !self.punt.allow(now) {
+            return self.pool.free(f);
+        }
+        match vxlan::frag_needed(buf, 0, len, t.gw_mac, t.gw_ip, dst_mac, mtu) {
+            Some(n) => {
+                let mut r = f;
+                r.len = n as u32;
+                self.output(r, key.in_port(), tally);
+            }
+            None => self.pool.free(f),
         }
     }
 

@@ -94,6 +94,8 @@ pub struct WorkerLinks {
     pub conntrack: Arc<Conntrack>,
     /// Service load-balancing state (Maglev tables), published by the control thread.
     pub services: crate::services::SharedLb,
+    /// Tunnel settings (UDP port, VNI, MTU, gateway) the overlay realizer sets.
+    pub tunnel: Arc<crate::overlay::TunnelParams>,
 }
 
 struct Slot {
@@ -139,6 +141,8 @@ pub struct Worker {
     recirc: Vec<exec::Recirc>,
     /// Frames flooded in the current batch.
     flooded: u64,
+    /// Source MAC of the frame in the pipeline as it was received.
+    ingress_src: u64,
 }
 
 impl Worker {
@@ -172,6 +176,7 @@ impl Worker {
             punt: punt::PuntLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
+            ingress_src: 0,
         }
     }
 
