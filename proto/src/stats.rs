@@ -77,6 +77,8 @@ drop_reasons! {
     ActionFailed => action_failed,
     /// Conntrack marked the packet invalid and the pipeline dropped it.
     CtInvalid => ct_invalid,
+    /// Denied by NetworkPolicy (`vsctl policies` says which policy).
+    Policy => policy,
 }
 
 /// Parameters of `stats`.

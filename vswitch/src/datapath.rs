@@ -118,6 +118,8 @@ pub struct Datapath {
     ports_vanished: u64,
     flows: FlowTables,
     epoch: Instant,
+    /// NetworkPolicy engine shared with the workers (the policy realizer publishes).
+    policy: crate::policy::SharedEngine,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -129,6 +131,7 @@ impl Datapath {
         let n = cfg.workers.len().max(1);
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let epoch = Instant::now();
+        let policy = crate::policy::shared();
         let wakers: Vec<Arc<Waker>> = (0..n)
             .map(|_| Waker::new().map(Arc::new))
             .collect::<Result<_, _>>()?;
@@ -179,6 +182,7 @@ impl Datapath {
             let counters = Arc::new(WorkerCounters::default());
             let cache_counters = Arc::new(CacheCounters::default());
             let links = WorkerLinks {
+                policy: policy.clone(),
                 pipeline: reader.clone(),
                 cache_config: CacheConfig::default(),
                 cache_counters: cache_counters.clone(),
@@ -237,7 +241,13 @@ impl Datapath {
             ports_vanished: 0,
             flows,
             epoch,
+            policy,
         })
+    }
+
+    /// The NetworkPolicy engine workers evaluate `policy(DIR)` against.
+    pub fn policy_engine(&self) -> &crate::policy::SharedEngine {
+        &self.policy
     }
 
     /// Nanoseconds since the datapath started (the clock of flow timeouts).

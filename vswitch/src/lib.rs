@@ -13,6 +13,7 @@ pub mod desired;
 pub mod flow;
 pub mod flowctl;
 pub mod persist;
+pub mod policy;
 pub mod pool;
 pub mod port;
 pub mod snapshot;

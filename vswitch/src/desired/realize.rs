@@ -10,6 +10,9 @@
 //! - [`PodLinker`] links pods to the ports whose `PodRef` names them, which
 //!   `list_ports` shows (`pod_link`).
 
+pub mod ct_base;
+pub mod policy;
+
 use std::collections::BTreeMap;
 use vswitch_proto::model::{Kind, LocalNode, Object, ObjectKey, Pod};
 use vswitch_proto::{ChangeSet, DesiredState, PodLink, PortInfo};
@@ -155,5 +158,6 @@ pub fn default_chain() -> Vec<Box<dyn Realizer>> {
         Box::new(Validator),
         Box::new(LocalNodeLog),
         Box::new(PodLinker),
+        Box::new(policy::PolicyRealizer::default()),
     ]
 }

@@ -52,6 +52,8 @@ pub enum DpAction {
         recirc: u32,
     },
     Punt(Punt),
+    /// NetworkPolicy verdict: drop here when denied, else go on.
+    Policy(crate::policy::Dir),
 }
 
 impl std::fmt::Display for DpAction {
@@ -111,6 +113,7 @@ impl std::fmt::Display for DpAction {
             ),
             DpAction::Decap { recirc } => write!(f, "decap,recirc(table {})", recirc - 1),
             DpAction::Punt(p) => write!(f, "punt({p:?})"),
+            DpAction::Policy(d) => write!(f, "policy({})", d.as_str()),
         }
     }
 }

@@ -171,6 +171,9 @@ pub enum Action {
         table: u8,
     },
     Punt(Punt),
+    /// `policy(ingress|egress)`: NetworkPolicy verdict for the packet's connection
+    /// (see docs/policy.md); a denied packet is dropped here, an allowed one goes on.
+    Policy(crate::policy::Dir),
     /// `note:` bytes (shown in traces; no effect).
     Note(Vec<u8>),
 }

@@ -264,6 +264,11 @@ impl Ctx<'_> {
                     return;
                 }
                 Action::Punt(p) => self.emit(DpAction::Punt(*p)),
+                Action::Policy(d) => {
+                    // Decided per packet from the key at run time: nothing to consult.
+                    self.emit(DpAction::Policy(*d));
+                    self.note(|| format!("policy({}): verdict at run time", d.as_str()));
+                }
                 Action::Note(bytes) => {
                     let text = String::from_utf8_lossy(bytes).into_owned();
                     self.note(|| format!("note: {text}"));

@@ -88,6 +88,8 @@ pub struct WorkerLinks {
     pub pipeline: PipelineReader,
     pub cache_config: CacheConfig,
     pub cache_counters: Arc<CacheCounters>,
+    /// The published NetworkPolicy engine (`policy(DIR)` actions read it).
+    pub policy: crate::policy::SharedEngine,
 }
 
 struct Slot {
@@ -129,6 +131,7 @@ pub struct Worker {
     cache: FlowCache,
     conntrack: Conntrack,
     punt: punt::PuntLimiter,
+    audit: crate::policy::audit::AuditLimiter,
     /// Frames waiting to re-enter the pipeline (after ct or decap).
     recirc: Vec<exec::Recirc>,
     /// Frames flooded in the current batch.
@@ -163,6 +166,7 @@ impl Worker {
             cache,
             conntrack: Conntrack::default(),
             punt: punt::PuntLimiter::default(),
+            audit: crate::policy::audit::AuditLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
         }
