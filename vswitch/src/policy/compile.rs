@@ -111,17 +111,21 @@ impl Compiler {
         if self.ns_labels.get(name) == Some(labels) {
             return;
         }
+        let before = self.ns_labels(name);
         self.ns_labels.insert(name.to_string(), labels.clone());
-        self.refresh_namespace(name);
+        self.refresh_namespace(name, &before);
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
+        let before = self.ns_labels(name);
         if self.ns_labels.remove(name).is_some() {
-            self.refresh_namespace(name);
+            self.refresh_namespace(name, &before);
         }
     }
 
-    fn refresh_namespace(&mut self, ns: &str) {
+    /// Re-evaluates every pod of `ns` against groups with namespace selectors
+    /// (`before`: the namespace's labels before the change).
+    fn refresh_namespace(&mut self, ns: &str, before: &Labels) {
         let names: Vec<String> = self
             .pods_by_ns
             .get(ns)
@@ -131,7 +135,7 @@ impl Compiler {
         for name in names {
             let key = (ns.to_string(), name);
             if let Some(rec) = self.pods.get(&key).cloned() {
-                self.regroup(&key, &labels, Some(&rec), Some(&rec));
+                self.regroup(&key, before, &labels, Some(&rec), Some(&rec));
             }
         }
     }
@@ -179,7 +183,7 @@ impl Compiler {
             }
         }
         let labels = self.ns_labels(&key.0);
-        self.regroup(&key, &labels, old.as_ref(), Some(&rec));
+        self.regroup(&key, &labels, &labels, old.as_ref(), Some(&rec));
     }
 
     pub fn remove_pod(&mut self, namespace: &str, name: &str) {
@@ -195,22 +199,23 @@ impl Compiler {
             nm.remove(ip);
         }
         let labels = self.ns_labels(namespace);
-        self.regroup(&key, &labels, Some(&old), None);
+        self.regroup(&key, &labels, &labels, Some(&old), None);
     }
 
     /// Moves a pod from its `old` to its `new` record in every group and selection.
     fn regroup(
         &mut self,
         key: &PodKey,
-        ns_labels: &Labels,
+        old_ns: &Labels,
+        new_ns: &Labels,
         old: Option<&PodRec>,
         new: Option<&PodRec>,
     ) {
         let ns = key.0.as_str();
         for gi in 0..self.groups.len() {
             let Some(g) = &self.groups[gi] else { continue };
-            let was = old.is_some_and(|o| self.group_has(g, ns, ns_labels, o));
-            let is = new.is_some_and(|n| self.group_has(g, ns, ns_labels, n));
+            let was = old.is_some_and(|o| self.group_has(g, ns, old_ns, o));
+            let is = new.is_some_and(|n| self.group_has(g, ns, new_ns, n));
             let same_ips = old.map(|o| &o.ips) == new.map(|n| &n.ips);
             if was == is && (same_ips || !is) {
                 continue;

@@ -253,3 +253,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
