@@ -17,6 +17,9 @@ PKGS=(
 	build-essential gcc clang llvm libelf-dev zlib1g-dev pkg-config m4 gcc-multilib
 	# end-to-end tests and scripts/demo.sh: namespaces, veths, offloads, kernel clients
 	iproute2 iputils-ping ethtool socat tcpdump iperf3 netcat-openbsd procps kmod python3
+	# vswitch-cni's tests: the standard CNI plugins (host-local IPAM, portmap and
+	# bandwidth to chain with) in /usr/lib/cni; iptables is listed below
+	containernetworking-plugins
 	# the packets-per-second bench (shared/bench/install.sh): libxdp/libbpf headers for
 	# its generator, bpftool, and the peers it compares against (iptables, Open vSwitch)
 	libxdp-dev libbpf-dev bpftool iptables openvswitch-switch util-linux

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-/// Where `vswitchd` and `vsctl` are looked up.
+/// Where `vswitchd`, `vsctl` and `vswitch-cni` are looked up.
 pub fn bin_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("VSWITCH_BIN_DIR") {
         return Ok(PathBuf::from(d));

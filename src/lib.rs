@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod cmd;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod frames;

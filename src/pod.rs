@@ -324,8 +324,14 @@ pub const TCP_STALL: Duration = Duration::from_secs(20);
 /// Sends `bytes` bytes over TCP from `from` to `to` with the kernel's TCP stacks in the
 /// two pod namespaces, and checks that exactly those bytes (count and content) arrive.
 pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64) -> Result<Transfer> {
+    tcp_transfer_ns(&from.ns, &to.ns, to.ip, bytes)
+}
+
+/// [`tcp_transfer`] between any two namespaces, `to_ip` being an address of `to`
+/// (pods made by a CNI plugin rather than by [`Pod::new`]).
+pub fn tcp_transfer_ns(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let receiver = to.ns.spawn_in(move || {
+    let receiver = to.spawn_in(move || {
         let l = TcpListener::bind("0.0.0.0:0").map_err(|e| err!("bind: {e}"))?;
         let port = l.local_addr()?.port();
         let _ = port_tx.send(port);
@@ -364,8 +370,8 @@ pub fn tcp_transfer(from: &Pod, to: &Pod, bytes: u64) -> Result<Transfer> {
     let port = port_rx
         .recv_timeout(Duration::from_secs(10))
         .map_err(|_| err!("receiver did not start"))?;
-    let dst = SocketAddr::from((to.ip, port));
-    let sent = from.ns.enter(move || {
+    let dst = SocketAddr::from((to_ip, port));
+    let sent = from.enter(move || {
         let start = Instant::now();
         let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
             .map_err(|e| err!("connect {dst}: {e}"))?;

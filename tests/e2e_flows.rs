@@ -117,6 +117,24 @@ fn flows_steer_traffic() {
         .vsctl(&["add-flow", "table=0,tcp,tp_dst=70000 actions=drop"])
         .expect_err("out of range refused");
     assert!(e.to_string().contains("70000"), "{e}");
+    // A bundle from a file with one bad line applies nothing.
+    let dir = vswitch_suite::TempDir::new("flows").expect("tempdir");
+    let file = dir.path().join("bundle.flows");
+    std::fs::write(
+        &file,
+        format!(
+            "# two good flows and a bad one\n\
+             table=0,priority=300,in_port={s0},udp,tp_dst=7 actions=drop\n\
+             table=0,priority=300,in_port={s0},udp,tp_dst=9 actions=drop\n\
+             table=0,priority=300,in_port={s0},udp,tp_dst=11 actions=goto_table:0\n"
+        ),
+    )
+    .expect("write bundle");
+    let e = t
+        .daemon
+        .vsctl(&["add-flows", &file.to_string_lossy()])
+        .expect_err("bundle with a backward goto refused");
+    assert!(e.to_string().contains("change 3"), "{e}");
     let after = t.daemon.vsctl(&["dump-flows"]).expect("dump");
     let strip = |s: &str| {
         s.lines()

@@ -159,6 +159,13 @@ impl Client {
         self.decode(v)
     }
 
+    /// Attaches a port with every parameter the protocol has (the CNI plugin
+    /// passes the pod the port belongs to).
+    pub fn add_port_with(&mut self, params: AddPortParams) -> Result<PortInfo, CallError> {
+        let v = self.call(Op::AddPort(params))?;
+        self.decode(v)
+    }
+
     /// Detaches port `name`.
     pub fn del_port(&mut self, name: &str) -> Result<(), CallError> {
         self.call(Op::DelPort(DelPortParams {

@@ -193,7 +193,10 @@ fn plural(n: usize) -> &'static str {
 
 /// `dump-flows`: one OVS-style line per flow.
 pub fn dump_flows(flows: &[vswitch_proto::FlowEntry]) -> String {
-    flows.iter().map(|f| format!(" {}\n", f.text)).collect()
+    flows
+        .iter()
+        .map(|f| format!(" {}\n", f.text.trim_start()))
+        .collect()
 }
 
 /// What a bundle did, in one line.
@@ -224,7 +227,7 @@ pub fn trace(t: &vswitch_proto::TraceReply) -> String {
         let pad = "    ".repeat(step.depth as usize);
         s.push_str(&format!("{pad}table {}:\n", step.table));
         match &step.flow {
-            Some(f) => s.push_str(&format!("{pad}  matched: {f}\n")),
+            Some(f) => s.push_str(&format!("{pad}  matched: {}\n", f.trim_start())),
             None => s.push_str(&format!("{pad}  no match\n")),
         }
         for n in &step.notes {

@@ -10,6 +10,24 @@
 //! [bridge]
 //! mac_aging_s = 300
 //! mac_table_size = 8192
+//!
+//! [conntrack]
+//! max_entries = 1048576
+//! [conntrack.timeouts]     # seconds (docs/services.md)
+//! tcp_syn_sent = 30
+//! tcp_syn_recv = 30
+//! tcp_established = 86400
+//! tcp_fin_wait = 120
+//! tcp_close_wait = 60
+//! tcp_time_wait = 30
+//! tcp_close = 10
+//! udp_unreplied = 30
+//! udp_assured = 180
+//! icmp = 30
+//!
+//! [services]
+//! zone = 1                 # conntrack zone of pod and service traffic
+//! maglev_table_size = 16381  # prime
 //! ```
 
 use crate::DatapathConfig;
@@ -22,6 +40,8 @@ use std::time::Duration;
 pub struct DaemonConfig {
     pub datapath: DatapathSection,
     pub bridge: BridgeSection,
+    pub conntrack: crate::conntrack::CtConfig,
+    pub services: crate::services::realize::ServicesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -93,6 +113,8 @@ impl DaemonConfig {
         if self.bridge.mac_aging_s == 0 {
             return Err("bridge.mac_aging_s must be at least 1".into());
         }
+        self.conntrack.validate()?;
+        self.services.validate()?;
         Ok(())
     }
 
@@ -107,6 +129,8 @@ impl DaemonConfig {
             max_sleep: Duration::from_millis(self.datapath.max_sleep_ms),
             use_umem: self.datapath.afxdp,
             threaded: true,
+            conntrack: self.conntrack,
+            services: self.services,
         }
     }
 }

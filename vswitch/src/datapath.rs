@@ -49,6 +49,10 @@ pub struct DatapathConfig {
     /// Run workers on their own threads (false: the caller drives `run_once`,
     /// which is how in-process tests and micro benchmarks work).
     pub threaded: bool,
+    /// Connection table size and timeouts.
+    pub conntrack: crate::conntrack::CtConfig,
+    /// Service load balancing (zone, Maglev size).
+    pub services: crate::services::realize::ServicesConfig,
 }
 
 impl Default for DatapathConfig {
@@ -62,6 +66,8 @@ impl Default for DatapathConfig {
             max_sleep: Duration::from_millis(10),
             use_umem: true,
             threaded: true,
+            conntrack: crate::conntrack::CtConfig::default(),
+            services: crate::services::realize::ServicesConfig::default(),
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct Datapath {
     epoch: Instant,
     /// NetworkPolicy engine shared with the workers (the policy realizer publishes).
     policy: crate::policy::SharedEngine,
+    conntrack: Arc<crate::conntrack::Conntrack>,
+    services: crate::services::SharedLb,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -150,6 +158,8 @@ impl Datapath {
             }
         }
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
+        let conntrack = Arc::new(crate::conntrack::Conntrack::new(cfg.conntrack));
+        let services = crate::services::lb::new_shared();
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -184,6 +194,8 @@ impl Datapath {
             let links = WorkerLinks {
                 policy: policy.clone(),
                 pipeline: reader.clone(),
+                conntrack: conntrack.clone(),
+                services: services.clone(),
                 cache_config: CacheConfig::default(),
                 cache_counters: cache_counters.clone(),
                 snapshot: snapshot.clone(),
@@ -242,6 +254,8 @@ impl Datapath {
             flows,
             epoch,
             policy,
+            conntrack,
+            services,
         })
     }
 
@@ -259,6 +273,21 @@ impl Datapath {
     pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
         let now = self.now_ns();
         self.flows.apply(mods, now)
+    }
+
+    /// The connection table the workers share.
+    pub fn conntrack(&self) -> &crate::conntrack::Conntrack {
+        &self.conntrack
+    }
+
+    /// The service frontends workers load-balance with now.
+    pub fn services(&self) -> Arc<crate::services::LbTable> {
+        self.services.load_full()
+    }
+
+    /// Publishes a new frontend map (workers pick it up on their next packet).
+    pub fn publish_services(&mut self, t: crate::services::LbTable) {
+        self.services.store(Arc::new(t));
     }
 
     /// Makes every worker push the hits its caches owe to flows, so counters read

@@ -16,6 +16,7 @@ pub mod persist;
 pub mod policy;
 pub mod pool;
 pub mod port;
+pub mod services;
 pub mod snapshot;
 pub mod wire;
 pub mod worker;

@@ -1,22 +1,29 @@
-//! Connection tracking behind the `ct` action.
+//! Connection tracking behind the `ct` action and the service load balancer.
 //!
-//! This is the hook the pipeline calls and the minimal engine behind it: per
-//! worker, IPv4/IPv6 TCP/UDP/ICMP connections keyed by zone and 5-tuple, committed
-//! by `ct(commit)`, reporting `+trk` with `+new`/`+est`/`+rpl` and the stored
-//! mark and label. The full engine (TCP state machine and timeouts, NAT, ICMP
-//! errors, a table shared by all workers, bounded with eviction) is the Services
-//! work; its interface is this one.
+//! One table shared by all workers ([`table::CtTable`]: sharded, bounded,
+//! incrementally expired), so the two directions of a connection may arrive on
+//! different workers. Per protocol: TCP runs the state machine of [`tcp`] with
+//! per-state timeouts, UDP/SCTP are unreplied or assured, ICMP echo is keyed by
+//! its identifier, and ICMP errors are related (`+rel`) to the connection whose
+//! header they quote. NAT is stored per connection: packets in the original
+//! direction get the reply tuple's inverse, replies get the original's inverse.
+
+pub mod config;
+pub mod icmp;
+pub mod table;
+pub mod tcp;
+pub mod tuple;
+
+pub use config::{CtConfig, Timeouts};
+pub use table::{Conn, CtTable, cflag};
+pub use tuple::Tuple;
 
 use crate::flow::field::{Field, ip_proto};
 use crate::flow::key::{Key, ct_state};
-use crate::flow::spec::NatSpec;
-use std::collections::HashMap;
-
-/// Most connections one worker's minimal table holds; beyond it commits fail
-/// (the packet still gets `+trk+new`).
-const MAX_ENTRIES: usize = 65536;
-/// A connection not seen for this long is forgotten.
-const IDLE_NS: u64 = 120_000_000_000;
+use crate::flow::spec::{NatKind, NatSpec};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use tcp::{Step, TcpState};
 
 /// What one `ct` action asks for.
 pub struct CtRequest<'a> {
@@ -27,115 +34,106 @@ pub struct CtRequest<'a> {
     pub set_label: Option<(u128, u128)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ConnKey {
-    zone: u16,
-    proto: u8,
-    src: u128,
-    dst: u128,
-    sport: u16,
-    dport: u16,
+/// What the executor read from the frame besides the key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PacketInfo {
+    /// ICMP echo identifier (request or reply).
+    pub icmp_id: Option<u16>,
+    /// For an ICMP error: the quoted packet's tuple as carried (zone unset).
+    pub icmp_inner: Option<Tuple>,
 }
 
-impl ConnKey {
-    fn reversed(&self) -> ConnKey {
-        ConnKey {
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-            ..*self
-        }
-    }
+/// New (address, port) values to write into a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Xlate {
+    pub src: Option<(u128, u16)>,
+    pub dst: Option<(u128, u16)>,
 }
 
-#[derive(Debug, Clone)]
-struct Conn {
-    seen_reply: bool,
-    mark: u32,
-    label: u128,
-    last_ns: u64,
-}
-
-#[derive(Default)]
-pub struct Conntrack {
-    conns: HashMap<ConnKey, Conn>,
-}
-
-impl Conntrack {
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
+impl Xlate {
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.src.is_none() && self.dst.is_none()
     }
+}
 
-    /// Tracks the packet described by `key`, setting its ct_* fields.
-    pub fn process(&mut self, key: &mut Key, req: &CtRequest<'_>, now_ns: u64) {
-        Field::CtZone.set(key, u128::from(req.zone));
-        let Some(ck) = conn_key(key, req.zone) else {
-            // Not a protocol we track: tracked, but invalid.
-            Field::CtState.set(key, u128::from(ct_state::TRK | ct_state::INV));
-            return;
-        };
-        let mut state = ct_state::TRK;
-        let (dir_key, reply) = if self.conns.contains_key(&ck) {
-            (ck, false)
-        } else if self.conns.contains_key(&ck.reversed()) {
-            (ck.reversed(), true)
-        } else {
-            (ck, false)
-        };
-        let existing = self.conns.get_mut(&dir_key).filter(|c| {
-            // Forget idle connections lazily.
-            now_ns.saturating_sub(c.last_ns) < IDLE_NS
-        });
-        match existing {
-            Some(c) => {
-                c.last_ns = now_ns;
-                if reply {
-                    c.seen_reply = true;
-                    state |= ct_state::RPL | ct_state::EST;
-                } else if c.seen_reply {
-                    state |= ct_state::EST;
-                } else {
-                    state |= ct_state::NEW;
-                }
-                if req.commit {
-                    apply_exec(c, req);
-                }
-                Field::CtMark.set(key, u128::from(c.mark));
-                Field::CtLabel.set(key, c.label);
-            }
-            None => {
-                state |= ct_state::NEW;
-                if req.commit && self.conns.len() < MAX_ENTRIES {
-                    let mut c = Conn {
-                        seen_reply: false,
-                        mark: 0,
-                        label: 0,
-                        last_ns: now_ns,
-                    };
-                    apply_exec(&mut c, req);
-                    Field::CtMark.set(key, u128::from(c.mark));
-                    Field::CtLabel.set(key, c.label);
-                    self.conns.insert(ck, c);
-                } else {
-                    Field::CtMark.set(key, 0);
-                    Field::CtLabel.set(key, 0);
-                }
-            }
+/// What conntrack decided for one packet (the key's ct_* fields are set too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Verdict {
+    /// Header rewrite the connection's NAT asks for (applied only under `nat`).
+    pub xlate: Xlate,
+    /// For an ICMP error: the rewrite of the quoted header (its src/dst).
+    pub inner: Xlate,
+    pub hairpin: bool,
+    /// The reply direction of a NATed connection (the client's side).
+    pub reply: bool,
+    /// Frontend and endpoint index of a load-balanced connection (0: none).
+    pub service: u32,
+    pub backend: u32,
+}
+
+/// Which backend a load-balanced connection was given.
+#[derive(Debug, Clone, Copy)]
+pub struct LbChoice {
+    pub service: u32,
+    pub backend: u32,
+    pub dst: (u128, u16),
+    /// Source NAT to this address (hairpin, NodePort to a remote endpoint).
+    pub snat: Option<u128>,
+    pub hairpin: bool,
+}
+
+/// The tuple of the packet described by `key`, or `None` for what conntrack does
+/// not track (not IP, other protocols, ICMP that is neither echo nor error).
+pub fn tuple_of(key: &Key, zone: u16, info: &PacketInfo) -> Option<Tuple> {
+    let (src, dst, v6) = match key.eth_type() {
+        0x0800 => (Field::Ipv4Src.get(key), Field::Ipv4Dst.get(key), false),
+        0x86dd => (Field::Ipv6Src.get(key), Field::Ipv6Dst.get(key), true),
+        _ => return None,
+    };
+    let proto = key.ip_proto();
+    let (sport, dport) = match proto {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP => {
+            (Field::TpSrc.get(key) as u16, Field::TpDst.get(key) as u16)
         }
-        Field::CtState.set(key, u128::from(state));
-    }
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
+            let id = info.icmp_id?;
+            (id, id)
+        }
+        _ => return None,
+    };
+    Some(Tuple {
+        src: tuple::addr_words(src),
+        dst: tuple::addr_words(dst),
+        sport,
+        dport,
+        zone,
+        proto,
+        v6,
+    })
+}
 
-    /// Drops connections idle for longer than the timeout (housekeeping).
-    pub fn expire(&mut self, now_ns: u64) -> usize {
-        let before = self.conns.len();
-        self.conns
-            .retain(|_, c| now_ns.saturating_sub(c.last_ns) < IDLE_NS);
-        before - self.conns.len()
+/// The connection table plus the per-packet logic around it.
+pub struct Conntrack {
+    pub table: CtTable,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack::new(CtConfig::default())
+    }
+}
+
+fn set_ct(key: &mut Key, state: u8, c: Option<&Conn>) {
+    Field::CtState.set(key, u128::from(state));
+    match c {
+        Some(c) => {
+            Field::CtMark.set(key, u128::from(c.mark));
+            Field::CtLabel.set(key, (u128::from(c.label[0]) << 64) | u128::from(c.label[1]));
+        }
+        None => {
+            Field::CtMark.set(key, 0);
+            Field::CtLabel.set(key, 0);
+        }
     }
 }
 
@@ -144,81 +142,320 @@ fn apply_exec(c: &mut Conn, req: &CtRequest<'_>) {
         c.mark = (c.mark & !m) | (v & m);
     }
     if let Some((v, m)) = req.set_label {
-        c.label = (c.label & !m) | (v & m);
+        let l = (u128::from(c.label[0]) << 64) | u128::from(c.label[1]);
+        let l = (l & !m) | (v & m);
+        c.label = [(l >> 64) as u64, l as u64];
     }
 }
 
-fn conn_key(key: &Key, zone: u16) -> Option<ConnKey> {
-    let proto = key.ip_proto();
-    let (src, dst) = match key.eth_type() {
-        0x0800 => (Field::Ipv4Src.get(key), Field::Ipv4Dst.get(key)),
-        0x86dd => (Field::Ipv6Src.get(key), Field::Ipv6Dst.get(key)),
-        _ => return None,
-    };
-    let (sport, dport) = match proto {
-        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP => {
-            (Field::TpSrc.get(key) as u16, Field::TpDst.get(key) as u16)
+/// The rewrite that makes a packet of `c` in direction `reply` look like the
+/// other side expects.
+fn xlate_for(c: &Conn, reply: bool) -> Xlate {
+    let mut x = Xlate::default();
+    if reply {
+        // Reply (B → client or hairpin IP) becomes (VIP → client).
+        if c.has(cflag::DNAT) {
+            x.src = Some((c.orig.dst_ip(), c.orig.dport));
         }
-        // ICMP echo request/reply pair up as one connection (ids are not in the
-        // key; type alone is enough for the minimal engine).
-        ip_proto::ICMP | ip_proto::ICMPV6 => (0, 0),
-        _ => return None,
-    };
-    Some(ConnKey {
-        zone,
-        proto,
-        src,
-        dst,
-        sport,
-        dport,
-    })
+        if c.has(cflag::SNAT) {
+            x.dst = Some((c.orig.src_ip(), c.orig.sport));
+        }
+    } else {
+        if c.has(cflag::DNAT) {
+            x.dst = Some((c.reply.src_ip(), c.reply.sport));
+        }
+        if c.has(cflag::SNAT) {
+            x.src = Some((c.reply.dst_ip(), c.reply.dport));
+        }
+    }
+    x
+}
+
+fn ip_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+impl Conntrack {
+    pub fn new(config: CtConfig) -> Conntrack {
+        Conntrack {
+            table: CtTable::new(config),
+        }
+    }
+
+    fn timeout_for(&self, c: &Conn) -> u32 {
+        let t = &self.table.config.timeouts;
+        match c.orig.proto {
+            ip_proto::TCP => tcp_state(c.state).timeout_s(t),
+            ip_proto::ICMP | ip_proto::ICMPV6 => t.icmp,
+            _ if c.has(cflag::SEEN_REPLY) => t.udp_assured,
+            _ => t.udp_unreplied,
+        }
+    }
+
+    fn invalid(&self, key: &mut Key) -> Verdict {
+        self.table.counters.invalid.fetch_add(1, Ordering::Relaxed);
+        set_ct(key, ct_state::TRK | ct_state::INV, None);
+        Verdict::default()
+    }
+
+    /// Tracks the packet described by `key`, setting its ct_* fields.
+    pub fn process(
+        &self,
+        key: &mut Key,
+        req: &CtRequest<'_>,
+        info: &PacketInfo,
+        now: u64,
+    ) -> Verdict {
+        Field::CtZone.set(key, u128::from(req.zone));
+        if let Some(inner) = info.icmp_inner {
+            return self.related(key, req.zone, inner, now);
+        }
+        let Some(t) = tuple_of(key, req.zone, info) else {
+            return self.invalid(key);
+        };
+        let flags = Field::TcpFlags.get(key) as u16;
+        let is_tcp = t.proto == ip_proto::TCP;
+        let mut bad = false;
+        let mut reopen = false;
+        let found = self.table.lookup(&t, now, |c, reply| {
+            if is_tcp {
+                let fo = c.has(cflag::FIN_ORIG);
+                let fr = c.has(cflag::FIN_REPLY);
+                match tcp::step(tcp_state(c.state), flags, reply, fo, fr) {
+                    Step::Invalid => {
+                        bad = true;
+                        return true;
+                    }
+                    Step::Reopen => {
+                        reopen = true;
+                        return false;
+                    }
+                    Step::To(s) => {
+                        c.state = s as u8;
+                        if flags & tcp::flags::FIN != 0 {
+                            c.flags |= if reply {
+                                cflag::FIN_REPLY
+                            } else {
+                                cflag::FIN_ORIG
+                            };
+                        }
+                        if s == TcpState::Established && c.has(cflag::SEEN_REPLY) {
+                            c.flags |= cflag::ASSURED;
+                        }
+                    }
+                }
+            }
+            if reply {
+                c.flags |= cflag::SEEN_REPLY;
+                if !is_tcp {
+                    c.flags |= cflag::ASSURED;
+                }
+            }
+            c.last_ns = now;
+            if req.commit {
+                apply_exec(c, req);
+            }
+            c.timeout_s = self.timeout_for(c);
+            true
+        });
+        if bad {
+            return self.invalid(key);
+        }
+        if let Some(f) = found {
+            let c = &f.conn;
+            let mut st = ct_state::TRK;
+            if f.reply {
+                st |= ct_state::RPL | ct_state::EST;
+            } else if c.has(cflag::SEEN_REPLY) {
+                st |= ct_state::EST;
+            } else {
+                st |= ct_state::NEW;
+            }
+            if c.has(cflag::DNAT) {
+                st |= ct_state::DNAT;
+            }
+            if c.has(cflag::SNAT) {
+                st |= ct_state::SNAT;
+            }
+            set_ct(key, st, Some(c));
+            return Verdict {
+                xlate: xlate_for(c, f.reply),
+                inner: Xlate::default(),
+                hairpin: c.has(cflag::HAIRPIN),
+                reply: f.reply,
+                service: c.service,
+                backend: c.backend,
+            };
+        }
+        let _ = reopen;
+        // No connection: is this a valid first packet?
+        let tstate = if is_tcp {
+            match tcp::open(flags) {
+                Some(s) => s as u8,
+                None => return self.invalid(key),
+            }
+        } else {
+            0
+        };
+        if !req.commit {
+            set_ct(key, ct_state::TRK | ct_state::NEW, None);
+            return Verdict::default();
+        }
+        let mut reply = t.reversed();
+        let mut flags_c = 0;
+        if let Some(n) = req.nat {
+            match (n.kind, n.addr_min) {
+                (Some(NatKind::Dst), Some(a)) => {
+                    reply.src = tuple::addr_words(ip_u128(a));
+                    if let Some(p) = n.port_min {
+                        reply.sport = p;
+                    }
+                    flags_c |= cflag::DNAT;
+                }
+                (Some(NatKind::Src), Some(a)) => {
+                    reply.dst = tuple::addr_words(ip_u128(a));
+                    if let Some(p) = n.port_min {
+                        reply.dport = p;
+                    }
+                    flags_c |= cflag::SNAT;
+                }
+                _ => {}
+            }
+        }
+        let mut c = Conn::new(t, reply, now, 0);
+        c.state = tstate;
+        c.flags |= flags_c;
+        apply_exec(&mut c, req);
+        c.timeout_s = self.timeout_for(&c);
+        let mut st = ct_state::TRK | ct_state::NEW;
+        if self.table.insert(c) {
+            if c.has(cflag::DNAT) {
+                st |= ct_state::DNAT;
+            }
+            if c.has(cflag::SNAT) {
+                st |= ct_state::SNAT;
+            }
+            set_ct(key, st, Some(&c));
+            Verdict {
+                xlate: xlate_for(&c, false),
+                ..Verdict::default()
+            }
+        } else {
+            set_ct(key, st, None);
+            Verdict::default()
+        }
+    }
+
+    /// Commits a load-balanced connection for the packet in `key` (a new one,
+    /// already looked up) with DNAT to the chosen endpoint; returns the rewrite.
+    /// `None` when the table refused it (full of assured connections).
+    pub fn commit_lb(
+        &self,
+        key: &mut Key,
+        zone: u16,
+        info: &PacketInfo,
+        lb: &LbChoice,
+        now: u64,
+    ) -> Option<Verdict> {
+        let t = tuple_of(key, zone, info)?;
+        let flags = Field::TcpFlags.get(key) as u16;
+        let tstate = if t.proto == ip_proto::TCP {
+            tcp::open(flags)? as u8
+        } else {
+            0
+        };
+        let mut reply = t.reversed();
+        reply.src = tuple::addr_words(lb.dst.0);
+        reply.sport = lb.dst.1;
+        let mut c = Conn::new(t, reply, now, 0);
+        c.flags |= cflag::DNAT;
+        if let Some(s) = lb.snat {
+            c.reply.dst = tuple::addr_words(s);
+            c.flags |= cflag::SNAT;
+        }
+        if lb.hairpin {
+            c.flags |= cflag::HAIRPIN;
+        }
+        c.state = tstate;
+        c.service = lb.service;
+        c.backend = lb.backend;
+        c.timeout_s = self.timeout_for(&c);
+        if !self.table.insert(c) {
+            return None;
+        }
+        let mut st = ct_state::TRK | ct_state::NEW | ct_state::DNAT;
+        if lb.snat.is_some() {
+            st |= ct_state::SNAT;
+        }
+        set_ct(key, st, Some(&c));
+        Some(Verdict {
+            xlate: xlate_for(&c, false),
+            inner: Xlate::default(),
+            hairpin: lb.hairpin,
+            reply: false,
+            service: lb.service,
+            backend: lb.backend,
+        })
+    }
+
+    /// An ICMP error quoting `inner`: related to the connection of the quoted
+    /// packet. The quoted packet travelled towards the error's sender, so the
+    /// reverse of the quoted tuple is the error's own direction.
+    fn related(&self, key: &mut Key, zone: u16, mut inner: Tuple, now: u64) -> Verdict {
+        inner.zone = zone;
+        let Some(f) = self.table.lookup(&inner.reversed(), now, |_, _| true) else {
+            return self.invalid(key);
+        };
+        let c = &f.conn;
+        let st = ct_state::TRK | ct_state::REL | if f.reply { ct_state::RPL } else { 0 };
+        set_ct(key, st, Some(c));
+        // The outer header is translated as any packet of the error's direction;
+        // the quoted header (the other direction, already translated on its way
+        // out) gets the same translation with source and destination swapped, so
+        // the receiver recognises its own packet.
+        let outer = xlate_for(c, f.reply);
+        Verdict {
+            xlate: outer,
+            inner: Xlate {
+                src: outer.dst,
+                dst: outer.src,
+            },
+            hairpin: c.has(cflag::HAIRPIN),
+            reply: f.reply,
+            service: c.service,
+            backend: c.backend,
+        }
+    }
+
+    /// Housekeeping: expire a slice of the table.
+    pub fn expire_some(&self, now: u64) -> usize {
+        self.table.expire_some(now, 16)
+    }
+}
+
+fn tcp_state(s: u8) -> TcpState {
+    match s {
+        0 => TcpState::SynSent,
+        1 => TcpState::SynRecv,
+        2 => TcpState::Established,
+        3 => TcpState::FinWait,
+        4 => TcpState::CloseWait,
+        5 => TcpState::TimeWait,
+        _ => TcpState::Close,
+    }
+}
+
+/// The state name of a connection for listings.
+pub fn state_name(c: &Conn) -> &'static str {
+    match c.orig.proto {
+        ip_proto::TCP => tcp_state(c.state).name(),
+        _ if c.has(cflag::ASSURED) => "ASSURED",
+        _ => "UNREPLIED",
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn udp(src: u32, dst: u32, sp: u16, dp: u16) -> Key {
-        let mut k = Key::ZERO;
-        Field::EthType.set(&mut k, 0x0800);
-        Field::IpProto.set(&mut k, 17);
-        Field::Ipv4Src.set(&mut k, u128::from(src));
-        Field::Ipv4Dst.set(&mut k, u128::from(dst));
-        Field::TpSrc.set(&mut k, u128::from(sp));
-        Field::TpDst.set(&mut k, u128::from(dp));
-        k
-    }
-
-    fn req(commit: bool) -> CtRequest<'static> {
-        CtRequest {
-            zone: 1,
-            commit,
-            nat: None,
-            set_mark: commit.then_some((7, 0xff)),
-            set_label: None,
-        }
-    }
-
-    #[test]
-    fn new_then_reply_then_established() {
-        let mut ct = Conntrack::default();
-        let mut k = udp(1, 2, 1000, 53);
-        ct.process(&mut k, &req(false), 1);
-        assert_eq!(Field::CtState.get(&k) as u8, ct_state::TRK | ct_state::NEW);
-        assert!(ct.is_empty(), "not committed, not remembered");
-        ct.process(&mut k, &req(true), 2);
-        assert_eq!(Field::CtMark.get(&k), 7);
-        let mut r = udp(2, 1, 53, 1000);
-        ct.process(&mut r, &req(false), 3);
-        assert_eq!(
-            Field::CtState.get(&r) as u8,
-            ct_state::TRK | ct_state::EST | ct_state::RPL
-        );
-        assert_eq!(Field::CtMark.get(&r), 7);
-        let mut k2 = udp(1, 2, 1000, 53);
-        ct.process(&mut k2, &req(false), 4);
-        assert_eq!(Field::CtState.get(&k2) as u8, ct_state::TRK | ct_state::EST);
-        assert_eq!(Field::CtZone.get(&k2), 1);
-        assert_eq!(ct.expire(4 + IDLE_NS), 1);
-    }
-}
+mod tests;

@@ -159,5 +159,8 @@ pub fn default_chain() -> Vec<Box<dyn Realizer>> {
         Box::new(LocalNodeLog),
         Box::new(PodLinker),
         Box::new(policy::PolicyRealizer::default()),
+        Box::new(crate::services::realize::ServiceRealizer::new(
+            crate::services::realize::ServicesConfig::default(),
+        )),
     ]
 }

@@ -73,6 +73,7 @@ pub fn consumes_frame(a: &DpAction) -> bool {
             }
             | DpAction::Encap { .. }
             | DpAction::Decap { .. }
+            | DpAction::ServiceLb { .. }
             | DpAction::Punt(_)
     )
 }

@@ -54,6 +54,13 @@ pub enum DpAction {
     Punt(Punt),
     /// NetworkPolicy verdict: drop here when denied, else go on.
     Policy(crate::policy::Dir),
+    /// Choose an endpoint of service frontend `id`, commit with DNAT in `zone`,
+    /// rewrite, and look up again from `recirc` - 1.
+    ServiceLb {
+        id: u32,
+        zone: u16,
+        recirc: u32,
+    },
 }
 
 impl std::fmt::Display for DpAction {
@@ -114,6 +121,11 @@ impl std::fmt::Display for DpAction {
             DpAction::Decap { recirc } => write!(f, "decap,recirc(table {})", recirc - 1),
             DpAction::Punt(p) => write!(f, "punt({p:?})"),
             DpAction::Policy(d) => write!(f, "policy({})", d.as_str()),
+            DpAction::ServiceLb { id, zone, recirc } => write!(
+                f,
+                "service_lb(id={id},zone={zone}),recirc(table {})",
+                recirc - 1
+            ),
         }
     }
 }
@@ -130,7 +142,8 @@ pub fn verdict(actions: &[DpAction]) -> &'static str {
             DpAction::Ct {
                 recirc: Some(_), ..
             }
-            | DpAction::Decap { .. } => "recirculate",
+            | DpAction::Decap { .. }
+            | DpAction::ServiceLb { .. } => "recirculate",
             DpAction::Encap { .. } => "tunnel",
             DpAction::Punt(_) => "answered by the switch",
             _ => continue,

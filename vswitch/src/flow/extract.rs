@@ -152,18 +152,16 @@ fn mac(b: &[u8; 6]) -> u64 {
     be64([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
 }
 
-/// The packet words of a key as they are being built.
-#[derive(Default)]
-struct Words {
-    /// ip_proto (0..8) and ip_ttl (8..16), to go to bits 48..64 of word 1.
-    proto_ttl: u64,
-    /// ip_tos (0..8) and ip_frag (8..16), to go to bits 48..64 of word 2.
-    tos_frag: u64,
-    nw: u64,
-    tp: u64,
-    v6_src: (u64, u64),
-    v6_dst: (u64, u64),
-    label: u64,
+/// The packet words after word 0: each path below writes all of them exactly once,
+/// from registers, so no path merges into another's stores.
+type Words = [u64; KEY_WORDS];
+
+/// Words 1..W_TUN_ID for a frame with nothing past L2 (or a damaged L3 header).
+#[inline(always)]
+fn l2_only(k: &mut Words, src: u64, dst: u64) {
+    k[W_ETH_SRC] = src;
+    k[W_ETH_DST] = dst;
+    k[W_NW..W_TUN_ID].fill(0);
 }
 
 /// Fills the packet words of `key` (words `0..W_TUN_ID`: in_port, Ethernet, VLAN,
@@ -179,10 +177,9 @@ pub fn extract(frame: &[u8], in_port: u32, key: &mut Key) -> Result<Offsets, Ext
     let Some(eth) = frame.first_chunk::<ETH_HEADER_LEN>() else {
         return Err(ExtractError::Runt(frame.len()));
     };
-    let dst = be64([
-        eth[0], eth[1], eth[2], eth[3], eth[4], eth[5], eth[6], eth[7],
-    ]) >> 16;
-    let src = mac(&[eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]]);
+    // Two 8-byte loads (the frame has at least 14 bytes, so neither can miss).
+    let dst = frame.first_chunk::<8>().map_or(0, |b| be64(*b)) >> 16;
+    let src = chunk::<8>(frame, 4).map_or(0, |b| be64(*b)) & 0xffff_ffff_ffff;
     let mut etype = be16([eth[12], eth[13]]);
 
     let mut off = Offsets {
@@ -204,41 +201,30 @@ pub fn extract(frame: &[u8], in_port: u32, key: &mut Key) -> Result<Offsets, Ext
         }
     }
 
-    let mut w = Words::default();
-    let l3 = off.l3 as usize;
-    match etype {
-        eth_type::IPV4 => ipv4(frame, l3, &mut w, &mut off),
-        eth_type::IPV6 => ipv6(frame, l3, &mut w, &mut off),
-        eth_type::ARP => arp(frame, l3, &mut w, &mut off),
-        _ => {}
-    }
-
     let k = &mut key.0;
     k[W_PORT_TYPE_VLAN] = u64::from(in_port) | (u64::from(etype) << 32) | (u64::from(tci) << 48);
-    k[W_ETH_SRC] = src | (w.proto_ttl << 48);
-    k[W_ETH_DST] = dst | (w.tos_frag << 48);
-    k[W_NW] = w.nw;
-    k[W_TP] = w.tp;
-    k[W_IPV6_SRC] = w.v6_src.0;
-    k[W_IPV6_SRC + 1] = w.v6_src.1;
-    k[W_IPV6_DST] = w.v6_dst.0;
-    k[W_IPV6_DST + 1] = w.v6_dst.1;
-    k[W_IPV6_LABEL] = w.label;
+    let l3 = off.l3 as usize;
+    match etype {
+        eth_type::IPV4 => ipv4(frame, l3, src, dst, k, &mut off),
+        eth_type::IPV6 => ipv6(frame, l3, src, dst, k, &mut off),
+        eth_type::ARP => arp(frame, l3, src, dst, k, &mut off),
+        _ => l2_only(k, src, dst),
+    }
     Ok(off)
 }
 
 #[inline(always)]
-fn ipv4(frame: &[u8], l3: usize, w: &mut Words, off: &mut Offsets) {
+fn ipv4(frame: &[u8], l3: usize, src: u64, dst: u64, k: &mut Words, off: &mut Offsets) {
     let Some(h) = chunk::<20>(frame, l3) else {
         off.truncated = true;
-        return;
+        return l2_only(k, src, dst);
     };
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let total = usize::from(be16([h[2], h[3]]));
     let end = l3 + total;
     if h[0] >> 4 != 4 || ihl < 20 || total < ihl || end > frame.len() {
         off.truncated = true;
-        return;
+        return l2_only(k, src, dst);
     }
     let proto = h[9];
     let frag_off = be16([h[6], h[7]]);
@@ -249,48 +235,34 @@ fn ipv4(frame: &[u8], l3: usize, w: &mut Words, off: &mut Offsets) {
             ip_frag = frag::LATER;
         }
     }
-    w.proto_ttl = u64::from(proto) | (u64::from(h[8]) << 8);
-    w.tos_frag = u64::from(h[1]) | (u64::from(ip_frag) << 8);
-    w.nw = u64::from(be32([h[12], h[13], h[14], h[15]]))
-        | (u64::from(be32([h[16], h[17], h[18], h[19]])) << 32);
     off.l3_kind = L3::Ipv4;
     off.l4 = (l3 + ihl) as u32;
     off.end = end as u32;
     off.ip_frag = ip_frag;
-    if ip_frag != frag::LATER {
-        l4(frame, l3 + ihl, end, proto, false, w, off);
-    }
+    let tp = if ip_frag != frag::LATER {
+        l4(frame, l3 + ihl, end, proto, false, off)
+    } else {
+        0
+    };
+    k[W_ETH_SRC] = src | (u64::from(proto) << 48) | (u64::from(h[8]) << 56);
+    k[W_ETH_DST] = dst | (u64::from(h[1]) << 48) | (u64::from(ip_frag) << 56);
+    k[W_NW] = u64::from(be32([h[12], h[13], h[14], h[15]]))
+        | (u64::from(be32([h[16], h[17], h[18], h[19]])) << 32);
+    k[W_TP] = tp;
+    k[W_IPV6_SRC..W_TUN_ID].fill(0);
 }
 
 #[inline(always)]
-fn ipv6(frame: &[u8], l3: usize, w: &mut Words, off: &mut Offsets) {
+fn ipv6(frame: &[u8], l3: usize, src: u64, dst: u64, k: &mut Words, off: &mut Offsets) {
     let Some(h) = chunk::<40>(frame, l3) else {
         off.truncated = true;
-        return;
+        return l2_only(k, src, dst);
     };
     let end = l3 + 40 + usize::from(be16([h[4], h[5]]));
     if h[0] >> 4 != 6 || end > frame.len() {
         off.truncated = true;
-        return;
+        return l2_only(k, src, dst);
     }
-    let vtcfl = be32([h[0], h[1], h[2], h[3]]);
-    let word = |i: usize| {
-        be64([
-            h[i],
-            h[i + 1],
-            h[i + 2],
-            h[i + 3],
-            h[i + 4],
-            h[i + 5],
-            h[i + 6],
-            h[i + 7],
-        ])
-    };
-    w.v6_src = (word(8), word(16));
-    w.v6_dst = (word(24), word(32));
-    w.label = u64::from(vtcfl & 0x000f_ffff);
-    let tos = u64::from((vtcfl >> 20) as u8);
-    let hop_limit = u64::from(h[7]);
     off.l3_kind = L3::Ipv6;
     off.end = end as u32;
 
@@ -340,82 +312,118 @@ fn ipv6(frame: &[u8], l3: usize, w: &mut Words, off: &mut Offsets) {
             _ => break,
         }
     }
-    w.proto_ttl = u64::from(nxt) | (hop_limit << 8);
-    w.tos_frag = tos | (u64::from(ip_frag) << 8);
     off.ip_frag = ip_frag;
-    if !complete {
+    let tp = if !complete {
         off.truncated = true;
-        return;
-    }
-    off.l4 = pos as u32;
-    if ip_frag != frag::LATER {
-        l4(frame, pos, end, nxt, true, w, off);
-    }
+        0
+    } else {
+        off.l4 = pos as u32;
+        if ip_frag != frag::LATER {
+            l4(frame, pos, end, nxt, true, off)
+        } else {
+            0
+        }
+    };
+    let vtcfl = be32([h[0], h[1], h[2], h[3]]);
+    let word = |i: usize| {
+        be64([
+            h[i],
+            h[i + 1],
+            h[i + 2],
+            h[i + 3],
+            h[i + 4],
+            h[i + 5],
+            h[i + 6],
+            h[i + 7],
+        ])
+    };
+    let tos = u64::from((vtcfl >> 20) as u8);
+    k[W_ETH_SRC] = src | (u64::from(nxt) << 48) | (u64::from(h[7]) << 56);
+    k[W_ETH_DST] = dst | (tos << 48) | (u64::from(ip_frag) << 56);
+    k[W_NW] = 0;
+    k[W_TP] = tp;
+    k[W_IPV6_SRC] = word(8);
+    k[W_IPV6_SRC + 1] = word(16);
+    k[W_IPV6_DST] = word(24);
+    k[W_IPV6_DST + 1] = word(32);
+    k[W_IPV6_LABEL] = u64::from(vtcfl & 0x000f_ffff);
 }
 
+/// Parses the L4 header at `l4..end`; returns the key's W_TP word.
 #[inline(always)]
-fn l4(frame: &[u8], l4: usize, end: usize, proto: u8, v6: bool, w: &mut Words, off: &mut Offsets) {
+fn l4(frame: &[u8], l4: usize, end: usize, proto: u8, v6: bool, off: &mut Offsets) -> u64 {
     let Some(p) = frame.get(l4..end) else {
         off.truncated = true;
-        return;
+        return 0;
     };
     let ports = |h: &[u8; 4]| u64::from(be16([h[0], h[1]])) | (u64::from(be16([h[2], h[3]])) << 16);
     match proto {
         ip_proto::TCP => match p.first_chunk::<20>() {
-            Some(h)
-                if usize::from(h[12] >> 4) * 4 >= 20 && usize::from(h[12] >> 4) * 4 <= p.len() =>
-            {
+            Some(h) if (20..=p.len()).contains(&(usize::from(h[12] >> 4) * 4)) => {
                 let flags = be16([h[12], h[13]]) & 0x0fff;
-                w.tp = ports(&[h[0], h[1], h[2], h[3]]) | (u64::from(flags) << 32);
                 off.l4_kind = L4::Tcp;
+                ports(&[h[0], h[1], h[2], h[3]]) | (u64::from(flags) << 32)
             }
-            _ => off.truncated = true,
+            _ => {
+                off.truncated = true;
+                0
+            }
         },
         ip_proto::UDP | ip_proto::SCTP => {
             let need = if proto == ip_proto::UDP { 8 } else { 12 };
             match p.first_chunk::<4>() {
                 Some(h) if p.len() >= need => {
-                    w.tp = ports(h);
                     off.l4_kind = if proto == ip_proto::UDP {
                         L4::Udp
                     } else {
                         L4::Sctp
                     };
+                    ports(h)
                 }
-                _ => off.truncated = true,
+                _ => {
+                    off.truncated = true;
+                    0
+                }
             }
         }
         ip_proto::ICMP | ip_proto::ICMPV6 if v6 == (proto == ip_proto::ICMPV6) => {
             match p.first_chunk::<2>() {
                 Some(h) if p.len() >= 8 => {
-                    w.tp = u64::from(h[0]) | (u64::from(h[1]) << 16);
                     off.l4_kind = if v6 { L4::Icmpv6 } else { L4::Icmp };
+                    u64::from(h[0]) | (u64::from(h[1]) << 16)
                 }
-                _ => off.truncated = true,
+                _ => {
+                    off.truncated = true;
+                    0
+                }
             }
         }
-        _ => {}
+        _ => 0,
     }
 }
 
 #[inline(always)]
-fn arp(frame: &[u8], l3: usize, w: &mut Words, off: &mut Offsets) {
+fn arp(frame: &[u8], l3: usize, src: u64, dst: u64, k: &mut Words, off: &mut Offsets) {
     let Some(a) = chunk::<28>(frame, l3) else {
         off.truncated = true;
-        return;
+        return l2_only(k, src, dst);
     };
     // Ethernet hardware, IPv4 protocol, 6- and 4-byte addresses: the only ARP the
     // key has room for. Others are valid frames, just not ones we look into.
     if a[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
-        return;
+        return l2_only(k, src, dst);
     }
-    let op = u64::from(be16([a[6], a[7]]));
-    w.v6_src.0 = mac(&[a[8], a[9], a[10], a[11], a[12], a[13]]);
-    w.nw = u64::from(be32([a[14], a[15], a[16], a[17]]))
-        | (u64::from(be32([a[24], a[25], a[26], a[27]])) << 32);
-    w.v6_dst.0 = mac(&[a[18], a[19], a[20], a[21], a[22], a[23]]);
-    w.tp = op << 44;
     off.l3_kind = L3::Arp;
+    k[W_ETH_SRC] = src;
+    k[W_ETH_DST] = dst;
+    k[W_NW] = u64::from(be32([a[14], a[15], a[16], a[17]]))
+        | (u64::from(be32([a[24], a[25], a[26], a[27]])) << 32);
+    k[W_TP] = u64::from(be16([a[6], a[7]])) << 44;
+    k[W_IPV6_SRC] = mac(&[a[8], a[9], a[10], a[11], a[12], a[13]]);
+    k[W_IPV6_SRC + 1] = 0;
+    k[W_IPV6_DST] = mac(&[a[18], a[19], a[20], a[21], a[22], a[23]]);
+    k[W_IPV6_DST + 1] = 0;
+    k[W_IPV6_LABEL] = 0;
 }
 
 /// Random valid packets built with etherparse, and etherparse's own parse of a frame

@@ -437,6 +437,10 @@ fn action_text(a: &Action, ports: &dyn PortNames) -> String {
         }
         Action::Punt(Punt::IcmpEchoReply) => "punt:icmp_echo_reply".to_string(),
         Action::Policy(d) => format!("policy({})", d.as_str()),
+        Action::Punt(Punt::Reject) => "punt:reject".to_string(),
+        Action::ServiceLb { id, zone, table } => {
+            format!("service_lb(id={id},zone={zone},table={table})")
+        }
         Action::Note(bytes) => format!("note:{}", note_text(bytes)),
     }
 }

@@ -54,6 +54,14 @@ pub mod reg {
     pub const POLICY_RULE: Field = Field::Reg2;
     /// Id of the service a packet was load-balanced for.
     pub const SERVICE: Field = Field::Reg3;
+    /// Service flags set by conntrack/`service_lb`: [`super::svc_flags`].
+    pub const SVC_FLAGS: Field = Field::Reg4;
+}
+
+/// Bits of [`reg::SVC_FLAGS`].
+pub mod svc_flags {
+    /// The packet goes back to the pod it came from (hairpin): `output:in_port`.
+    pub const HAIRPIN: u32 = 0x1;
 }
 
 /// The conntrack zone of pod traffic (policy and services share it).

@@ -35,7 +35,7 @@
 //! `Err` means the frame and key are unchanged.
 
 use super::extract::{self, ETH_HEADER_LEN, L3, L4, Offsets, VLAN_TAG_LEN};
-use super::field::{Field, eth_type};
+use super::field::{Field, FieldDef, eth_type};
 use super::key::*;
 use crate::pool::MAX_FRAME_LEN;
 
@@ -68,24 +68,17 @@ pub struct TtlExpired;
 
 // ---- checksums --------------------------------------------------------------------
 
-/// Folds a sum of 16-bit words to 16 bits with end-around carry.
+/// One's complement addition of two 16-bit words (end-around carry).
 #[inline(always)]
-fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
+fn add1c(a: u16, b: u16) -> u16 {
+    let (s, carry) = a.overflowing_add(b);
+    s.wrapping_add(u16::from(carry))
 }
 
-/// The checksum after the 16-bit-aligned bytes `old` were replaced by `new` (RFC
-/// 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`, one's complement sums).
-///
-/// `old` and `new` must start at an even offset from the start of the checksummed
-/// data and have the same length (only the common prefix counts); an odd last byte
-/// is the high byte of a word whose low byte did not change.
-#[inline]
-pub fn incremental_csum_update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
+/// The part of RFC 1624 eqn. 3 that does not depend on the checksum, `~m + m'`,
+/// summed over the changed 16-bit words.
+#[inline(always)]
+fn delta_bytes(old: &[u8], new: &[u8]) -> u16 {
     #[inline(always)]
     fn word(c: &[u8]) -> u16 {
         match *c {
@@ -94,28 +87,60 @@ pub fn incremental_csum_update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
             [] => 0,
         }
     }
-    let mut sum = u64::from(!old_csum);
+    let mut sum = 0u64;
     for (o, n) in old.chunks(2).zip(new.chunks(2)) {
         sum += u64::from(!word(o)) + u64::from(word(n));
     }
-    !fold(sum)
+    // Fold 64 -> 16 bits (the sum overflows only past 2^47 words).
+    let s = (sum & 0xffff_ffff) + (sum >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    add1c(s as u16, (s >> 16) as u16)
+}
+
+/// `~m + m'` for one 16-bit word.
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u16 {
+    add1c(!old, new)
+}
+
+/// `~m + m'` for a 32-bit value (two words).
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u16 {
+    let (o, n) = (!old, new);
+    add1c(
+        add1c((o >> 16) as u16, o as u16),
+        add1c((n >> 16) as u16, n as u16),
+    )
+}
+
+/// Applies a `~m + m'` sum to a checksum: `HC' = ~(~HC + ~m + m')`.
+#[inline(always)]
+fn apply(csum: u16, delta: u16) -> u16 {
+    !add1c(!csum, delta)
+}
+
+/// The checksum after the 16-bit-aligned bytes `old` were replaced by `new` (RFC
+/// 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`, one's complement sums).
+///
+/// `old` and `new` must start at an even offset from the start of the checksummed
+/// data and have the same length (only the common prefix counts); an
+/// odd last byte is the high byte of a word whose low byte did not change.
+#[inline]
+pub fn incremental_csum_update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    apply(old_csum, delta_bytes(old, new))
 }
 
 /// [`incremental_csum_update`] for one 16-bit word.
 #[inline(always)]
 pub fn csum_update16(old_csum: u16, old: u16, new: u16) -> u16 {
-    !fold(u64::from(!old_csum) + u64::from(!old) + u64::from(new))
+    apply(old_csum, delta16(old, new))
 }
 
 /// [`incremental_csum_update`] for a 32-bit value (two words).
 #[inline(always)]
 pub fn csum_update32(old_csum: u16, old: u32, new: u32) -> u16 {
-    let sum = u64::from(!old_csum)
-        + u64::from(!(old >> 16) & 0xffff)
-        + u64::from(!old & 0xffff)
-        + u64::from(new >> 16)
-        + u64::from(new & 0xffff);
-    !fold(sum)
+    apply(old_csum, delta32(old, new))
 }
 
 /// CRC32c (Castagnoli, reflected 0x82F63B78), byte at a time.
@@ -149,12 +174,19 @@ pub fn crc32c(data: &[u8]) -> u32 {
 }
 
 // ---- byte access --------------------------------------------------------------------
+//
+// Each rewrite borrows the whole header it touches as a fixed-size array (one bounds
+// check), so the field and checksum offsets inside it are constants the compiler
+// checks, and a write cannot stop half-way: everything is borrowed before anything
+// is written.
+
+use RewriteError::{NotApplicable, OutOfBounds};
 
 #[inline(always)]
 fn chunk_mut<const N: usize>(b: &mut [u8], at: usize) -> Result<&mut [u8; N], RewriteError> {
     b.get_mut(at..)
         .and_then(|s| s.first_chunk_mut::<N>())
-        .ok_or(RewriteError::OutOfBounds)
+        .ok_or(OutOfBounds)
 }
 
 #[inline(always)]
@@ -162,7 +194,7 @@ fn rd16(b: &[u8], at: usize) -> Result<u16, RewriteError> {
     b.get(at..)
         .and_then(|s| s.first_chunk::<2>())
         .map(|c| u16::from_be_bytes(*c))
-        .ok_or(RewriteError::OutOfBounds)
+        .ok_or(OutOfBounds)
 }
 
 #[inline(always)]
@@ -171,98 +203,116 @@ fn wr16(b: &mut [u8], at: usize, v: u16) -> Result<(), RewriteError> {
     Ok(())
 }
 
+/// The 16-bit word at constant offset `AT` of a header array.
 #[inline(always)]
-fn be_get<const N: usize>(b: &[u8; N]) -> u128 {
-    b.iter().fold(0u128, |v, &x| (v << 8) | u128::from(x))
+fn get16<const N: usize, const AT: usize>(h: &[u8; N]) -> u16 {
+    const { assert!(AT + 2 <= N) };
+    u16::from_be_bytes([h[AT], h[AT + 1]])
 }
 
 #[inline(always)]
-fn be_put<const N: usize>(b: &mut [u8; N], v: u128) {
-    for (i, x) in b.iter_mut().rev().enumerate() {
-        *x = (v >> (8 * i)) as u8;
-    }
+fn put16<const N: usize, const AT: usize>(h: &mut [u8; N], v: u16) {
+    const { assert!(AT + 2 <= N) };
+    [h[AT], h[AT + 1]] = v.to_be_bytes();
 }
 
-/// `(old & !mask) | (value & mask)` on `N` big-endian bytes at `at`; returns the
-/// old and new values.
+#[inline(always)]
+fn get32<const N: usize, const AT: usize>(h: &[u8; N]) -> u32 {
+    const { assert!(AT + 4 <= N) };
+    u32::from_be_bytes([h[AT], h[AT + 1], h[AT + 2], h[AT + 3]])
+}
+
+#[inline(always)]
+fn put32<const N: usize, const AT: usize>(h: &mut [u8; N], v: u32) {
+    const { assert!(AT + 4 <= N) };
+    [h[AT], h[AT + 1], h[AT + 2], h[AT + 3]] = v.to_be_bytes();
+}
+
+/// `(old & !m) | (v & m)` on the `N`-byte big-endian field at `at` (N <= 16);
+/// returns the old and new values.
 #[inline(always)]
 fn put_masked<const N: usize>(
     b: &mut [u8],
     at: usize,
-    value: u128,
-    mask: u128,
+    v: u128,
+    m: u128,
 ) -> Result<(u128, u128), RewriteError> {
+    const { assert!(N <= 16) };
     let c = chunk_mut::<N>(b, at)?;
-    let old = be_get(c);
-    let new = (old & !mask) | (value & mask);
-    be_put(c, new);
+    let mut wide = [0u8; 16];
+    wide[16 - N..].copy_from_slice(c);
+    let old = u128::from_be_bytes(wide);
+    let new = (old & !m) | (v & m);
+    c.copy_from_slice(&new.to_be_bytes()[16 - N..]);
     Ok((old, new))
 }
 
-// ---- where things are ------------------------------------------------------------------
-
-/// Checks the offsets against the frame once, so that the writes below (which
-/// still go through checked accessors) cannot stop half-way.
+/// A UDP checksum after an update: 0 ("none") stays 0, a computed 0 is 0xffff.
 #[inline(always)]
-fn check(frame: &[u8], off: &Offsets) -> Result<(), RewriteError> {
-    let end = off.end as usize;
-    if end > frame.len() || (off.vlan && frame.len() < ETH_HEADER_LEN + VLAN_TAG_LEN) {
-        return Err(RewriteError::OutOfBounds);
-    }
-    let l3 = off.l3 as usize;
-    let l3_len = match off.l3_kind {
-        L3::None => 0,
-        L3::Arp => 28,
-        L3::Ipv4 => 20,
-        L3::Ipv6 => 40,
-    };
-    let l4 = off.l4 as usize;
-    let l4_len = match off.l4_kind {
-        L4::None => 0,
-        L4::Tcp => 20,
-        L4::Udp | L4::Icmp | L4::Icmpv6 => 8,
-        L4::Sctp => 12,
-    };
-    let ip = matches!(off.l3_kind, L3::Ipv4 | L3::Ipv6);
-    if l3 + l3_len > frame.len()
-        || (ip && (l3 + l3_len > l4 || l4 > end))
-        || (off.l4_kind != L4::None && l4 + l4_len > end)
-    {
-        return Err(RewriteError::OutOfBounds);
-    }
-    Ok(())
-}
-
-/// Where the L4 checksum affected by a pseudo-header change is, if any.
-#[inline(always)]
-fn pseudo_csum_at(off: &Offsets) -> Option<(usize, bool)> {
-    let l4 = off.l4 as usize;
-    match off.l4_kind {
-        L4::Tcp => Some((l4 + 16, false)),
-        L4::Udp => Some((l4 + 6, true)),
-        L4::Icmpv6 => Some((l4 + 2, false)),
-        _ => None,
+fn udp_apply(old: u16, delta: u16) -> u16 {
+    match (old, apply(old, delta)) {
+        (0, _) => 0,
+        (_, 0) => 0xffff,
+        (_, c) => c,
     }
 }
 
-/// Applies a checksum change to the L4 checksum at `at` (`udp`: 0 stays 0, a
-/// computed 0 is written 0xffff).
+/// The L4 checksum a pseudo-header change affects, borrowed: TCP, UDP (with the
+/// UDP rules), ICMPv6; None for ICMPv4, SCTP, no L4.
 #[inline(always)]
-fn fix_l4(
-    frame: &mut [u8],
-    at: usize,
-    udp: bool,
-    f: impl FnOnce(u16) -> u16,
-) -> Result<(), RewriteError> {
-    let c = rd16(frame, at)?;
-    if udp && c == 0 {
-        return Ok(());
+fn pseudo_csum<'a>(
+    tail: &'a mut [u8],
+    kind: L4,
+) -> Result<Option<(&'a mut [u8; 2], bool)>, RewriteError> {
+    Ok(match kind {
+        L4::Tcp => Some((chunk_mut::<2>(tail, 16)?, false)),
+        L4::Udp => Some((chunk_mut::<2>(tail, 6)?, true)),
+        L4::Icmpv6 => Some((chunk_mut::<2>(tail, 2)?, false)),
+        L4::None | L4::Icmp | L4::Sctp => None,
+    })
+}
+
+#[inline(always)]
+fn fix_pseudo(c: Option<(&mut [u8; 2], bool)>, delta: u16) {
+    if let Some((c, udp)) = c {
+        let old = u16::from_be_bytes(*c);
+        *c = if udp {
+            udp_apply(old, delta)
+        } else {
+            apply(old, delta)
+        }
+        .to_be_bytes();
     }
-    let mut n = f(c);
-    if udp && n == 0 {
-        n = 0xffff;
+}
+
+/// The IPv4 header and the L4 bytes after it (the L4 slice empty when the offsets
+/// have no L4).
+#[inline(always)]
+fn ipv4_split<'a>(
+    frame: &'a mut [u8],
+    off: &Offsets,
+) -> Result<(&'a mut [u8; 20], &'a mut [u8]), RewriteError> {
+    if off.l3_kind != L3::Ipv4 {
+        return Err(NotApplicable);
     }
-    wr16(frame, at, n)
+    let (head, tail) = frame
+        .split_at_mut_checked(off.l4 as usize)
+        .ok_or(OutOfBounds)?;
+    Ok((chunk_mut::<20>(head, off.l3 as usize)?, tail))
+}
+
+#[inline(always)]
+fn ipv6_split<'a>(
+    frame: &'a mut [u8],
+    off: &Offsets,
+) -> Result<(&'a mut [u8; 40], &'a mut [u8]), RewriteError> {
+    if off.l3_kind != L3::Ipv6 {
+        return Err(NotApplicable);
+    }
+    let (head, tail) = frame
+        .split_at_mut_checked(off.l4 as usize)
+        .ok_or(OutOfBounds)?;
+    Ok((chunk_mut::<40>(head, off.l3 as usize)?, tail))
 }
 
 // ---- set_field ----------------------------------------------------------------------------
@@ -283,199 +333,288 @@ pub fn set_field(
     mask: u128,
     key: Option<&mut Key>,
 ) -> Result<(), RewriteError> {
-    let def = field.def();
-    if !def.writable {
-        return Err(RewriteError::ReadOnly);
-    }
-    let mask = mask & field.full_mask();
-    let value = value & mask;
-    if !field.is_packet_field() {
-        if let Some(k) = key {
-            field.set_masked(k, value, mask);
-        }
-        return Ok(());
-    }
-    check(frame, off)?;
-    let new = write_packet_field(frame, off, field, value, mask)?;
-    if let Some(k) = key {
-        match field {
-            Field::VlanTci | Field::VlanVid | Field::VlanPcp => {
-                Field::VlanTci.set(k, new | u128::from(VLAN_PRESENT));
+    use Field as F;
+    // One dispatch; inside each arm the field is a constant, and `sync!` turns the
+    // key update into one masked store into a fixed word.
+    macro_rules! sync {
+        ($f:expr, $new:expr) => {{
+            let new = $new;
+            if let Some(k) = key {
+                const D: &FieldDef = $f.def();
+                set_key::<{ D.word }, { D.shift }, { D.bits }>(k, new);
             }
-            _ => field.set(k, new),
-        }
+            Ok(())
+        }};
     }
-    Ok(())
-}
-
-/// The frame part of [`set_field`]; returns the field's new value (for VLAN fields,
-/// the new wire TCI).
-#[inline(always)]
-fn write_packet_field(
-    frame: &mut [u8],
-    off: &Offsets,
-    field: Field,
-    value: u128,
-    mask: u128,
-) -> Result<u128, RewriteError> {
-    use RewriteError::NotApplicable;
-    let l3 = off.l3 as usize;
-    let l4 = off.l4 as usize;
-    let (v4, v6, arp) = (
-        off.l3_kind == L3::Ipv4,
-        off.l3_kind == L3::Ipv6,
-        off.l3_kind == L3::Arp,
-    );
     match field {
-        Field::EthDst => Ok(put_masked::<6>(frame, 0, value, mask)?.1),
-        Field::EthSrc => Ok(put_masked::<6>(frame, 6, value, mask)?.1),
-
-        Field::VlanTci | Field::VlanVid | Field::VlanPcp => {
-            if !off.vlan {
+        F::EthDst => sync!(F::EthDst, put_masked::<6>(frame, 0, value, mask)?.1),
+        F::EthSrc => sync!(F::EthSrc, put_masked::<6>(frame, 6, value, mask)?.1),
+        F::VlanTci => {
+            sync!(
+                F::VlanTci,
+                vlan(frame, off, value as u16, mask as u16 & !VLAN_PRESENT)?
+            )
+        }
+        F::VlanVid => sync!(
+            F::VlanTci,
+            vlan(frame, off, value as u16, mask as u16 & 0x0fff)?
+        ),
+        F::VlanPcp => {
+            let m = (mask as u16 & 7) << 13;
+            sync!(F::VlanTci, vlan(frame, off, (value as u16) << 13, m)?)
+        }
+        F::Ipv4Src => sync!(
+            F::Ipv4Src,
+            ipv4_addr::<12>(frame, off, value as u32, mask as u32)?
+        ),
+        F::Ipv4Dst => sync!(
+            F::Ipv4Dst,
+            ipv4_addr::<16>(frame, off, value as u32, mask as u32)?
+        ),
+        F::IpTtl => sync!(F::IpTtl, ip_ttl(frame, off, value as u8, mask as u8)?),
+        F::IpDscp => {
+            let tos = ip_tos(frame, off, (value as u8) << 2, (mask as u8) << 2)?;
+            sync!(F::IpDscp, u128::from(tos >> 2))
+        }
+        F::IpEcn => {
+            let tos = ip_tos(frame, off, value as u8 & 3, mask as u8 & 3)?;
+            sync!(F::IpEcn, u128::from(tos & 3))
+        }
+        F::Ipv6Src => sync!(F::Ipv6Src, ipv6_addr::<8>(frame, off, value, mask)?),
+        F::Ipv6Dst => sync!(F::Ipv6Dst, ipv6_addr::<24>(frame, off, value, mask)?),
+        F::Ipv6Label => sync!(
+            F::Ipv6Label,
+            ipv6_label(frame, off, value as u32, mask as u32)?
+        ),
+        F::TpSrc => sync!(
+            F::TpSrc,
+            tp_port::<0>(frame, off, value as u16, mask as u16)?
+        ),
+        F::TpDst => sync!(
+            F::TpDst,
+            tp_port::<2>(frame, off, value as u16, mask as u16)?
+        ),
+        F::IcmpType => {
+            let tc = icmp(frame, off, (value as u16) << 8, (mask as u16) << 8)?;
+            sync!(F::IcmpType, u128::from(tc >> 8))
+        }
+        F::IcmpCode => {
+            let tc = icmp(frame, off, value as u16 & 0xff, mask as u16 & 0xff)?;
+            sync!(F::IcmpCode, u128::from(tc & 0xff))
+        }
+        F::ArpOp => sync!(F::ArpOp, arp::<6, 2>(frame, off, value, mask)?),
+        F::ArpSha => sync!(F::ArpSha, arp::<8, 6>(frame, off, value, mask)?),
+        F::ArpSpa => sync!(F::ArpSpa, arp::<14, 4>(frame, off, value, mask)?),
+        F::ArpTha => sync!(F::ArpTha, arp::<18, 6>(frame, off, value, mask)?),
+        F::ArpTpa => sync!(F::ArpTpa, arp::<24, 4>(frame, off, value, mask)?),
+        _ => {
+            // Everything else is metadata (key only) or read-only, as the field
+            // table says.
+            if !field.def().writable {
+                return Err(RewriteError::ReadOnly);
+            }
+            if field.is_packet_field() {
                 return Err(NotApplicable);
             }
-            let (v, m) = match field {
-                Field::VlanTci => (value as u16, mask as u16 & !VLAN_PRESENT),
-                Field::VlanVid => (value as u16, mask as u16 & 0x0fff),
-                _ => ((value as u16) << 13, (mask as u16) << 13),
-            };
-            let at = ETH_HEADER_LEN;
-            let old = rd16(frame, at)?;
-            let new = (old & !m) | (v & m);
-            wr16(frame, at, new)?;
-            Ok(u128::from(new))
-        }
-
-        Field::Ipv4Src | Field::Ipv4Dst if v4 => {
-            let at = l3 + if field == Field::Ipv4Src { 12 } else { 16 };
-            let (old, new) = put_masked::<4>(frame, at, value, mask)?;
-            let (old, new) = (old as u32, new as u32);
-            let c = rd16(frame, l3 + 10)?;
-            wr16(frame, l3 + 10, csum_update32(c, old, new))?;
-            if let Some((at, udp)) = pseudo_csum_at(off) {
-                fix_l4(frame, at, udp, |c| csum_update32(c, old, new))?;
+            if let Some(k) = key {
+                field.set_masked(k, value, mask);
             }
-            Ok(u128::from(new))
+            Ok(())
         }
-        Field::IpTtl if v4 => {
-            let at = l3 + 8;
-            let old = rd16(frame, at)?;
-            let new = (old & !((mask as u16) << 8)) | ((value as u16) << 8);
-            wr16(frame, at, new)?;
-            let c = rd16(frame, l3 + 10)?;
-            wr16(frame, l3 + 10, csum_update16(c, old, new))?;
+    }
+}
+
+/// `Field::set` for a field known at compile time: `BITS` bits at `SHIFT` in word
+/// `W` (128 bits: words `W`, `W + 1`), from the field table.
+#[inline(always)]
+fn set_key<const W: usize, const SHIFT: u32, const BITS: u32>(k: &mut Key, v: u128) {
+    const { assert!(BITS == 128 || (BITS < 64 && SHIFT + BITS <= 64)) };
+    const { assert!(W + ((BITS == 128) as usize) < KEY_WORDS) };
+    if BITS == 128 {
+        k.0[W] = (v >> 64) as u64;
+        k.0[W + (BITS == 128) as usize] = v as u64;
+    } else {
+        let m = ((1u64 << (BITS % 64)) - 1) << (SHIFT % 64);
+        k.0[W] = (k.0[W] & !m) | (((v as u64) << (SHIFT % 64)) & m);
+    }
+}
+
+/// VLAN TCI bits under `m`; returns the key's new vlan_tci (present bit set).
+#[inline(always)]
+fn vlan(frame: &mut [u8], off: &Offsets, v: u16, m: u16) -> Result<u128, RewriteError> {
+    if !off.vlan {
+        return Err(NotApplicable);
+    }
+    let tag = chunk_mut::<4>(frame, 12)?;
+    let new = (get16::<4, 2>(tag) & !m) | (v & m);
+    put16::<4, 2>(tag, new);
+    Ok(u128::from(new | VLAN_PRESENT))
+}
+
+#[inline(always)]
+fn ipv4_addr<const AT: usize>(
+    frame: &mut [u8],
+    off: &Offsets,
+    v: u32,
+    m: u32,
+) -> Result<u128, RewriteError> {
+    let (ip, tail) = ipv4_split(frame, off)?;
+    let l4c = pseudo_csum(tail, off.l4_kind)?;
+    let old = get32::<20, AT>(ip);
+    let new = (old & !m) | (v & m);
+    put32::<20, AT>(ip, new);
+    let d = delta32(old, new);
+    put16::<20, 10>(ip, apply(get16::<20, 10>(ip), d));
+    fix_pseudo(l4c, d);
+    Ok(u128::from(new))
+}
+
+#[inline(always)]
+fn ipv6_addr<const AT: usize>(
+    frame: &mut [u8],
+    off: &Offsets,
+    v: u128,
+    m: u128,
+) -> Result<u128, RewriteError> {
+    let (ip, tail) = ipv6_split(frame, off)?;
+    // With segments left in a routing header the pseudo-header has the final
+    // destination, not this one.
+    let skip = AT == 24 && off.ipv6_routing;
+    let l4c = if skip {
+        None
+    } else {
+        pseudo_csum(tail, off.l4_kind)?
+    };
+    let (old, new) = put_masked::<16>(ip, AT, v, m)?;
+    fix_pseudo(l4c, delta_bytes(&old.to_be_bytes(), &new.to_be_bytes()));
+    Ok(new)
+}
+
+#[inline(always)]
+fn ip_ttl(frame: &mut [u8], off: &Offsets, v: u8, m: u8) -> Result<u128, RewriteError> {
+    match off.l3_kind {
+        L3::Ipv4 => {
+            let (ip, _) = ipv4_split(frame, off)?;
+            let old = get16::<20, 8>(ip);
+            let new = (old & !(u16::from(m) << 8)) | (u16::from(v & m) << 8);
+            put16::<20, 8>(ip, new);
+            put16::<20, 10>(ip, csum_update16(get16::<20, 10>(ip), old, new));
             Ok(u128::from(new >> 8))
         }
-        Field::IpDscp | Field::IpEcn if v4 => {
-            let (v, m) = tos_bits(field, value, mask);
-            let old = rd16(frame, l3)?;
-            let new = (old & !u16::from(m)) | u16::from(v);
-            wr16(frame, l3, new)?;
-            let c = rd16(frame, l3 + 10)?;
-            wr16(frame, l3 + 10, csum_update16(c, old, new))?;
-            Ok(tos_field(field, new as u8))
+        L3::Ipv6 => {
+            let (ip, _) = ipv6_split(frame, off)?;
+            ip[7] = (ip[7] & !m) | (v & m);
+            Ok(u128::from(ip[7]))
         }
-
-        Field::Ipv6Src | Field::Ipv6Dst if v6 => {
-            let at = l3 + if field == Field::Ipv6Src { 8 } else { 24 };
-            let (old, new) = put_masked::<16>(frame, at, value, mask)?;
-            let skip = field == Field::Ipv6Dst && off.ipv6_routing;
-            if let (Some((at, udp)), false) = (pseudo_csum_at(off), skip) {
-                let (o, n) = (old.to_be_bytes(), new.to_be_bytes());
-                fix_l4(frame, at, udp, |c| incremental_csum_update(c, &o, &n))?;
-            }
-            Ok(new)
-        }
-        Field::IpTtl if v6 => Ok(put_masked::<1>(frame, l3 + 7, value, mask)?.1),
-        Field::IpDscp | Field::IpEcn if v6 => {
-            let (v, m) = tos_bits(field, value, mask);
-            let c = chunk_mut::<4>(frame, l3)?;
-            let old = u32::from_be_bytes(*c);
-            let new = (old & !(u32::from(m) << 20)) | (u32::from(v) << 20);
-            *c = new.to_be_bytes();
-            Ok(tos_field(field, (new >> 20) as u8))
-        }
-        Field::Ipv6Label if v6 => {
-            let c = chunk_mut::<4>(frame, l3)?;
-            let old = u32::from_be_bytes(*c);
-            let new = (old & !(mask as u32)) | value as u32;
-            *c = new.to_be_bytes();
-            Ok(u128::from(new & 0x000f_ffff))
-        }
-
-        Field::TpSrc | Field::TpDst => {
-            let at = l4 + if field == Field::TpSrc { 0 } else { 2 };
-            match off.l4_kind {
-                L4::Tcp | L4::Udp => {
-                    let (old, new) = put_masked::<2>(frame, at, value, mask)?;
-                    let (csum, udp) = if off.l4_kind == L4::Tcp {
-                        (l4 + 16, false)
-                    } else {
-                        (l4 + 6, true)
-                    };
-                    fix_l4(frame, csum, udp, |c| {
-                        csum_update16(c, old as u16, new as u16)
-                    })?;
-                    Ok(new)
-                }
-                L4::Sctp if off.ip_frag != 0 => Err(RewriteError::Fragment),
-                L4::Sctp => {
-                    let (_, new) = put_masked::<2>(frame, at, value, mask)?;
-                    let end = off.end as usize;
-                    *chunk_mut::<4>(frame, l4 + 8)? = [0; 4];
-                    let crc = crc32c(frame.get(l4..end).ok_or(RewriteError::OutOfBounds)?);
-                    *chunk_mut::<4>(frame, l4 + 8)? = crc.to_le_bytes();
-                    Ok(new)
-                }
-                _ => Err(NotApplicable),
-            }
-        }
-        Field::IcmpType | Field::IcmpCode if matches!(off.l4_kind, L4::Icmp | L4::Icmpv6) => {
-            let old = rd16(frame, l4)?;
-            let (v, m) = if field == Field::IcmpType {
-                ((value as u16) << 8, (mask as u16) << 8)
-            } else {
-                (value as u16, mask as u16)
-            };
-            let new = (old & !m) | v;
-            wr16(frame, l4, new)?;
-            let c = rd16(frame, l4 + 2)?;
-            wr16(frame, l4 + 2, csum_update16(c, old, new))?;
-            Ok(u128::from(if field == Field::IcmpType {
-                new >> 8
-            } else {
-                new & 0xff
-            }))
-        }
-
-        Field::ArpOp if arp => Ok(put_masked::<2>(frame, l3 + 6, value, mask)?.1),
-        Field::ArpSha if arp => Ok(put_masked::<6>(frame, l3 + 8, value, mask)?.1),
-        Field::ArpSpa if arp => Ok(put_masked::<4>(frame, l3 + 14, value, mask)?.1),
-        Field::ArpTha if arp => Ok(put_masked::<6>(frame, l3 + 18, value, mask)?.1),
-        Field::ArpTpa if arp => Ok(put_masked::<4>(frame, l3 + 24, value, mask)?.1),
-
-        _ => Err(NotApplicable),
+        L3::Arp | L3::None => Err(NotApplicable),
     }
 }
 
-/// A DSCP or ECN value and mask placed in the TOS byte.
+/// TOS / traffic class bits under `m`; returns the new TOS byte.
 #[inline(always)]
-fn tos_bits(field: Field, value: u128, mask: u128) -> (u8, u8) {
-    if field == Field::IpDscp {
-        ((value as u8) << 2, (mask as u8) << 2)
-    } else {
-        (value as u8 & 3, mask as u8 & 3)
+fn ip_tos(frame: &mut [u8], off: &Offsets, v: u8, m: u8) -> Result<u8, RewriteError> {
+    match off.l3_kind {
+        L3::Ipv4 => {
+            let (ip, _) = ipv4_split(frame, off)?;
+            let old = get16::<20, 0>(ip);
+            let new = (old & !u16::from(m)) | u16::from(v & m);
+            put16::<20, 0>(ip, new);
+            put16::<20, 10>(ip, csum_update16(get16::<20, 10>(ip), old, new));
+            Ok(new as u8)
+        }
+        L3::Ipv6 => {
+            let (ip, _) = ipv6_split(frame, off)?;
+            let old = get32::<40, 0>(ip);
+            let new = (old & !(u32::from(m) << 20)) | (u32::from(v & m) << 20);
+            put32::<40, 0>(ip, new);
+            Ok((new >> 20) as u8)
+        }
+        L3::Arp | L3::None => Err(NotApplicable),
     }
 }
 
-/// The DSCP or ECN part of a TOS byte.
 #[inline(always)]
-fn tos_field(field: Field, tos: u8) -> u128 {
-    u128::from(if field == Field::IpDscp {
-        tos >> 2
-    } else {
-        tos & 3
-    })
+fn ipv6_label(frame: &mut [u8], off: &Offsets, v: u32, m: u32) -> Result<u128, RewriteError> {
+    let (ip, _) = ipv6_split(frame, off)?;
+    let m = m & 0x000f_ffff;
+    let new = (get32::<40, 0>(ip) & !m) | (v & m);
+    put32::<40, 0>(ip, new);
+    Ok(u128::from(new & 0x000f_ffff))
+}
+
+/// A TCP, UDP or SCTP port at `AT` (0: source, 2: destination).
+#[inline(always)]
+fn tp_port<const AT: usize>(
+    frame: &mut [u8],
+    off: &Offsets,
+    v: u16,
+    m: u16,
+) -> Result<u128, RewriteError> {
+    let l4 = off.l4 as usize;
+    let new = match off.l4_kind {
+        L4::Tcp => {
+            let h = chunk_mut::<20>(frame, l4)?;
+            let old = get16::<20, AT>(h);
+            let new = (old & !m) | (v & m);
+            put16::<20, AT>(h, new);
+            put16::<20, 16>(h, csum_update16(get16::<20, 16>(h), old, new));
+            new
+        }
+        L4::Udp => {
+            let h = chunk_mut::<8>(frame, l4)?;
+            let old = get16::<8, AT>(h);
+            let new = (old & !m) | (v & m);
+            put16::<8, AT>(h, new);
+            put16::<8, 6>(h, udp_apply(get16::<8, 6>(h), delta16(old, new)));
+            new
+        }
+        L4::Sctp => {
+            if off.ip_frag != 0 {
+                return Err(RewriteError::Fragment);
+            }
+            // The one non-incremental checksum: CRC32c over the whole SCTP packet.
+            let pkt = frame.get_mut(l4..off.end as usize).ok_or(OutOfBounds)?;
+            let h = pkt.first_chunk_mut::<12>().ok_or(OutOfBounds)?;
+            let new = (get16::<12, AT>(h) & !m) | (v & m);
+            put16::<12, AT>(h, new);
+            h[8..12].fill(0);
+            let crc = crc32c(pkt);
+            *chunk_mut::<4>(pkt, 8)? = crc.to_le_bytes();
+            new
+        }
+        L4::Icmp | L4::Icmpv6 | L4::None => return Err(NotApplicable),
+    };
+    Ok(u128::from(new))
+}
+
+/// ICMP / ICMPv6 type (high byte) and code (low byte) under `m`; returns the new
+/// type/code word. Its checksum covers them without a pseudo-header change.
+#[inline(always)]
+fn icmp(frame: &mut [u8], off: &Offsets, v: u16, m: u16) -> Result<u16, RewriteError> {
+    if !matches!(off.l4_kind, L4::Icmp | L4::Icmpv6) {
+        return Err(NotApplicable);
+    }
+    let h = chunk_mut::<4>(frame, off.l4 as usize)?;
+    let old = get16::<4, 0>(h);
+    let new = (old & !m) | (v & m);
+    put16::<4, 0>(h, new);
+    put16::<4, 2>(h, csum_update16(get16::<4, 2>(h), old, new));
+    Ok(new)
+}
+
+/// An ARP field of `N` bytes at `AT` in the ARP header.
+#[inline(always)]
+fn arp<const AT: usize, const N: usize>(
+    frame: &mut [u8],
+    off: &Offsets,
+    v: u128,
+    m: u128,
+) -> Result<u128, RewriteError> {
+    if off.l3_kind != L3::Arp {
+        return Err(NotApplicable);
+    }
+    let a = chunk_mut::<28>(frame, off.l3 as usize)?;
+    Ok(put_masked::<N>(a, AT, v, m)?.1)
 }
 
 // ---- dec_ttl ----------------------------------------------------------------------------
@@ -487,32 +626,29 @@ fn tos_field(field: Field, tos: u8) -> u128 {
 /// left alone (as OVS does).
 #[inline]
 pub fn dec_ttl(frame: &mut [u8], off: &Offsets, key: Option<&mut Key>) -> Result<(), TtlExpired> {
-    let l3 = off.l3 as usize;
     let new_ttl = match off.l3_kind {
         L3::Ipv4 => {
-            let (Ok(word), Ok(c)) = (rd16(frame, l3 + 8), rd16(frame, l3 + 10)) else {
+            let Ok((ip, _)) = ipv4_split(frame, off) else {
                 return Ok(());
             };
+            let word = get16::<20, 8>(ip);
             if word >> 8 <= 1 {
                 return Err(TtlExpired);
             }
             let new = word - 0x100;
-            if wr16(frame, l3 + 8, new).is_err()
-                || wr16(frame, l3 + 10, csum_update16(c, word, new)).is_err()
-            {
-                return Ok(());
-            }
+            put16::<20, 8>(ip, new);
+            put16::<20, 10>(ip, csum_update16(get16::<20, 10>(ip), word, new));
             (new >> 8) as u8
         }
         L3::Ipv6 => {
-            let Some(h) = frame.get_mut(l3 + 7) else {
+            let Ok((ip, _)) = ipv6_split(frame, off) else {
                 return Ok(());
             };
-            if *h <= 1 {
+            if ip[7] <= 1 {
                 return Err(TtlExpired);
             }
-            *h -= 1;
-            *h
+            ip[7] -= 1;
+            ip[7]
         }
         L3::Arp | L3::None => return Ok(()),
     };

@@ -117,6 +117,10 @@ pub enum Punt {
     ArpResponder { mac: [u8; 6] },
     /// Answer an ICMP echo request (to whatever address it was sent), out of the ingress port.
     IcmpEchoReply,
+    /// Refuse a connection as kube-proxy's REJECT does: TCP RST for TCP, ICMP
+    /// port unreachable otherwise, out of the ingress port (services without
+    /// endpoints).
+    Reject,
 }
 
 /// Tunnel encapsulations the `encap` action knows (the overlay fills these in).
@@ -174,6 +178,14 @@ pub enum Action {
     /// `policy(ingress|egress)`: NetworkPolicy verdict for the packet's connection
     /// (see docs/policy.md); a denied packet is dropped here, an allowed one goes on.
     Policy(crate::policy::Dir),
+    /// `service_lb(id=N,zone=Z,table=T)`: choose an endpoint of service frontend
+    /// N (Maglev), commit the connection in zone Z with DNAT to it, rewrite the
+    /// packet and continue in table T (see docs/services.md).
+    ServiceLb {
+        id: u32,
+        zone: u16,
+        table: u8,
+    },
     /// `note:` bytes (shown in traces; no effect).
     Note(Vec<u8>),
 }

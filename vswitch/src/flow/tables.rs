@@ -569,3 +569,94 @@ fn validate_group(g: &GroupSpec) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::field::Field;
+
+    fn flow(prio: u16, idle: u16, hard: u16) -> FlowSpec {
+        let mut m = Match::ANY;
+        m.set_exact(Field::InPort, u128::from(prio));
+        FlowSpec {
+            priority: prio,
+            idle_timeout: idle,
+            hard_timeout: hard,
+            m,
+            actions: vec![Action::Normal],
+            ..FlowSpec::default()
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn idle_and_hard_timeouts_remove_flows() {
+        let (mut t, _r) = FlowTables::new();
+        t.apply(
+            vec![
+                FlowMod::Add(flow(1, 2, 0)),
+                FlowMod::Add(flow(2, 0, 5)),
+                FlowMod::Add(flow(3, 0, 0)),
+            ],
+            0,
+        )
+        .expect("add");
+        assert_eq!(t.expire(S), 0);
+        // Flow 1 is hit at 1.5 s: its idle clock restarts.
+        let r1 = t
+            .dump(&FlowFilter::default())
+            .into_iter()
+            .find(|r| r.spec.priority == 1)
+            .expect("flow 1");
+        r1.stats.push(1, 60, S + S / 2);
+        assert_eq!(t.expire(3 * S), 0, "hit at 1.5 s, idle 2 s: alive at 3 s");
+        assert_eq!(t.expire(4 * S), 1, "idle since 1.5 s: gone at 4 s");
+        assert_eq!(t.expire(5 * S), 1, "hard timeout 5 s");
+        let left: Vec<u16> = t
+            .dump(&FlowFilter::default())
+            .iter()
+            .map(|r| r.spec.priority)
+            .collect();
+        assert_eq!(left, vec![3]);
+    }
+
+    #[test]
+    fn bundle_sees_its_own_earlier_changes() {
+        let (mut t, _r) = FlowTables::new();
+        let f = flow(7, 0, 0);
+        let out = t
+            .apply(
+                vec![
+                    FlowMod::Add(f.clone()),
+                    FlowMod::Delete(FlowFilter {
+                        m: f.m,
+                        ..FlowFilter::default()
+                    }),
+                    FlowMod::Add(flow(8, 0, 0)),
+                ],
+                0,
+            )
+            .expect("bundle");
+        assert_eq!((out.added, out.deleted), (2, 1));
+        assert_eq!(t.dump(&FlowFilter::default()).len(), 1);
+        // Replacing keeps one flow per (table, match, priority).
+        let out = t
+            .apply(vec![FlowMod::Add(flow(8, 0, 0))], 0)
+            .expect("replace");
+        assert_eq!(out.replaced, 1);
+        assert_eq!(t.dump(&FlowFilter::default()).len(), 1);
+        let v = t.version();
+        // A bundle that changes nothing does not bump the version.
+        let out = t
+            .apply(
+                vec![FlowMod::Delete(FlowFilter {
+                    table: Some(9),
+                    ..FlowFilter::default()
+                })],
+                0,
+            )
+            .expect("noop");
+        assert_eq!(out.version, v);
+    }
+}

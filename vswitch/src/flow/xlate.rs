@@ -269,6 +269,16 @@ impl Ctx<'_> {
                     self.emit(DpAction::Policy(*d));
                     self.note(|| format!("policy({}): verdict at run time", d.as_str()));
                 }
+                Action::ServiceLb { id, zone, table: t } => {
+                    self.flush_meta();
+                    self.emit(DpAction::ServiceLb {
+                        id: *id,
+                        zone: *zone,
+                        recirc: u32::from(*t) + 1,
+                    });
+                    self.note(|| format!("service_lb(id={id}) then table {t}"));
+                    return;
+                }
                 Action::Note(bytes) => {
                     let text = String::from_utf8_lossy(bytes).into_owned();
                     self.note(|| format!("note: {text}"));

@@ -31,8 +31,10 @@
 //! # Not hogging the pool
 //!
 //! The fill ring is as large as the UMEM config (4096), but a port keeps at most
-//! [`FILL_TARGET`] frames with the kernel for receiving, and never takes more than
-//! half of the pool's free frames in one refill, so many ports can share a pool.
+//! its budget — the worker's pool divided among its ports, between [`MIN_FILL`]
+//! and [`FILL_TARGET`] frames — with the kernel for receiving, and never takes
+//! more than half of the pool's free frames in one refill, so many ports (fifty
+//! pods and more) share a pool.
 //!
 //! # Teardown
 //!
@@ -102,6 +104,8 @@ pub const RX_RING_SIZE: u32 = 2048;
 pub const TX_RING_SIZE: u32 = 2048;
 /// Frames a port keeps with the kernel for receiving (fill ring plus unread RX ring).
 pub const FILL_TARGET: u32 = 1024;
+/// The least a port keeps for receiving however many ports share the pool.
+pub const MIN_FILL: u32 = 64;
 /// The queue every port binds to. veths have one; for multi-queue NICs the uplink
 /// would need one socket per queue (or RSS steered to queue 0).
 const QUEUE_ID: u32 = 0;
@@ -196,6 +200,8 @@ pub struct AfXdpPort {
     rx_held: u32,
     /// Frames lent for sending: on the TX ring or completed but not reaped yet.
     tx_held: u32,
+    /// Most frames to keep lent for receiving (set by the worker, at most FILL_TARGET).
+    fill_target: u32,
     /// The last `rx_batch` found nothing (a sleeping zero-copy driver needs waking).
     rx_idle: bool,
     /// The socket lost its interface (ENXIO): nothing will ever move again.
@@ -320,6 +326,7 @@ impl AfXdpPort {
                 scratch: vec![FrameDesc::default(); SCRATCH].into_boxed_slice(),
                 rx_held: 0,
                 tx_held: 0,
+                fill_target: FILL_TARGET,
                 rx_idle: true,
                 gone: false,
                 counters: AfXdpCounters::default(),
@@ -419,7 +426,7 @@ impl AfXdpPort {
 
     /// Tops the fill ring up to the target level. Returns how many frames were given.
     fn refill(&mut self, pool: &mut FramePool) -> u32 {
-        let missing = FILL_TARGET.saturating_sub(self.rx_held);
+        let missing = self.fill_target.saturating_sub(self.rx_held);
         if missing == 0 || (missing < REFILL_BATCH && self.rx_held >= REFILL_BATCH) {
             return 0;
         }
@@ -624,6 +631,10 @@ fn raise_tx_budget(fd: RawFd) {
 }
 
 impl Port for AfXdpPort {
+    fn set_rx_budget(&mut self, frames: u32) {
+        self.fill_target = frames.clamp(MIN_FILL, FILL_TARGET);
+    }
+
     #[inline]
     fn rx_batch(&mut self, pool: &mut FramePool, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut got = 0;

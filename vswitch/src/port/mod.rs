@@ -108,6 +108,13 @@ pub trait Port: Send {
         RxDrops::default()
     }
 
+    /// How many pool frames the port may keep lent to the kernel for receiving.
+    /// The worker divides its pool among its ports and calls this whenever ports
+    /// come or go, so fifty pods on one worker all get receive buffers.
+    fn set_rx_budget(&mut self, frames: u32) {
+        let _ = frames;
+    }
+
     /// Called once, right before the port is dropped: return every frame the port
     /// still holds in user space to the pool (kernel-held frames are reclaimed by
     /// the worker through the pool's lending record).

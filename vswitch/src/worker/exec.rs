@@ -194,7 +194,12 @@ impl Worker {
 
     /// Header offsets of the frame as it is now (computed once per change of shape).
     #[inline]
-    fn offsets(&self, f: &Frame, key: &Key, off: &mut Option<Offsets>) -> Option<Offsets> {
+    pub(super) fn offsets(
+        &self,
+        f: &Frame,
+        key: &Key,
+        off: &mut Option<Offsets>,
+    ) -> Option<Offsets> {
         if off.is_none() {
             let mut scratch = Key::ZERO;
             *off = extract::extract(self.pool.data(f), key.in_port(), &mut scratch).ok();
@@ -232,6 +237,7 @@ impl Worker {
                 recirc,
             } => {
                 let mut k = *key;
+                let mut f = f;
                 let req = CtRequest {
                     zone: *zone,
                     commit: *commit,
@@ -239,7 +245,10 @@ impl Worker {
                     set_mark: *set_mark,
                     set_label: *set_label,
                 };
-                self.conntrack.process(&mut k, &req, now);
+                let mut off = off;
+                if !self.ct_action(&mut f, &mut k, &mut off, &req, now) {
+                    return self.drop_frame(f, DropReason::ActionFailed, tally);
+                }
                 match recirc {
                     Some(r) => {
                         k.set_recirc_id(*r);
@@ -251,6 +260,37 @@ impl Worker {
                         });
                     }
                     None => self.pool.free(f),
+                }
+            }
+            DpAction::ServiceLb { id, zone, recirc } => {
+                let mut k = *key;
+                let mut f = f;
+                let mut off = off;
+                match self.service_lb(&mut f, &mut k, &mut off, *id, *zone, now) {
+                    Ok(()) => {
+                        k.set_recirc_id(*recirc);
+                        self.recirc.push(Recirc {
+                            frame: f,
+                            key: k,
+                            off,
+                            depth: depth + 1,
+                        });
+                    }
+                    Err(r) => self.drop_frame(f, r, tally),
+                }
+            }
+            DpAction::Punt(crate::flow::spec::Punt::Reject) => {
+                let len = f.len as usize;
+                let mut f = f;
+                if !self.punt.allow(now) {
+                    return self.drop_frame(f, DropReason::Punt, tally);
+                }
+                match super::reject::reject(self.pool.buffer_mut(f.idx), len) {
+                    Some(n) => {
+                        f.len = n as u32;
+                        self.output(f, in_port, tally);
+                    }
+                    None => self.drop_frame(f, DropReason::Punt, tally),
                 }
             }
             DpAction::Punt(p) => {

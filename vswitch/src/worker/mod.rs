@@ -12,6 +12,8 @@ mod exec;
 pub mod handoff;
 mod learning;
 pub mod punt;
+mod reject;
+mod services;
 pub mod waker;
 
 use crate::bridge::{Learned, MacTable};
@@ -90,6 +92,10 @@ pub struct WorkerLinks {
     pub cache_counters: Arc<CacheCounters>,
     /// The published NetworkPolicy engine (`policy(DIR)` actions read it).
     pub policy: crate::policy::SharedEngine,
+    /// The connection table all workers share.
+    pub conntrack: Arc<Conntrack>,
+    /// Service load-balancing state (Maglev tables), published by the control thread.
+    pub services: crate::services::SharedLb,
 }
 
 struct Slot {
@@ -129,7 +135,7 @@ pub struct Worker {
     must_spin: bool,
     pollfds_dirty: bool,
     cache: FlowCache,
-    conntrack: Conntrack,
+    conntrack: Arc<Conntrack>,
     punt: punt::PuntLimiter,
     audit: crate::policy::audit::AuditLimiter,
     /// Frames waiting to re-enter the pipeline (after ct or decap).
@@ -142,6 +148,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, pool: FramePool, links: WorkerLinks, epoch: Instant) -> Worker {
         let snap = links.snapshot.load_full();
         let macs = MacTable::new(cfg.mac_aging, cfg.mac_capacity);
+        let conntrack = links.conntrack.clone();
         let cache = FlowCache::new(
             &links.pipeline,
             links.cache_config,
@@ -164,7 +171,7 @@ impl Worker {
             must_spin: false,
             pollfds_dirty: true,
             cache,
-            conntrack: Conntrack::default(),
+            conntrack,
             punt: punt::PuntLimiter::default(),
             audit: crate::policy::audit::AuditLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
@@ -273,6 +280,7 @@ impl Worker {
                     });
                     self.slot_of[idx] = self.slots.len() as u32;
                     self.pollfds_dirty = true;
+                    self.rebalance_rx_budgets();
                 }
                 WorkerCmd::DelPort { port_no, done } => {
                     self.remove_port(port_no);
@@ -310,6 +318,17 @@ impl Worker {
         self.pool.reclaim_port(port_no);
         self.macs.forget_port(port_no);
         self.pollfds_dirty = true;
+        self.rebalance_rx_budgets();
+    }
+
+    /// Divides the pool among the ports for receiving: half of it, so the worker
+    /// keeps the rest for copies, hand-offs and frames in flight to TX.
+    fn rebalance_rx_budgets(&mut self) {
+        let n = self.slots.len().max(1) as u32;
+        let budget = self.pool.capacity() / 2 / n;
+        for s in &mut self.slots {
+            s.port.set_rx_budget(budget);
+        }
     }
 
     fn release_all(&mut self) {
@@ -509,7 +528,7 @@ impl Worker {
             .ports
             .store(self.slots.len() as u64, relaxed);
         self.cache.housekeeping();
-        self.conntrack.expire(now);
+        self.conntrack.expire_some(now);
         let aged = self.macs.expire(now);
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);

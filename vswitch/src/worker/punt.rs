@@ -48,6 +48,8 @@ pub fn answer(p: &Punt, frame: &mut [u8]) -> Option<()> {
     match p {
         Punt::ArpResponder { mac } => arp_reply(frame, *mac),
         Punt::IcmpEchoReply => icmp_echo_reply(frame),
+        // Answered by `worker::reject` (the answer may be longer than the request).
+        Punt::Reject => None,
     }
 }
 

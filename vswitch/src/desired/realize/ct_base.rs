@@ -4,10 +4,15 @@
 //! and idempotent (it looks at the tables), so the two features never disagree.
 //!
 //! ```text
-//! table=10 priority=100 tcp|udp|sctp|icmp (and v6) actions=ct(zone=1,table=11,nat)
-//! table=11 priority=100 ct_state=+inv+trk           actions=drop
-//! table=50 priority=100 ct_state=+new+trk           actions=ct(commit,zone=1,table=60)
+//! table=10 priority=99 tcp|udp|sctp|icmp (and v6) actions=ct(zone=1,table=11,nat)
+//! table=11 priority=99 ct_state=+inv+trk           actions=drop
+//! table=50 priority=99 ct_state=+new+trk-dnat      actions=ct(commit,zone=1,table=60)
 //! ```
+//!
+//! Priority 99, one below the Services engineer's own copy of the same flows
+//! (`services::realize::base_flows`, priority 100, same zone): where services
+//! exist theirs decide and these are inert; where only policy exists these serve.
+//! Merging the two into this helper is left for later.
 //!
 //! Only protocols conntrack tracks enter it (others would come back `+inv` and be
 //! dropped); policy still sees untracked IP packets (`ct_state=-trk`, see
@@ -27,17 +32,17 @@ pub fn flows() -> Vec<FlowSpec> {
         "tcp", "udp", "sctp", "icmp", "tcp6", "udp6", "sctp6", "icmp6",
     ] {
         text.push(format!(
-            "table={},priority=100,{p},actions=ct(zone={z},table={},nat)",
+            "table={},priority=99,{p},actions=ct(zone={z},table={},nat)",
             layout::CT_ZONE,
             layout::CT_STATE
         ));
     }
     text.push(format!(
-        "table={},priority=100,ct_state=+inv+trk,actions=drop",
+        "table={},priority=99,ct_state=+inv+trk,actions=drop",
         layout::CT_STATE
     ));
     text.push(format!(
-        "table={},priority=100,ct_state=+new+trk,actions=ct(commit,zone={z},table={})",
+        "table={},priority=99,ct_state=+new+trk-dnat,actions=ct(commit,zone={z},table={})",
         layout::CT_COMMIT,
         layout::OUTPUT
     ));

@@ -111,6 +111,7 @@ const ACTION_NAMES: &[&str] = &[
     "decap",
     "punt",
     "policy",
+    "service_lb",
     "note",
 ];
 
@@ -145,6 +146,7 @@ fn action(item: &Item<'_>, cx: &ActCtx<'_>) -> PResult<Action> {
         "decap" => decap(item)?,
         "punt" => Action::Punt(punt(need_value(item, "punt:icmp_echo_reply")?)?),
         "policy" => policy(item)?,
+        "service_lb" => service_lb(item)?,
         "note" => Action::Note(note(item.value)?),
         _ => return bare_port(item, cx),
     };
@@ -470,9 +472,42 @@ fn policy(item: &Item<'_>) -> PResult<Action> {
     }
 }
 
+/// `service_lb(id=N,zone=Z,table=T)` (zone defaults to 0, table to 20).
+fn service_lb(item: &Item<'_>) -> PResult<Action> {
+    let v = item.value.trim();
+    if item.delim != Delim::Paren || v.is_empty() {
+        return v.err("expected service_lb(id=N,zone=Z,table=T)");
+    }
+    let (mut id, mut zone, mut table) = (None, 0u16, crate::flow::layout::EGRESS_POLICY);
+    let mut rest = v;
+    loop {
+        let (part, more) = match rest.split_once(",") {
+            Some((a, b)) => (a.trim(), Some(b)),
+            None => (rest.trim(), None),
+        };
+        match part.split_once("=") {
+            Some((k, val)) if k.s.trim() == "id" => id = Some(parse_u32(val.trim(), "service id")?),
+            Some((k, val)) if k.s.trim() == "zone" => zone = parse_u16(val.trim(), "zone")?,
+            Some((k, val)) if k.s.trim() == "table" => table = table_num(val.trim())?,
+            _ => return part.err("expected id=N, zone=Z or table=T"),
+        }
+        match more {
+            Some(m) => rest = m,
+            None => break,
+        }
+    }
+    match id {
+        Some(id) => Ok(Action::ServiceLb { id, zone, table }),
+        None => v.err("service_lb needs id=N"),
+    }
+}
+
 fn punt(v: Tok<'_>) -> PResult<Punt> {
     if v.s == "icmp_echo_reply" {
         return Ok(Punt::IcmpEchoReply);
+    }
+    if v.s == "reject" {
+        return Ok(Punt::Reject);
     }
     if let Some(arg) = v
         .strip_prefix("arp_responder(")
@@ -484,7 +519,7 @@ fn punt(v: Tok<'_>) -> PResult<Punt> {
         });
     }
     v.err(format!(
-        "unknown punt target '{}' (known: arp_responder(MAC), icmp_echo_reply)",
+        "unknown punt target '{}' (known: arp_responder(MAC), icmp_echo_reply, reject)",
         v.s
     ))
 }

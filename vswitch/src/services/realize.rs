@@ -1,0 +1,684 @@
+//! Services + Endpoints (desired state) → flows in tables 10/11/15/50/60 and
+//! Maglev frontends for the `service_lb` action.
+//!
+//! Incremental: every service gets a number `n` for as long as it exists; its
+//! flows carry the cookie `SERVICES | n << 16` and its frontends the ids
+//! `n << 8 | port << 1 | external`. A change to one service (or its endpoints, or
+//! a pod behind it) deletes that cookie and adds the new flows in one bundle, and
+//! republishes the frontend map with only its entries replaced. The shared
+//! conntrack flows (tables 10, 11, 50, 60) exist only while at least one service
+//! does, so a switch without services stays the plain skeleton.
+
+use super::lb::{Affinity, Backend, Frontend, LbTable};
+use super::maglev;
+use crate::desired::realize::{Change, RealizeCtx, Realizer};
+use crate::flow::field::Field;
+use crate::flow::key::ct_state;
+use crate::flow::layout::{self, cookie, reg, svc_flags};
+use crate::flow::spec::{Action, CtAction, CtZone, FlowFilter, FlowSpec, Match, NatSpec, port_no};
+use crate::flow::tables::FlowMod;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use vswitch_proto::DesiredState;
+use vswitch_proto::model::{
+    Endpoint, Endpoints, Kind, Object, ObjectKey, PortRef, Protocol, Service, ServicePort,
+    ServiceType, SessionAffinity, TrafficPolicy,
+};
+
+/// `[services]` in the vswitchd TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// Conntrack zone of service (and all pod) traffic.
+    pub zone: u16,
+    /// Largest Maglev table (a prime).
+    pub maglev_table_size: u32,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            zone: 1,
+            maglev_table_size: maglev::DEFAULT_SIZE,
+        }
+    }
+}
+
+impl ServicesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let m = self.maglev_table_size;
+        if !(251..=65521).contains(&m) || !maglev::is_prime(m) {
+            return Err(format!(
+                "services.maglev_table_size = {m} must be a prime in 251..=65521"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Most ports of one service that get flows (the frontend id has 7 bits for it).
+const MAX_PORTS: usize = 128;
+const PRIO_SERVICE: u16 = 200;
+/// Default session affinity timeout (Kubernetes' default).
+const AFFINITY_DEFAULT_S: u64 = 10_800;
+
+#[derive(Default)]
+struct SvcState {
+    n: u32,
+    frontends: Vec<u32>,
+    /// (frontend id, endpoint ip, port) of every backend, to notice removals.
+    backends: BTreeSet<(u32, u128, u16)>,
+    /// Endpoint IPs (to find services behind a changed pod).
+    ips: BTreeSet<u128>,
+}
+
+#[derive(Default)]
+pub struct ServiceRealizer {
+    cfg: ServicesConfig,
+    services: BTreeMap<(String, String), SvcState>,
+    frontends: HashMap<u32, Arc<Frontend>>,
+    next_n: u32,
+    free_n: Vec<u32>,
+    base: bool,
+    /// Problems found in the last realisation (reported in logs and `services`).
+    pub warnings: Vec<String>,
+}
+
+fn svc_cookie(n: u32) -> u64 {
+    cookie::SERVICES | (u64::from(n) << 16)
+}
+
+const SVC_COOKIE_MASK: u64 = 0xffff_ffff_ffff_0000;
+
+fn parse_ip(s: &str) -> Option<u128> {
+    match s.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v) => Some(u128::from(u32::from(v))),
+        IpAddr::V6(v) => Some(u128::from(v)),
+    }
+}
+
+fn is_v6(s: &str) -> bool {
+    s.contains(':')
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut it = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(it.next()?, 16).ok()?;
+    }
+    it.next().is_none().then_some(m)
+}
+
+fn proto_num(p: Protocol) -> u8 {
+    match p {
+        Protocol::TCP => 6,
+        Protocol::UDP => 17,
+        Protocol::SCTP => 132,
+    }
+}
+
+fn ct_flow(table: u8, prio: u16, v6: bool, actions: Vec<Action>) -> FlowSpec {
+    let mut m = Match::ANY;
+    m.set_exact(Field::EthType, if v6 { 0x86dd } else { 0x0800 });
+    FlowSpec {
+        table,
+        priority: prio,
+        cookie: cookie::SERVICES,
+        m,
+        actions,
+        ..FlowSpec::default()
+    }
+}
+
+/// The shared flows: every IP packet enters conntrack (zone, nat); invalid ones
+/// drop; established and related continue past the load balancer; new
+/// connections that were not load-balanced are committed; hairpin goes back out.
+pub fn base_flows(zone: u16) -> Vec<FlowSpec> {
+    let mut out = Vec::new();
+    let nat = NatSpec {
+        kind: None,
+        addr_min: None,
+        addr_max: None,
+        port_min: None,
+        port_max: None,
+    };
+    for v6 in [false, true] {
+        out.push(ct_flow(
+            layout::CT_ZONE,
+            100,
+            v6,
+            vec![Action::Ct(CtAction {
+                commit: false,
+                zone: CtZone::Value(zone),
+                table: Some(layout::CT_STATE),
+                nat: Some(nat.clone()),
+                set_mark: None,
+                set_label: None,
+            })],
+        ));
+        let mut commit = ct_flow(
+            layout::CT_COMMIT,
+            100,
+            v6,
+            vec![
+                Action::Ct(CtAction {
+                    commit: true,
+                    zone: CtZone::Value(zone),
+                    table: None,
+                    nat: None,
+                    set_mark: None,
+                    set_label: None,
+                }),
+                Action::GotoTable(layout::OUTPUT),
+            ],
+        );
+        commit.m.set(
+            Field::CtState,
+            u128::from(ct_state::NEW | ct_state::TRK),
+            u128::from(ct_state::NEW | ct_state::TRK | ct_state::DNAT),
+        );
+        out.push(commit);
+    }
+    let state = |prio: u16, bits: u8, actions: Vec<Action>| {
+        let mut m = Match::ANY;
+        m.set(
+            Field::CtState,
+            u128::from(bits | ct_state::TRK),
+            u128::from(bits | ct_state::TRK),
+        );
+        FlowSpec {
+            table: layout::CT_STATE,
+            priority: prio,
+            cookie: cookie::SERVICES,
+            m,
+            actions,
+            ..FlowSpec::default()
+        }
+    };
+    out.push(state(200, ct_state::INV, vec![Action::Drop]));
+    out.push(state(
+        190,
+        ct_state::EST,
+        vec![Action::GotoTable(layout::EGRESS_POLICY)],
+    ));
+    out.push(state(
+        190,
+        ct_state::REL,
+        vec![Action::GotoTable(layout::EGRESS_POLICY)],
+    ));
+    let mut m = Match::ANY;
+    m.set(
+        reg::SVC_FLAGS,
+        u128::from(svc_flags::HAIRPIN),
+        u128::from(svc_flags::HAIRPIN),
+    );
+    out.push(FlowSpec {
+        table: layout::OUTPUT,
+        priority: 100,
+        cookie: cookie::SERVICES,
+        m,
+        actions: vec![Action::Output(port_no::IN_PORT)],
+        ..FlowSpec::default()
+    });
+    out
+}
+
+/// One frontend to build: which addresses, which endpoints.
+struct FrontendPlan {
+    id: u32,
+    external: bool,
+    /// (address, port) matched in table 15.
+    matches: Vec<(u128, bool, u16)>,
+}
+
+/// The port of `ep` that serves service port `sp`.
+fn target_port(sp: &ServicePort, ep: &Endpoint, state: &DesiredState, ip: &str) -> Option<u16> {
+    let same = |n: &Option<String>| n.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or("");
+    // EndpointSlice ports carry the service port's name and the resolved number.
+    if let Some(p) = ep
+        .ports
+        .iter()
+        .find(|p| same(&p.name) && p.protocol == sp.protocol)
+    {
+        return u16::try_from(p.port).ok().filter(|&p| p > 0);
+    }
+    match &sp.target_port {
+        Some(PortRef::Number(n)) => u16::try_from(*n).ok().filter(|&p| p > 0),
+        Some(PortRef::Name(name)) => {
+            // A named target port the endpoint did not resolve: the pod's own.
+            let by_ep = ep.ports.iter().find(|p| p.name.as_deref() == Some(name));
+            if let Some(p) = by_ep {
+                return u16::try_from(p.port).ok().filter(|&p| p > 0);
+            }
+            state
+                .pods()
+                .filter(|p| p.ips.iter().any(|a| a == ip))
+                .flat_map(|p| p.ports.iter())
+                .find(|cp| &cp.name == name && cp.protocol == sp.protocol)
+                .and_then(|cp| u16::try_from(cp.port).ok())
+        }
+        None => u16::try_from(sp.port).ok(),
+    }
+}
+
+impl ServiceRealizer {
+    pub fn new(cfg: ServicesConfig) -> ServiceRealizer {
+        ServiceRealizer {
+            cfg,
+            next_n: 1,
+            ..ServiceRealizer::default()
+        }
+    }
+
+    fn alloc_n(&mut self) -> u32 {
+        self.free_n.pop().unwrap_or_else(|| {
+            let n = self.next_n;
+            self.next_n += 1;
+            n
+        })
+    }
+
+    /// Flows and frontends of one service; warnings for what was skipped.
+    fn build(
+        &mut self,
+        svc: &Service,
+        eps: Option<&Endpoints>,
+        state: &DesiredState,
+        n: u32,
+    ) -> (Vec<FlowSpec>, Vec<Frontend>, SvcState) {
+        let mut flows = Vec::new();
+        let mut fes = Vec::new();
+        let mut st = SvcState {
+            n,
+            ..SvcState::default()
+        };
+        if svc.headless || svc.service_type == ServiceType::ExternalName {
+            return (flows, fes, st);
+        }
+        let node = state.local_node();
+        let node_name = node.map(|n| n.name.as_str());
+        let gw_mac = node
+            .and_then(|n| n.gateway_mac.as_deref())
+            .and_then(parse_mac);
+        let node_ips: Vec<&str> = node
+            .map(|n| n.node_ips.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let key = format!("{}/{}", svc.namespace, svc.name);
+        let all_eps: &[Endpoint] = eps.map(|e| e.endpoints.as_slice()).unwrap_or(&[]);
+        // Ready endpoints; when none, serving-and-terminating ones (kube-proxy).
+        let ready: Vec<&Endpoint> = all_eps.iter().filter(|e| e.ready).collect();
+        let usable: Vec<&Endpoint> = if ready.is_empty() {
+            all_eps
+                .iter()
+                .filter(|e| e.serving && e.terminating)
+                .collect()
+        } else {
+            ready
+        };
+        for ep in all_eps {
+            if ep.addresses.is_empty() {
+                self.warnings
+                    .push(format!("{key}: an endpoint has no address; skipped"));
+            }
+        }
+        for (pi, sp) in svc.ports.iter().enumerate() {
+            if pi >= MAX_PORTS {
+                self.warnings.push(format!(
+                    "{key}: more than {MAX_PORTS} ports; the rest skipped"
+                ));
+                break;
+            }
+            let Ok(port) = u16::try_from(sp.port) else {
+                self.warnings
+                    .push(format!("{key}: port {} out of range; skipped", sp.port));
+                continue;
+            };
+            let proto = proto_num(sp.protocol);
+            for v6 in [false, true] {
+                // Endpoints of this family with their target port.
+                let mut backends = Vec::new();
+                for ep in &usable {
+                    for a in &ep.addresses {
+                        if is_v6(a) != v6 {
+                            continue;
+                        }
+                        let Some(ip) = parse_ip(a) else {
+                            self.warnings.push(format!(
+                                "{key}: endpoint address '{a}' is not an IP; skipped"
+                            ));
+                            continue;
+                        };
+                        let Some(tp) = target_port(sp, ep, state, a) else {
+                            self.warnings.push(format!(
+                                "{key}: no target port for {a} (port {}); skipped",
+                                sp.port
+                            ));
+                            continue;
+                        };
+                        let pod = state.pods().find(|p| p.ips.iter().any(|x| x == a));
+                        let local = match (&ep.node_name, node_name) {
+                            (Some(e), Some(n)) => e == n,
+                            _ => pod.is_some_and(|p| p.local),
+                        };
+                        let mac = pod
+                            .filter(|_| local)
+                            .and_then(|p| p.mac.as_deref())
+                            .and_then(parse_mac);
+                        backends.push((format!("{a}:{tp}"), ip, tp, local, mac));
+                    }
+                }
+                backends.sort_by(|a, b| a.0.cmp(&b.0));
+                backends.dedup_by(|a, b| a.0 == b.0);
+                let fam = |s: &&String| is_v6(s) == v6;
+                let mut internal = FrontendPlan {
+                    id: (n << 8) | ((pi as u32) << 1),
+                    external: false,
+                    matches: Vec::new(),
+                };
+                let mut external = FrontendPlan {
+                    id: (n << 8) | ((pi as u32) << 1) | 1,
+                    external: true,
+                    matches: Vec::new(),
+                };
+                for a in svc.cluster_ips.iter().filter(fam) {
+                    match parse_ip(a) {
+                        Some(ip) => internal.matches.push((ip, v6, port)),
+                        None => self
+                            .warnings
+                            .push(format!("{key}: cluster IP '{a}' invalid; skipped")),
+                    }
+                }
+                for a in svc
+                    .external_ips
+                    .iter()
+                    .chain(&svc.load_balancer_ips)
+                    .filter(fam)
+                {
+                    match parse_ip(a) {
+                        Some(ip) => external.matches.push((ip, v6, port)),
+                        None => self
+                            .warnings
+                            .push(format!("{key}: external address '{a}' invalid; skipped")),
+                    }
+                }
+                if matches!(
+                    svc.service_type,
+                    ServiceType::NodePort | ServiceType::LoadBalancer
+                ) && let Some(np) = sp.node_port
+                {
+                    match u16::try_from(np) {
+                        Ok(np) if np > 0 => {
+                            for a in node_ips.iter().filter(|a| is_v6(a) == v6) {
+                                if let Some(ip) = parse_ip(a) {
+                                    external.matches.push((ip, v6, np));
+                                }
+                            }
+                        }
+                        _ => self
+                            .warnings
+                            .push(format!("{key}: node port {np} out of range; skipped")),
+                    }
+                }
+                let snat_node = node_ips
+                    .iter()
+                    .filter(|a| is_v6(a) == v6)
+                    .find_map(|a| parse_ip(a));
+                for plan in [internal, external] {
+                    if plan.matches.is_empty() {
+                        continue;
+                    }
+                    let id = plan.id | if v6 { 1 << 7 } else { 0 };
+                    let local_only = if plan.external {
+                        svc.external_traffic_policy == TrafficPolicy::Local
+                    } else {
+                        svc.internal_traffic_policy == TrafficPolicy::Local
+                    };
+                    let chosen: Vec<_> = backends.iter().filter(|b| !local_only || b.3).collect();
+                    let names: Vec<String> = chosen.iter().map(|b| b.0.clone()).collect();
+                    let m = maglev::size_for(names.len(), self.cfg.maglev_table_size);
+                    let table = maglev::build(&names, m);
+                    for b in &chosen {
+                        st.backends.insert((id, b.1, b.2));
+                        st.ips.insert(b.1);
+                    }
+                    let fe = Frontend {
+                        id,
+                        name: format!(
+                            "{key}:{}/{:?}{}",
+                            sp.port,
+                            sp.protocol,
+                            if plan.external { " (external)" } else { "" }
+                        ),
+                        vips: plan
+                            .matches
+                            .iter()
+                            .map(|(ip, v6, p)| fmt_addr(*ip, *v6, *p))
+                            .collect(),
+                        backends: chosen
+                            .iter()
+                            .map(|b| Backend {
+                                ip: b.1,
+                                port: b.2,
+                                mac: b.4,
+                                local: b.3,
+                                hits: Default::default(),
+                            })
+                            .collect(),
+                        maglev: table,
+                        snat_remote: if plan.external && !local_only {
+                            snat_node
+                        } else {
+                            None
+                        },
+                        gateway_mac: gw_mac,
+                        affinity: (svc.session_affinity == SessionAffinity::ClientIP).then(|| {
+                            Affinity {
+                                timeout_ns: svc
+                                    .session_affinity_timeout
+                                    .map_or(AFFINITY_DEFAULT_S, |t| t.max(1) as u64)
+                                    * 1_000_000_000,
+                                map: Mutex::new(HashMap::new()),
+                            }
+                        }),
+                    };
+                    let actions = if fe.backends.is_empty() {
+                        vec![Action::Punt(crate::flow::spec::Punt::Reject)]
+                    } else {
+                        vec![
+                            Action::SetField {
+                                field: reg::SERVICE,
+                                value: u128::from(id),
+                                mask: u128::from(u32::MAX),
+                            },
+                            Action::ServiceLb {
+                                id,
+                                zone: self.cfg.zone,
+                                table: layout::EGRESS_POLICY,
+                            },
+                        ]
+                    };
+                    for (ip, v6, p) in &plan.matches {
+                        let mut mm = Match::ANY;
+                        mm.set_exact(Field::EthType, if *v6 { 0x86dd } else { 0x0800 });
+                        mm.set_exact(Field::IpProto, u128::from(proto));
+                        mm.set_exact(if *v6 { Field::Ipv6Dst } else { Field::Ipv4Dst }, *ip);
+                        mm.set_exact(Field::TpDst, u128::from(*p));
+                        mm.set(
+                            Field::CtState,
+                            u128::from(ct_state::NEW | ct_state::TRK),
+                            u128::from(ct_state::NEW | ct_state::TRK),
+                        );
+                        flows.push(FlowSpec {
+                            table: layout::SERVICE_LB,
+                            priority: PRIO_SERVICE,
+                            cookie: svc_cookie(n),
+                            m: mm,
+                            actions: actions.clone(),
+                            ..FlowSpec::default()
+                        });
+                    }
+                    st.frontends.push(id);
+                    fes.push(fe);
+                }
+            }
+        }
+        (flows, fes, st)
+    }
+
+    /// Rebuilds the given services; returns the flow mods and what conntrack
+    /// must forget.
+    fn rebuild(
+        &mut self,
+        state: &DesiredState,
+        keys: &BTreeSet<(String, String)>,
+    ) -> (Vec<FlowMod>, Vec<(u32, u128, u16)>) {
+        let mut mods = Vec::new();
+        let mut gone_backends = Vec::new();
+        for (ns, name) in keys {
+            let svc = match state.get(&ObjectKey::new(Kind::Service, ns, name)) {
+                Some(Object::Service(s)) => Some(s),
+                _ => None,
+            };
+            let eps = match state.get(&ObjectKey::new(Kind::Endpoints, ns, name)) {
+                Some(Object::Endpoints(e)) => Some(e),
+                _ => None,
+            };
+            let old = self.services.remove(&(ns.clone(), name.clone()));
+            if let Some(o) = &old {
+                mods.push(FlowMod::Delete(FlowFilter {
+                    cookie: Some((svc_cookie(o.n), SVC_COOKIE_MASK)),
+                    ..FlowFilter::default()
+                }));
+                for id in &o.frontends {
+                    self.frontends.remove(id);
+                }
+            }
+            let Some(svc) = svc else {
+                if let Some(o) = old {
+                    gone_backends.extend(o.backends.iter().copied());
+                    self.free_n.push(o.n);
+                }
+                continue;
+            };
+            let n = old.as_ref().map_or_else(|| self.alloc_n(), |o| o.n);
+            let (flows, fes, st) = self.build(svc, eps, state, n);
+            if let Some(o) = &old {
+                gone_backends.extend(o.backends.difference(&st.backends).copied());
+            }
+            mods.extend(flows.into_iter().map(FlowMod::Add));
+            for fe in fes {
+                self.frontends.insert(fe.id, Arc::new(fe));
+            }
+            self.services.insert((ns.clone(), name.clone()), st);
+        }
+        (mods, gone_backends)
+    }
+
+    /// Every frontend (for `vsctl services`).
+    pub fn frontends(&self) -> impl Iterator<Item = &Arc<Frontend>> {
+        self.frontends.values()
+    }
+}
+
+fn fmt_addr(ip: u128, v6: bool, port: u16) -> String {
+    if v6 {
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(ip))
+    } else {
+        format!("{}:{port}", std::net::Ipv4Addr::from(ip as u32))
+    }
+}
+
+impl Realizer for ServiceRealizer {
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    fn realize(&mut self, state: &DesiredState, change: &Change, ctx: &mut RealizeCtx<'_>) {
+        if let Some(dp) = ctx.dp.as_deref() {
+            self.cfg = dp.config().services;
+        }
+        let k = &change.keys;
+        let mut todo: BTreeSet<(String, String)> = BTreeSet::new();
+        for key in k.upserted.iter().chain(&k.deleted) {
+            if matches!(key.kind, Kind::Service | Kind::Endpoints) {
+                todo.insert((key.namespace.clone(), key.name.clone()));
+            }
+        }
+        if k.touches(Kind::LocalNode) {
+            todo.extend(self.services.keys().cloned());
+            for o in state.of_kind(Kind::Service) {
+                if let Object::Service(s) = o {
+                    todo.insert((s.namespace.clone(), s.name.clone()));
+                }
+            }
+        } else if k.touches(Kind::Pod) {
+            // Pods behind a service bring their MAC and locality: rebuild those.
+            let mut ips = BTreeSet::new();
+            for key in k
+                .upserted
+                .iter()
+                .chain(&k.deleted)
+                .filter(|k| k.kind == Kind::Pod)
+            {
+                let cur = state.get(key);
+                let prev = change.previous.get(key);
+                for o in cur.into_iter().chain(prev) {
+                    if let Object::Pod(p) = o {
+                        ips.extend(p.ips.iter().filter_map(|a| parse_ip(a)));
+                    }
+                }
+            }
+            for (key, st) in &self.services {
+                if st.ips.iter().any(|ip| ips.contains(ip)) {
+                    todo.insert(key.clone());
+                }
+            }
+        }
+        if todo.is_empty() {
+            return;
+        }
+        self.warnings.clear();
+        let (mut mods, gone) = self.rebuild(state, &todo);
+        let want_base = !self.services.is_empty();
+        if want_base && !self.base {
+            mods.extend(base_flows(self.cfg.zone).into_iter().map(FlowMod::Add));
+        } else if !want_base && self.base {
+            mods.push(FlowMod::Delete(FlowFilter {
+                cookie: Some((cookie::SERVICES, cookie::MASK)),
+                ..FlowFilter::default()
+            }));
+        }
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+        let Some(dp) = ctx.dp.as_deref_mut() else {
+            self.base = want_base;
+            return;
+        };
+        // Frontends first (a new flow must find its frontend), flows next;
+        // removed frontends are only looked up by flows deleted in this bundle.
+        dp.publish_services(LbTable {
+            frontends: self.frontends.clone(),
+        });
+        match dp.flow_mods(mods) {
+            Ok(_) => self.base = want_base,
+            Err(e) => tracing::error!(error = %e, "service flows refused"),
+        }
+        if !gone.is_empty() {
+            // Endpoints that vanished: their connections go at once (a stale
+            // UDP entry would keep sending DNS to a dead pod).
+            let gone: BTreeSet<(u32, u128, u16)> = gone.into_iter().collect();
+            let n = dp.conntrack().table.remove_where(|c| {
+                c.service != 0 && gone.contains(&(c.service, c.reply.src_ip(), c.reply.sport))
+            });
+            if n > 0 {
+                tracing::info!(
+                    connections = n,
+                    "conntrack entries of removed endpoints flushed"
+                );
+            }
+        }
+    }
+}
