@@ -26,6 +26,8 @@ use vswitch_proto::model::{
 pub const NS_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 type PodKey = (String, String);
+/// A rule's peers and ports, whichever direction.
+type RuleParts<'a> = (&'a [PolicyPeer], &'a [PolicyPort]);
 
 #[derive(Debug, Clone)]
 struct PodRec {
@@ -423,7 +425,7 @@ impl Compiler {
             groups: Vec::new(),
             selected: BTreeSet::new(),
         };
-        let rule_sets: [(Dir, Vec<(&[PolicyPeer], &[PolicyPort])>); 2] = [
+        let rule_sets: [(Dir, Vec<RuleParts<'_>>); 2] = [
             (
                 Dir::Ingress,
                 p.spec
