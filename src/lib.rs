@@ -34,6 +34,7 @@ pub mod control;
 pub mod daemon;
 pub mod frames;
 pub mod netns;
+pub mod netpol;
 pub mod pod;
 pub mod topo;
 pub mod veth;

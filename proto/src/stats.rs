@@ -83,6 +83,8 @@ drop_reasons! {
     /// Too big for the tunnel once encapsulated; with DF set the sender got an ICMP
     /// fragmentation-needed from the gateway (counted here all the same).
     TunnelTooBig => tunnel_too_big,
+    /// Denied by NetworkPolicy (`vsctl policies` says which policy).
+    Policy => policy,
 }
 
 /// Parameters of `stats`.

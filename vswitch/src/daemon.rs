@@ -79,6 +79,7 @@ impl Daemon {
             match r {
                 Ok(info) => {
                     tracing::info!(port = %info.name, mode = %info.mode, state = ?info.state, "restored port");
+                    self.desired.port_changed(&info, true, &mut self.dp);
                     ok += 1;
                 }
                 Err(e) => {

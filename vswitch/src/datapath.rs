@@ -124,6 +124,8 @@ pub struct Datapath {
     ports_vanished: u64,
     flows: FlowTables,
     epoch: Instant,
+    /// NetworkPolicy engine shared with the workers (the policy realizer publishes).
+    policy: crate::policy::SharedEngine,
     conntrack: Arc<crate::conntrack::Conntrack>,
     services: crate::services::SharedLb,
     tunnel: Arc<crate::overlay::TunnelParams>,
@@ -138,6 +140,7 @@ impl Datapath {
         let n = cfg.workers.len().max(1);
         let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let epoch = Instant::now();
+        let policy = crate::policy::shared();
         let wakers: Vec<Arc<Waker>> = (0..n)
             .map(|_| Waker::new().map(Arc::new))
             .collect::<Result<_, _>>()?;
@@ -193,6 +196,7 @@ impl Datapath {
             let counters = Arc::new(WorkerCounters::default());
             let cache_counters = Arc::new(CacheCounters::default());
             let links = WorkerLinks {
+                policy: policy.clone(),
                 pipeline: reader.clone(),
                 conntrack: conntrack.clone(),
                 services: services.clone(),
@@ -254,10 +258,16 @@ impl Datapath {
             ports_vanished: 0,
             flows,
             epoch,
+            policy,
             conntrack,
             services,
             tunnel,
         })
+    }
+
+    /// The NetworkPolicy engine workers evaluate `policy(DIR)` against.
+    pub fn policy_engine(&self) -> &crate::policy::SharedEngine {
+        &self.policy
     }
 
     /// Nanoseconds since the datapath started (the clock of flow timeouts).

@@ -14,6 +14,7 @@ pub mod flow;
 pub mod flowctl;
 pub mod overlay;
 pub mod persist;
+pub mod policy;
 pub mod pool;
 pub mod port;
 pub mod services;

@@ -48,14 +48,16 @@ fn run(args: Args) -> Result<(), String> {
     let mut server = ControlServer::bind(&args.socket)
         .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
     let dp = Datapath::new(cfg.datapath(cores)).map_err(|e| format!("datapath: {e}"))?;
-    let mut daemon = Daemon::new(dp, Some(store));
-    let (restored, skipped) = daemon.restore();
-    // Ports first: restored desired state links to the ports it finds.
+    // Desired state first: policy (and every other feature's flows) is realised
+    // before a restored port forwards its first packet. Pod links are looked up
+    // when ports are listed, so they find the ports restored next.
     let overlay = cfg.overlay.config()?;
-    let mut daemon = daemon.with_desired(
+    let mut daemon = Daemon::new(dp, Some(store)).with_desired(
         DesiredStore::new(Some(&args.state_dir))
             .with_realizers(vswitch::desired::realize::chain(overlay)),
     );
+    // Then the ports, each announced to the realizers as it comes back.
+    let (restored, skipped) = daemon.restore();
     tracing::info!(socket = %args.socket.display(), restored, skipped, "vswitchd ready");
     let served = server.run(&mut daemon, &shutdown);
     tracing::info!("shutting down");

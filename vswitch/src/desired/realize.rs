@@ -10,6 +10,9 @@
 //! - [`PodLinker`] links pods to the ports whose `PodRef` names them, which
 //!   `list_ports` shows (`pod_link`).
 
+pub mod ct_base;
+pub mod policy;
+
 use std::collections::BTreeMap;
 use vswitch_proto::model::{Kind, LocalNode, Object, ObjectKey, Pod};
 use vswitch_proto::{ChangeSet, DesiredState, PodLink, PortInfo};
@@ -163,6 +166,7 @@ pub fn chain(overlay: crate::overlay::node::OverlayConfig) -> Vec<Box<dyn Realiz
         Box::new(Validator),
         Box::new(LocalNodeLog),
         Box::new(PodLinker),
+        Box::new(policy::PolicyRealizer::default()),
         Box::new(crate::services::realize::ServiceRealizer::new(
             crate::services::realize::ServicesConfig::default(),
         )),

@@ -52,6 +52,8 @@ pub enum DpAction {
         recirc: u32,
     },
     Punt(Punt),
+    /// NetworkPolicy verdict: drop here when denied, else go on.
+    Policy(crate::policy::Dir),
     /// Choose an endpoint of service frontend `id`, commit with DNAT in `zone`,
     /// rewrite, and look up again from `recirc` - 1.
     ServiceLb {
@@ -118,6 +120,7 @@ impl std::fmt::Display for DpAction {
             ),
             DpAction::Decap { recirc } => write!(f, "decap,recirc(table {})", recirc - 1),
             DpAction::Punt(p) => write!(f, "punt({p:?})"),
+            DpAction::Policy(d) => write!(f, "policy({})", d.as_str()),
             DpAction::ServiceLb { id, zone, recirc } => write!(
                 f,
                 "service_lb(id={id},zone={zone}),recirc(table {})",

@@ -436,6 +436,7 @@ fn action_text(a: &Action, ports: &dyn PortNames) -> String {
             )
         }
         Action::Punt(Punt::IcmpEchoReply) => "punt:icmp_echo_reply".to_string(),
+        Action::Policy(d) => format!("policy({})", d.as_str()),
         Action::Punt(Punt::Reject) => "punt:reject".to_string(),
         Action::ServiceLb { id, zone, table } => {
             format!("service_lb(id={id},zone={zone},table={table})")

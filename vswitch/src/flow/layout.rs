@@ -67,6 +67,9 @@ pub mod svc_flags {
     pub const ROUTED: u32 = 0x2;
 }
 
+/// The conntrack zone of pod traffic (policy and services share it).
+pub const CT_ZONE_PODS: u16 = 1;
+
 /// Values of [`reg::PORT_KIND`].
 pub mod port_kind {
     pub const POD: u32 = 1;
@@ -81,6 +84,10 @@ pub mod cookie {
     pub const MASK: u64 = 0xffff_0000_0000_0000;
     /// The pass-through skeleton installed at start.
     pub const SKELETON: u64 = 0x0001 << 48;
+    /// The shared conntrack base flows (tables 10, 11, 50), installed while policy
+    /// or services need them (`desired::realize::ct_base`). Part of the skeleton
+    /// namespace: they belong to the base pipeline, not to either feature.
+    pub const CT_BASE: u64 = SKELETON | 0xc7;
     /// Node, gateway, overlay and routing flows.
     pub const NODE: u64 = 0x0002 << 48;
     pub const SERVICES: u64 = 0x0003 << 48;

@@ -261,19 +261,12 @@ fn udp_apply(old: u16, delta: u16) -> u16 {
 /// UDP rules), ICMPv6; None for ICMPv4, SCTP, no L4.
 #[inline(always)]
 fn pseudo_csum(tail: &mut [u8], kind: L4) -> Result<Option<(&mut [u8; 2], bool)>, RewriteError> {
-    // Checksum offset by kind (0: none), a table rather than a branch per kind.
-    const AT: [usize; 6] = {
-        let mut t = [0; 6];
-        t[L4::Tcp as usize] = 16;
-        t[L4::Udp as usize] = 6;
-        t[L4::Icmpv6 as usize] = 2;
-        t
-    };
-    let at = AT[kind as usize];
-    if at == 0 {
-        return Ok(None);
-    }
-    Ok(Some((chunk_mut::<2>(tail, at)?, kind == L4::Udp)))
+    Ok(match kind {
+        L4::Tcp => Some((chunk_mut::<2>(tail, 16)?, false)),
+        L4::Udp => Some((chunk_mut::<2>(tail, 6)?, true)),
+        L4::Icmpv6 => Some((chunk_mut::<2>(tail, 2)?, false)),
+        L4::None | L4::Icmp | L4::Sctp => None,
+    })
 }
 
 #[inline(always)]

@@ -175,6 +175,9 @@ pub enum Action {
         table: u8,
     },
     Punt(Punt),
+    /// `policy(ingress|egress)`: NetworkPolicy verdict for the packet's connection
+    /// (see docs/policy.md); a denied packet is dropped here, an allowed one goes on.
+    Policy(crate::policy::Dir),
     /// `service_lb(id=N,zone=Z,table=T)`: choose an endpoint of service frontend
     /// N (Maglev), commit the connection in zone Z with DNAT to it, rewrite the
     /// packet and continue in table T (see docs/services.md).

@@ -266,6 +266,11 @@ impl Ctx<'_> {
                     return;
                 }
                 Action::Punt(p) => self.emit(DpAction::Punt(*p)),
+                Action::Policy(d) => {
+                    // Decided per packet from the key at run time: nothing to consult.
+                    self.emit(DpAction::Policy(*d));
+                    self.note(|| format!("policy({}): verdict at run time", d.as_str()));
+                }
                 Action::ServiceLb { id, zone, table: t } => {
                     self.flush_meta();
                     self.emit(DpAction::ServiceLb {

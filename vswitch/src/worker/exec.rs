@@ -112,6 +112,11 @@ impl Worker {
                         return self.drop_frame(cur, DropReason::ActionFailed, tally);
                     }
                 }
+                DpAction::Policy(dir) => {
+                    if !self.policy_allows(*dir, key, now) {
+                        return self.drop_frame(cur, DropReason::Policy, tally);
+                    }
+                }
                 DpAction::SetMeta { word, value, mask } => {
                     if let Some(w) = key.0.get_mut(usize::from(*word)) {
                         *w = (*w & !mask) | value;
@@ -193,6 +198,30 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The NetworkPolicy verdict for this packet's connection (counted; denied
+    /// ones audited, rate limited).
+    #[inline]
+    fn policy_allows(&mut self, dir: crate::policy::Dir, key: &Key, now: u64) -> bool {
+        let Some(p) = crate::policy::Packet::from_key(key) else {
+            return true;
+        };
+        let d = self.links.policy.load().decide_counted(dir, &p);
+        if !d.allows() && self.audit.allow(now) {
+            let suppressed = std::mem::take(&mut self.audit.suppressed);
+            tracing::info!(
+                target: "vswitch::policy_audit",
+                dir = dir.as_str(),
+                src = %crate::policy::eval::ip_text(p.src),
+                dst = %crate::policy::eval::ip_text(p.dst),
+                proto = p.proto,
+                dport = p.dport,
+                suppressed,
+                "connection denied by NetworkPolicy"
+            );
+        }
+        d.allows()
     }
 
     /// Header offsets of the frame as it is now (computed once per change of shape).

@@ -90,6 +90,8 @@ pub struct WorkerLinks {
     pub pipeline: PipelineReader,
     pub cache_config: CacheConfig,
     pub cache_counters: Arc<CacheCounters>,
+    /// The published NetworkPolicy engine (`policy(DIR)` actions read it).
+    pub policy: crate::policy::SharedEngine,
     /// The connection table all workers share.
     pub conntrack: Arc<Conntrack>,
     /// Service load-balancing state (Maglev tables), published by the control thread.
@@ -137,6 +139,7 @@ pub struct Worker {
     cache: FlowCache,
     conntrack: Arc<Conntrack>,
     punt: punt::PuntLimiter,
+    audit: crate::policy::audit::AuditLimiter,
     /// Frames waiting to re-enter the pipeline (after ct or decap).
     recirc: Vec<exec::Recirc>,
     /// Frames flooded in the current batch.
@@ -174,6 +177,7 @@ impl Worker {
             cache,
             conntrack,
             punt: punt::PuntLimiter::default(),
+            audit: crate::policy::audit::AuditLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
             ingress_src: 0,

@@ -110,6 +110,7 @@ const ACTION_NAMES: &[&str] = &[
     "encap",
     "decap",
     "punt",
+    "policy",
     "service_lb",
     "note",
 ];
@@ -144,6 +145,7 @@ fn action(item: &Item<'_>, cx: &ActCtx<'_>) -> PResult<Action> {
         "encap" => encap(item)?,
         "decap" => decap(item)?,
         "punt" => Action::Punt(punt(need_value(item, "punt:icmp_echo_reply")?)?),
+        "policy" => policy(item)?,
         "service_lb" => service_lb(item)?,
         "note" => Action::Note(note(item.value)?),
         _ => return bare_port(item, cx),
@@ -457,6 +459,16 @@ fn decap(item: &Item<'_>) -> PResult<Action> {
             table: table_num(t)?,
         }),
         _ => v.err("expected decap(table=N)"),
+    }
+}
+
+/// `policy(ingress)` or `policy(egress)`.
+fn policy(item: &Item<'_>) -> PResult<Action> {
+    let v = need_value(item, "policy(ingress)")?;
+    match v.s {
+        "ingress" => Ok(Action::Policy(crate::policy::Dir::Ingress)),
+        "egress" => Ok(Action::Policy(crate::policy::Dir::Egress)),
+        _ => v.err("expected policy(ingress) or policy(egress)"),
     }
 }
 

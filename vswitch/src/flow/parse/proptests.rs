@@ -310,7 +310,7 @@ fn gen_actions(r: &mut Rng, table: Option<u8>, m: Option<Match>, group: u32) -> 
     let mut m = m;
     let mut out = Vec::new();
     for _ in 0..r.below(6) {
-        let a = match r.below(17) {
+        let a = match r.below(18) {
             0 => Action::Output(gen_port(r)),
             1 => Action::Flood,
             2 => Action::Normal,
@@ -363,6 +363,11 @@ fn gen_actions(r: &mut Rng, table: Option<u8>, m: Option<Match>, group: u32) -> 
                 mac: r.next().to_be_bytes()[..6].try_into().unwrap_or([0; 6]),
             }),
             15 => Action::Punt(Punt::IcmpEchoReply),
+            16 => Action::Policy(if r.chance(50) {
+                crate::policy::Dir::Ingress
+            } else {
+                crate::policy::Dir::Egress
+            }),
             _ => Action::Note(
                 (0..r.below(6))
                     .map(|_| r.pick(&[0u8, 7, b'a', b'"', b' ', b',', 0xff]))

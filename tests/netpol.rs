@@ -1,0 +1,393 @@
+//! The upstream Kubernetes NetworkPolicy e2e cases (test/e2e/network/netpol)
+//! against one vswitchd: namespaces x, y, z with pods a, b, c serving TCP and UDP
+//! on 80 and 81, each case a policy set fed through `vswitch-agent --manifests`
+//! and a full 9x9 reachability matrix probed in parallel.
+//!
+//!     cargo build && cargo test --test netpol -- --nocapture
+//!
+//! Needs root and built binaries. Pods: x/a=10.250.0.10 ... z/c=10.250.0.18.
+
+use vswitch_suite::netpol::{Cluster, Matrix, Proto};
+
+fn np(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\n{{\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"NetworkPolicy\", \"metadata\": {{\"name\": \"{name}\", \"namespace\": \"{ns}\"}}, \"spec\": {spec}}}\n"
+    )
+}
+
+const NS: [&str; 3] = ["x", "y", "z"];
+fn pods_of(ns: &str) -> Vec<String> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|p| format!("{ns}/{p}"))
+        .collect()
+}
+
+/// Everything open except traffic into `to` from pods not in `allowed_from`.
+fn only_from(to: &str, allowed_from: &[&str]) -> Matrix {
+    let mut m = Matrix::all(true);
+    m.to(to, false);
+    for f in allowed_from {
+        m.set(f, to, true);
+    }
+    m.self_allowed();
+    m
+}
+
+fn all_pods() -> Vec<String> {
+    NS.iter().flat_map(|n| pods_of(n)).collect()
+}
+
+struct Case {
+    name: &'static str,
+    policies: String,
+    n: u64,
+    checks: Vec<(u16, Proto, Matrix)>,
+}
+
+fn cases() -> Vec<Case> {
+    use Proto::*;
+    let mut v = Vec::new();
+    // Deny all ingress into x.
+    let mut m = Matrix::all(true);
+    for p in pods_of("x") {
+        m.to(&p, false);
+    }
+    m.self_allowed();
+    v.push(Case {
+        name: "deny-all ingress in x",
+        policies: np(
+            "x",
+            "deny",
+            r#"{"podSelector": {}, "policyTypes": ["Ingress"]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, m.clone()), (80, Udp, m.clone()), (81, Tcp, m)],
+    });
+    // Deny all egress from x.
+    let mut m = Matrix::all(true);
+    for p in pods_of("x") {
+        m.from(&p, false);
+    }
+    m.self_allowed();
+    v.push(Case {
+        name: "deny-all egress in x",
+        policies: np(
+            "x",
+            "deny-egress",
+            r#"{"podSelector": {}, "policyTypes": ["Egress"]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, m.clone()), (81, Udp, m)],
+    });
+    // Allow x/a from namespace y.
+    let from_y: Vec<String> = pods_of("y");
+    let from_y_refs: Vec<&str> = from_y.iter().map(String::as_str).collect();
+    v.push(Case {
+        name: "allow from namespace (matchLabels)",
+        policies: np(
+            "x",
+            "allow-y",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![
+            (80, Tcp, only_from("x/a", &from_y_refs)),
+            (81, Udp, only_from("x/a", &from_y_refs)),
+        ],
+    });
+    v.push(Case {
+        name: "allow from namespace (matchExpressions In)",
+        policies: np(
+            "x",
+            "allow-y-expr",
+            r#"{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a"]}]}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["y"]}]}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, only_from("x/a", &from_y_refs))],
+    });
+    v.push(Case {
+        name: "allow from namespaces NotIn [x] (matchExpressions)",
+        policies: np(
+            "x",
+            "not-x",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(
+            80,
+            Tcp,
+            only_from("x/a", &["y/a", "y/b", "y/c", "z/a", "z/b", "z/c"]),
+        )],
+    });
+    v.push(Case {
+        name: "allow from pod b in namespace y (podSelector AND namespaceSelector)",
+        policies: np(
+            "x",
+            "and",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, only_from("x/a", &["y/b"])), (80, Udp, only_from("x/a", &["y/b"]))],
+    });
+    v.push(Case {
+        name: "multiple peers (OR): namespace y, or pod b of x",
+        policies: np(
+            "x",
+            "or",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}, {"podSelector": {"matchLabels": {"pod": "b"}}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, only_from("x/a", &["y/a", "y/b", "y/c", "x/b"]))],
+    });
+    v.push(Case {
+        name: "allow from pods in the same namespace (podSelector {})",
+        policies: np(
+            "x",
+            "same-ns",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, only_from("x/a", &["x/b", "x/c"]))],
+    });
+    // Ports.
+    let all: Vec<String> = all_pods();
+    let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let open = only_from("x/a", &all_refs);
+    let closed = only_from("x/a", &[]);
+    v.push(Case {
+        name: "allow ingress on numbered port 81 (TCP)",
+        policies: np(
+            "x",
+            "port-81",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 81}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![
+            (81, Tcp, open.clone()),
+            (80, Tcp, closed.clone()),
+            (81, Udp, closed.clone()),
+        ],
+    });
+    v.push(Case {
+        name: "allow ingress on named port serve-81-tcp",
+        policies: np(
+            "x",
+            "named",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": "serve-81-tcp", "protocol": "TCP"}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(81, Tcp, open.clone()), (80, Tcp, closed.clone())],
+    });
+    v.push(Case {
+        name: "allow ingress on port range 80-81 (endPort), TCP only",
+        policies: np(
+            "x",
+            "range",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "endPort": 81, "protocol": "TCP"}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![
+            (80, Tcp, open.clone()),
+            (81, Tcp, open.clone()),
+            (80, Udp, closed.clone()),
+        ],
+    });
+    v.push(Case {
+        name: "allow ingress on UDP 80 only",
+        policies: np(
+            "x",
+            "udp",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 80, "protocol": "UDP"}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Udp, open.clone()), (80, Tcp, closed.clone()), (81, Udp, closed.clone())],
+    });
+    // ipBlock with except: all pods' /24 except y/b (10.250.0.14).
+    let mut not_yb = all_refs.clone();
+    not_yb.retain(|p| *p != "y/b");
+    v.push(Case {
+        name: "ingress from ipBlock with except",
+        policies: np(
+            "x",
+            "ipblock",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.250.0.0/24", "except": ["10.250.0.14/32"]}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, only_from("x/a", &not_yb))],
+    });
+    // Egress to one CIDR.
+    let mut m = Matrix::all(true);
+    m.from("x/a", false).set("x/a", "y/b", true).self_allowed();
+    v.push(Case {
+        name: "egress to CIDR (y/b's /32 only)",
+        policies: np(
+            "x",
+            "egress-cidr",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.250.0.14/32"}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, m.clone()), (81, Udp, m)],
+    });
+    // Egress on a named port of the destination pod.
+    let mut m = Matrix::all(true);
+    m.from("x/a", false).self_allowed();
+    let mut m81 = Matrix::all(true);
+    m81.self_allowed();
+    v.push(Case {
+        name: "egress on named port serve-81-udp (resolved at the destination)",
+        policies: np(
+            "x",
+            "egress-named",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": "serve-81-udp", "protocol": "UDP"}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(81, Udp, m81), (80, Udp, m.clone()), (81, Tcp, m)],
+    });
+    // Stacked: deny-all + allow-all = allow all (union).
+    let mut open_all = Matrix::all(true);
+    open_all.self_allowed();
+    v.push(Case {
+        name: "deny-all plus allow-all ingress (policies combine as a union)",
+        policies: format!(
+            "{}{}",
+            np(
+                "x",
+                "deny",
+                r#"{"podSelector": {}, "policyTypes": ["Ingress"]}"#
+            ),
+            np("x", "allow-all", r#"{"podSelector": {}, "ingress": [{}]}"#)
+        ),
+        n: 2,
+        checks: vec![(80, Tcp, open_all.clone())],
+    });
+    // Stacked ports: one policy allows 80 from y, another 81 from z.
+    let mut m80 = only_from("x/a", &from_y_refs);
+    m80.self_allowed();
+    v.push(Case {
+        name: "stacked policies: 80 from y, 81 from z",
+        policies: format!(
+            "{}{}",
+            np("x", "p80", r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": 80}]}]}"#),
+            np("x", "p81", r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}], "ports": [{"port": 81}]}]}"#)
+        ),
+        n: 2,
+        checks: vec![
+            (80, Tcp, m80),
+            (81, Tcp, only_from("x/a", &["z/a", "z/b", "z/c"])),
+        ],
+    });
+    // Ingress and egress in one policy: x/a talks only to/from y.
+    let mut m = Matrix::all(true);
+    m.to("x/a", false).from("x/a", false);
+    for p in &from_y_refs {
+        m.set(p, "x/a", true).set("x/a", p, true);
+    }
+    m.self_allowed();
+    v.push(Case {
+        name: "ingress and egress in one policy",
+        policies: np(
+            "x",
+            "both",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}"#,
+        ),
+        n: 1,
+        checks: vec![(80, Tcp, m)],
+    });
+    v
+}
+
+#[test]
+fn upstream_netpol_cases() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let c = Cluster::new().expect("cluster");
+    let mut open = Matrix::all(true);
+    open.self_allowed();
+    c.expect(80, Proto::Tcp, &open)
+        .expect("no policy: everything reachable");
+    let mut failures = Vec::new();
+    for case in cases() {
+        let t = std::time::Instant::now();
+        c.set_policies(&case.policies, case.n)
+            .expect("policies in force");
+        for (port, proto, want) in &case.checks {
+            if let Err(e) = c.expect(*port, *proto, want) {
+                failures.push(format!("{}: {e}", case.name));
+            }
+        }
+        eprintln!("case '{}': {:?}", case.name, t.elapsed());
+        c.set_policies("", 0).expect("policies removed");
+    }
+    // Policy update: allow from y, then change to allow from z.
+    let pol = |ns: &str| {
+        np(
+            "x",
+            "update",
+            &format!(
+                r#"{{"podSelector": {{"matchLabels": {{"pod": "a"}}}}, "ingress": [{{"from": [{{"namespaceSelector": {{"matchLabels": {{"ns": "{ns}"}}}}}}]}}]}}"#
+            ),
+        )
+    };
+    c.set_policies(&pol("y"), 1).expect("update 1");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &["y/a", "y/b", "y/c"])) {
+        failures.push(format!("policy update (before): {e}"));
+    }
+    c.set_policies(&pol("z"), 1).expect("update 2");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &["z/a", "z/b", "z/c"])) {
+        failures.push(format!("policy update (after): {e}"));
+    }
+    // Pod relabel: allow from pods labelled role=client in any namespace.
+    c.set_policies(
+        &np(
+            "x",
+            "clients",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}]}]}"#,
+        ),
+        1,
+    )
+    .expect("clients policy");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &[])) {
+        failures.push(format!("pod relabel (before): {e}"));
+    }
+    c.set_labels(&[], &[("y/c", "role", "client")])
+        .expect("relabel pod");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &["y/c"])) {
+        failures.push(format!("pod relabel (after): {e}"));
+    }
+    // Namespace relabel: allow from namespaces labelled team=t1.
+    c.set_labels(&[], &[]).expect("labels back");
+    c.set_policies(
+        &np(
+            "x",
+            "team",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "t1"}}}]}]}"#,
+        ),
+        1,
+    )
+    .expect("team policy");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &[])) {
+        failures.push(format!("namespace relabel (before): {e}"));
+    }
+    c.set_labels(&[("z", "team", "t1")], &[])
+        .expect("relabel ns");
+    if let Err(e) = c.expect(80, Proto::Tcp, &only_from("x/a", &["z/a", "z/b", "z/c"])) {
+        failures.push(format!("namespace relabel (after): {e}"));
+    }
+    // Back to no policy: the pipeline is the plain skeleton again.
+    c.set_policies("", 0).expect("no policies");
+    let flows = c.daemon.vsctl(&["dump-flows"]).expect("dump-flows");
+    if flows.contains("policy(") {
+        failures.push(format!("policy flows left behind:\n{flows}"));
+    }
+    if let Err(e) = c.expect(80, Proto::Tcp, &open) {
+        failures.push(format!("after removing every policy: {e}"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
