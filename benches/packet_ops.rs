@@ -49,7 +49,9 @@ fn udp6() -> Vec<u8> {
     let mut z = a;
     a[15] = 1;
     z[15] = 2;
-    let b = PacketBuilder::ethernet2(SRC, DST).ipv6(a, z, 64).udp(1234, 53);
+    let b = PacketBuilder::ethernet2(SRC, DST)
+        .ipv6(a, z, 64)
+        .udp(1234, 53);
     let payload = [0x5a; 64 - 62];
     let mut f = Vec::with_capacity(64);
     b.write(&mut f, &payload).expect("build");

@@ -4,9 +4,13 @@
 use crate::Datapath;
 use crate::control::Handler;
 use crate::desired::DesiredStore;
+use crate::metrics::{CtFigures, Inputs, MetricsShared};
 use crate::persist::StateStore;
 use crate::port::netdev;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, Op, PortKind};
 
@@ -20,6 +24,10 @@ pub struct Daemon {
     /// Desired state from the agent (`sync_*` ops); in memory unless
     /// [`Daemon::with_desired`] gave one that persists.
     desired: DesiredStore,
+    /// The metrics endpoint's meeting point, when one is served.
+    metrics: Option<Arc<MetricsShared>>,
+    /// Error replies sent on the control socket, by code.
+    control_errors: BTreeMap<String, u64>,
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ErrorReply> {
@@ -33,6 +41,8 @@ impl Daemon {
             store,
             last_link_check: Instant::now(),
             desired: DesiredStore::default(),
+            metrics: None,
+            control_errors: BTreeMap::new(),
         }
     }
 
@@ -44,6 +54,47 @@ impl Daemon {
         }
         self.desired = desired;
         self
+    }
+
+    /// Renders metrics for scrapes waiting on `shared` (from [`Handler::tick`]).
+    pub fn with_metrics(mut self, shared: Arc<MetricsShared>) -> Daemon {
+        self.metrics = Some(shared);
+        self
+    }
+
+    /// The Prometheus text of the switch now (see `docs/operations.md`).
+    pub fn render_metrics(&self) -> String {
+        let stats = match self.dp.stats(None) {
+            Ok(s) => s,
+            Err(_) => Default::default(),
+        };
+        let t = &self.dp.conntrack().table;
+        let c = &t.counters;
+        let ct = CtFigures {
+            entries: t.len() as u64,
+            inserts: c.inserts.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            insert_failed: c.insert_failed.load(Relaxed),
+            invalid: c.invalid.load(Relaxed),
+            expired: c.expired.load(Relaxed),
+        };
+        let errors: Vec<(String, u64)> = self
+            .control_errors
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let (http_errors, scrapes) = match &self.metrics {
+            Some(m) => (m.http_errors.load(Relaxed), m.scrapes.load(Relaxed)),
+            None => (0, 0),
+        };
+        crate::metrics::render(&Inputs {
+            stats: &stats,
+            sync: &self.desired.status(),
+            ct,
+            control_errors: &errors,
+            http_errors,
+            scrapes,
+        })
     }
 
     pub fn datapath(&mut self) -> &mut Datapath {
@@ -141,7 +192,21 @@ impl Handler for Daemon {
         }
     }
 
+    fn note_error(&mut self, e: &ErrorReply) {
+        let code = serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", e.code));
+        *self.control_errors.entry(code).or_insert(0) += 1;
+    }
+
     fn tick(&mut self) {
+        if let Some(m) = &self.metrics
+            && m.wanted()
+        {
+            let text = self.render_metrics();
+            m.publish(text);
+        }
         if self.last_link_check.elapsed() < LINK_CHECK {
             return;
         }

@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod desired;
 pub mod flow;
 pub mod flowctl;
+pub mod metrics;
 pub mod persist;
 pub mod pool;
 pub mod port;

@@ -53,6 +53,9 @@ enum Command {
     Show,
     /// Show traffic and drop counters, of all ports or of one.
     Stats { ifname: Option<String> },
+    /// Poll worker figures (packets, batches, busy %, cache hits), like
+    /// `ovs-appctl dpif-netdev/pmd-stats-show`.
+    PmdStats,
     /// Print flows (all, or those a filter such as `ip,nw_dst=10.0.0.0/8` selects).
     DumpFlows {
         /// Only this table.
@@ -237,6 +240,16 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
                 port: ifname.clone(),
             }))?;
             output::<StatsReply>(&client, v, json, |s| format::stats(s, ifname.is_some()))
+        }
+        Command::PmdStats => {
+            let v = client.call(Op::Stats(StatsParams { port: None }))?;
+            let s: StatsReply = client.decode(v)?;
+            if json {
+                return pretty(
+                    &serde_json::to_value(format::pmd_stats_of(&s)).context("formatting JSON")?,
+                );
+            }
+            Ok(format::pmd_stats(&s))
         }
         Command::DumpFlows { table, filter } => {
             let v = client.call(Op::DumpFlows(DumpFlowsParams {

@@ -139,6 +139,10 @@ pub struct Worker {
     recirc: Vec<exec::Recirc>,
     /// Frames flooded in the current batch.
     flooded: u64,
+    /// Start of the previous loop iteration and whether it moved frames: the time
+    /// between two iteration starts is booked as busy or idle.
+    iter_start: u64,
+    iter_busy: bool,
 }
 
 impl Worker {
@@ -172,6 +176,8 @@ impl Worker {
             punt: punt::PuntLimiter::default(),
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
+            iter_start: 0,
+            iter_busy: false,
         }
     }
 
@@ -242,6 +248,17 @@ impl Worker {
             s.port.maintain(&mut self.pool);
         }
         let c = &self.links.counters;
+        let spent = now.saturating_sub(self.iter_start);
+        WorkerCounters::add(
+            if self.iter_busy {
+                &c.busy_ns
+            } else {
+                &c.idle_ns
+            },
+            spent,
+        );
+        self.iter_start = now;
+        self.iter_busy = moved > 0;
         if moved > 0 {
             self.last_busy = now;
             WorkerCounters::add(&c.busy_iterations, 1);
@@ -358,6 +375,7 @@ impl Worker {
         let c = &self.links.counters;
         WorkerCounters::add(&c.rx_packets, n as u64);
         WorkerCounters::add(&c.rx_batches, 1);
+        WorkerCounters::add(&c.batch_sizes[crate::counters::batch_bucket(n)], 1);
 
         let mut tally = DropTally {
             slot: i,
