@@ -214,6 +214,9 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "dump_flows" => typed::<crate::DumpFlowsParams>(op, or_empty(params)).map(Op::DumpFlows),
         "dump_groups" => no_params(op, params).map(|()| Op::DumpGroups),
         "trace" => typed::<crate::TraceParams>(op, params).map(Op::Trace),
+        "capture_start" => typed::<crate::CaptureStartParams>(op, params).map(Op::CaptureStart),
+        "capture_read" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureRead),
+        "capture_stop" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureStop),
         "stats" => {
             let params = if params.is_null() {
                 Value::Object(Default::default())

@@ -126,6 +126,7 @@ pub struct Datapath {
     epoch: Instant,
     conntrack: Arc<crate::conntrack::Conntrack>,
     services: crate::services::SharedLb,
+    capture: Arc<crate::capture::Tap>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -157,6 +158,7 @@ impl Datapath {
         let learn: Vec<_> = (0..n).map(|_| bounded(LEARN_DEPTH)).collect();
         let conntrack = Arc::new(crate::conntrack::Conntrack::new(cfg.conntrack));
         let services = crate::services::lb::new_shared();
+        let capture = Arc::new(crate::capture::Tap::default());
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -189,6 +191,7 @@ impl Datapath {
             let counters = Arc::new(WorkerCounters::default());
             let cache_counters = Arc::new(CacheCounters::default());
             let links = WorkerLinks {
+                capture: capture.clone(),
                 pipeline: reader.clone(),
                 conntrack: conntrack.clone(),
                 services: services.clone(),
@@ -251,7 +254,13 @@ impl Datapath {
             epoch,
             conntrack,
             services,
+            capture,
         })
+    }
+
+    /// The packet capture tap all workers check.
+    pub fn capture_tap(&self) -> &Arc<crate::capture::Tap> {
+        &self.capture
     }
 
     /// Nanoseconds since the datapath started (the clock of flow timeouts).

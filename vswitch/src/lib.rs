@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for who owns what and how a frame travels.
 
 pub mod bridge;
+pub mod capture;
 pub mod config;
 pub mod conntrack;
 pub mod control;

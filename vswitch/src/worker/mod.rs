@@ -14,6 +14,7 @@ mod learning;
 pub mod punt;
 mod reject;
 mod services;
+mod tap;
 pub mod waker;
 
 use crate::bridge::{Learned, MacTable};
@@ -94,6 +95,8 @@ pub struct WorkerLinks {
     pub conntrack: Arc<Conntrack>,
     /// Service load-balancing state (Maglev tables), published by the control thread.
     pub services: crate::services::SharedLb,
+    /// Packet capture (`vsctl capture`), checked once per batch.
+    pub capture: Arc<crate::capture::Tap>,
 }
 
 struct Slot {
@@ -112,6 +115,8 @@ struct Slot {
 struct DropTally {
     slot: usize,
     counts: [u64; DropReason::COUNT],
+    /// A capture was armed when the batch started (drops are offered to it).
+    capture: bool,
 }
 
 pub struct Worker {
@@ -377,9 +382,14 @@ impl Worker {
         WorkerCounters::add(&c.rx_batches, 1);
         WorkerCounters::add(&c.batch_sizes[crate::counters::batch_bucket(n)], 1);
 
+        let capture = self.links.capture.armed();
+        if capture {
+            self.tap_frames(&rx, in_port, crate::capture::Dir::Rx, now);
+        }
         let mut tally = DropTally {
             slot: i,
             counts: [0; DropReason::COUNT],
+            capture,
         };
         self.flooded = 0;
         for frame in rx.drain(..) {
@@ -473,6 +483,11 @@ impl Worker {
     }
 
     fn flush_slot(&mut self, i: usize) {
+        if self.links.capture.armed() && !self.slots[i].txq.is_empty() {
+            let now = self.now_ns();
+            let s = &self.slots[i];
+            self.tap_frames(&s.txq, s.port_no, crate::capture::Dir::Tx, now);
+        }
         let slot = &mut self.slots[i];
         if slot.txq.is_empty() {
             return;
