@@ -43,7 +43,7 @@ impl<W: Write> PcapWriter<W> {
 
 /// Lowercase or uppercase hex to bytes.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

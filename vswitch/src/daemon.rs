@@ -72,10 +72,7 @@ impl Daemon {
 
     /// The Prometheus text of the switch now (see `docs/operations.md`).
     pub fn render_metrics(&self) -> String {
-        let stats = match self.dp.stats(None) {
-            Ok(s) => s,
-            Err(_) => Default::default(),
-        };
+        let stats = self.dp.stats(None).unwrap_or_default();
         let t = &self.dp.conntrack().table;
         let c = &t.counters;
         let ct = CtFigures {
@@ -115,13 +112,13 @@ impl Daemon {
                 ErrorReply::new(ErrorCode::InvalidParams, format!("capture filter: {e}"))
             })?,
         };
-        if let Some(a) = &self.capture {
-            if a.last_read.elapsed() < crate::capture::IDLE_TIMEOUT {
-                return Err(ErrorReply::new(
-                    ErrorCode::Failed,
-                    format!("a capture is already running (id {}); one at a time", a.id),
-                ));
-            }
+        if let Some(a) = &self.capture
+            && a.last_read.elapsed() < crate::capture::IDLE_TIMEOUT
+        {
+            return Err(ErrorReply::new(
+                ErrorCode::Failed,
+                format!("a capture is already running (id {}); one at a time", a.id),
+            ));
         }
         let id = self.next_capture;
         self.next_capture += 1;
