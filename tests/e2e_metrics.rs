@@ -47,10 +47,8 @@ fn parse(text: &str) -> Result<Samples, String> {
                 return Err(at("bad metric name"));
             }
             match kw {
-                "HELP" => {
-                    if !helps.insert(name.to_string()) {
-                        return Err(at("second HELP"));
-                    }
+                "HELP" if !helps.insert(name.to_string()) => {
+                    return Err(at("second HELP"));
                 }
                 "TYPE" => {
                     let t = parts.next().ok_or_else(|| at("TYPE without type"))?;

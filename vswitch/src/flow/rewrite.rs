@@ -260,10 +260,7 @@ fn udp_apply(old: u16, delta: u16) -> u16 {
 /// The L4 checksum a pseudo-header change affects, borrowed: TCP, UDP (with the
 /// UDP rules), ICMPv6; None for ICMPv4, SCTP, no L4.
 #[inline(always)]
-fn pseudo_csum<'a>(
-    tail: &'a mut [u8],
-    kind: L4,
-) -> Result<Option<(&'a mut [u8; 2], bool)>, RewriteError> {
+fn pseudo_csum(tail: &mut [u8], kind: L4) -> Result<Option<(&mut [u8; 2], bool)>, RewriteError> {
     Ok(match kind {
         L4::Tcp => Some((chunk_mut::<2>(tail, 16)?, false)),
         L4::Udp => Some((chunk_mut::<2>(tail, 6)?, true)),
