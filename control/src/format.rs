@@ -181,6 +181,137 @@ pub fn stats(s: &StatsReply, one_port: bool) -> String {
     out
 }
 
+/// One poll worker's `pmd-stats` figures, derived from its counters.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PmdStats {
+    pub worker: usize,
+    pub core: Option<usize>,
+    pub ports: u64,
+    pub packets: u64,
+    pub batches: u64,
+    pub avg_packets_per_batch: f64,
+    pub busy_iterations: u64,
+    pub idle_iterations: u64,
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+    /// Share of loop time spent in iterations that moved frames (0..=100).
+    pub busy_pct: f64,
+    /// Mean time per received packet in busy iterations.
+    pub ns_per_packet: f64,
+    pub sleeps: u64,
+    pub emc_hits: u64,
+    pub megaflow_hits: u64,
+    pub misses: u64,
+    pub revalidated: u64,
+    /// Shares of cache lookups (0..=100).
+    pub emc_hit_pct: f64,
+    pub megaflow_hit_pct: f64,
+    pub miss_pct: f64,
+    /// Batch-size histogram (see `WorkerStats::batch_sizes`).
+    pub batch_sizes: Vec<u64>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// The `pmd-stats` figures of every worker.
+pub fn pmd_stats_of(s: &StatsReply) -> Vec<PmdStats> {
+    s.workers
+        .iter()
+        .map(|w| {
+            let c = &w.cache;
+            let lookups = c.emc_hits + c.megaflow_hits + c.misses;
+            PmdStats {
+                worker: w.id,
+                core: w.core,
+                ports: w.ports,
+                packets: w.rx_packets,
+                batches: w.rx_batches,
+                avg_packets_per_batch: ratio(w.rx_packets, w.rx_batches),
+                busy_iterations: w.busy_iterations,
+                idle_iterations: w.idle_iterations,
+                busy_ns: w.busy_ns,
+                idle_ns: w.idle_ns,
+                busy_pct: 100.0 * ratio(w.busy_ns, w.busy_ns + w.idle_ns),
+                ns_per_packet: ratio(w.busy_ns, w.rx_packets),
+                sleeps: w.sleeps,
+                emc_hits: c.emc_hits,
+                megaflow_hits: c.megaflow_hits,
+                misses: c.misses,
+                revalidated: c.revalidated,
+                emc_hit_pct: 100.0 * ratio(c.emc_hits, lookups),
+                megaflow_hit_pct: 100.0 * ratio(c.megaflow_hits, lookups),
+                miss_pct: 100.0 * ratio(c.misses, lookups),
+                batch_sizes: w.batch_sizes.clone(),
+            }
+        })
+        .collect()
+}
+
+/// `vsctl pmd-stats`: like `ovs-appctl dpif-netdev/pmd-stats-show`.
+pub fn pmd_stats(s: &StatsReply) -> String {
+    let mut out = String::new();
+    for p in pmd_stats_of(s) {
+        let core = match p.core {
+            Some(c) => format!("core_id {c}"),
+            None => "not pinned".to_string(),
+        };
+        let _ = writeln!(out, "pmd thread worker {} ({core}):", p.worker);
+        let _ = writeln!(out, "  ports: {}", p.ports);
+        let _ = writeln!(out, "  packets received: {}", p.packets);
+        let _ = writeln!(
+            out,
+            "  batches: {} (avg. packets per batch: {:.2})",
+            p.batches, p.avg_packets_per_batch
+        );
+        let _ = writeln!(out, "  emc hits: {} ({:.1} %)", p.emc_hits, p.emc_hit_pct);
+        let _ = writeln!(
+            out,
+            "  megaflow hits: {} ({:.1} %)",
+            p.megaflow_hits, p.megaflow_hit_pct
+        );
+        let _ = writeln!(
+            out,
+            "  miss with success upcall: {} ({:.1} %)",
+            p.misses, p.miss_pct
+        );
+        let _ = writeln!(out, "  revalidated: {}", p.revalidated);
+        let _ = writeln!(
+            out,
+            "  iterations: busy {}, idle {}; sleeps: {}",
+            p.busy_iterations, p.idle_iterations, p.sleeps
+        );
+        let _ = writeln!(
+            out,
+            "  busy time: {:.3} s ({:.1} %), idle time: {:.3} s",
+            p.busy_ns as f64 / 1e9,
+            p.busy_pct,
+            p.idle_ns as f64 / 1e9
+        );
+        if p.packets > 0 {
+            let _ = writeln!(out, "  avg. busy ns per packet: {:.1}", p.ns_per_packet);
+        }
+        if !p.batch_sizes.is_empty() {
+            let n = p.batch_sizes.len();
+            let parts: Vec<String> = p
+                .batch_sizes
+                .iter()
+                .enumerate()
+                .map(|(b, c)| {
+                    if b + 1 == n {
+                        format!("{}+:{c}", 1u64 << b)
+                    } else {
+                        format!("{}-{}:{c}", 1u64 << b, (1u64 << (b + 1)) - 1)
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  batch sizes: {}", parts.join(" "));
+        }
+    }
+    out
+}
+
 /// `drop=N`, then the reasons that are not zero: `drop=3: ring_full=2, no_buffer=1`.
 fn drops(d: &DropCounters) -> String {
     let reasons: Vec<String> = DropReason::ALL

@@ -103,6 +103,10 @@ fn answer(line: &[u8]) -> Response {
             id,
             ErrorReply::new(ErrorCode::InvalidParams, "column 1: bad packet"),
         ),
+        Op::CaptureStart(_) | Op::CaptureRead(_) | Op::CaptureStop(_) => Response::err(
+            id,
+            ErrorReply::new(ErrorCode::Failed, "no capture in the fake daemon"),
+        ),
     }
 }
 

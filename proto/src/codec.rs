@@ -216,6 +216,9 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "trace" => typed::<crate::TraceParams>(op, params).map(Op::Trace),
         "conntrack" => typed::<crate::ConntrackParams>(op, or_empty(params)).map(Op::Conntrack),
         "services" => no_params(op, params).map(|()| Op::Services),
+        "capture_start" => typed::<crate::CaptureStartParams>(op, params).map(Op::CaptureStart),
+        "capture_read" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureRead),
+        "capture_stop" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureStop),
         "stats" => {
             let params = if params.is_null() {
                 Value::Object(Default::default())

@@ -4,6 +4,7 @@
 //! Everything here is plain data plus a decoder that never panics on any input
 //! (it is fuzzed: `fuzz/fuzz_targets/control_decode.rs`).
 
+pub mod capture;
 pub mod codec;
 pub mod flow;
 pub mod model;
@@ -13,6 +14,9 @@ pub mod stats;
 pub mod sync;
 pub mod validate;
 
+pub use capture::{
+    CaptureIdParams, CaptureReadReply, CaptureStartParams, CaptureStartReply, CapturedPacket,
+};
 pub use codec::{
     ErrorCode, ErrorReply, MAX_LINE_BYTES, PROTOCOL_VERSION, Request, RequestId, Response,
     decode_request, encode_response,
@@ -70,6 +74,12 @@ pub enum Op {
     Conntrack(ConntrackParams),
     /// Service frontends, endpoints and hit counts: [`ServicesReply`] back.
     Services,
+    /// Arm a packet capture on a port: [`CaptureStartReply`] back.
+    CaptureStart(CaptureStartParams),
+    /// Captured frames so far: [`CaptureReadReply`] back.
+    CaptureRead(CaptureIdParams),
+    /// End a capture: `{}` back.
+    CaptureStop(CaptureIdParams),
 }
 
 impl Op {
@@ -90,6 +100,9 @@ impl Op {
             Op::SyncStatus => "sync_status",
             Op::Conntrack(_) => "conntrack",
             Op::Services => "services",
+            Op::CaptureStart(_) => "capture_start",
+            Op::CaptureRead(_) => "capture_read",
+            Op::CaptureStop(_) => "capture_stop",
         }
     }
 }

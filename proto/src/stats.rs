@@ -171,6 +171,16 @@ pub struct WorkerStats {
     pub rx_packets: u64,
     /// Receive batches (rx_packets / rx_batches = mean batch size).
     pub rx_batches: u64,
+    /// Nanoseconds in loop iterations that moved frames.
+    #[serde(default)]
+    pub busy_ns: u64,
+    /// Nanoseconds in iterations that moved none, sleeping included.
+    #[serde(default)]
+    pub idle_ns: u64,
+    /// Receive batches by size: entry `b` counts batches of `2^b ..= 2^(b+1)-1`
+    /// frames; the last entry, 64 and more.
+    #[serde(default)]
+    pub batch_sizes: Vec<u64>,
     /// This worker's flow cache figures.
     #[serde(default)]
     pub cache: CacheStats,

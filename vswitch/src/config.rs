@@ -25,6 +25,9 @@
 //! udp_assured = 180
 //! icmp = 30
 //!
+//! [metrics]
+//! addr = "127.0.0.1:9400"  # Prometheus endpoint; absent: not served
+//!
 //! [services]
 //! zone = 1                 # conntrack zone of pod and service traffic
 //! maglev_table_size = 16381  # prime
@@ -47,6 +50,7 @@ pub struct DaemonConfig {
     pub conntrack: crate::conntrack::CtConfig,
     pub services: crate::services::realize::ServicesConfig,
     pub overlay: OverlaySection,
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -76,6 +80,15 @@ impl OverlaySection {
             vni,
         })
     }
+}
+
+/// `[metrics]`: the Prometheus endpoint (off unless `addr` is given here or with
+/// `--metrics-addr`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `IP:PORT` to serve `GET /metrics` on.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -85,6 +85,23 @@ pub struct WorkerCounters {
     pub mac_table_full: AtomicU64,
     pub flooded: AtomicU64,
     pub drops: DropSet,
+    /// Nanoseconds spent in iterations that moved frames / that moved none
+    /// (sleeping included), from the clock read each iteration already makes.
+    pub busy_ns: AtomicU64,
+    pub idle_ns: AtomicU64,
+    /// Receive batches by size: bucket `b` counts batches of `2^b ..= 2^(b+1)-1`
+    /// frames (the last bucket: 64 and more).
+    pub batch_sizes: [AtomicU64; BATCH_BUCKETS],
+}
+
+/// Buckets of [`WorkerCounters::batch_sizes`].
+pub const BATCH_BUCKETS: usize = 7;
+
+/// The batch-size bucket of a batch of `n` (>= 1) frames.
+#[inline]
+pub fn batch_bucket(n: usize) -> usize {
+    let b = (usize::BITS - 1 - (n | 1).leading_zeros()) as usize;
+    b.min(BATCH_BUCKETS - 1)
 }
 
 impl WorkerCounters {
@@ -103,6 +120,9 @@ impl WorkerCounters {
             sleeps: self.sleeps.load(Relaxed),
             rx_packets: self.rx_packets.load(Relaxed),
             rx_batches: self.rx_batches.load(Relaxed),
+            busy_ns: self.busy_ns.load(Relaxed),
+            idle_ns: self.idle_ns.load(Relaxed),
+            batch_sizes: self.batch_sizes.iter().map(|c| c.load(Relaxed)).collect(),
             cache: Default::default(),
         }
     }
@@ -116,5 +136,22 @@ impl WorkerCounters {
         s.mac_table_full += self.mac_table_full.load(Relaxed);
         s.flooded += self.flooded.load(Relaxed);
         s.drops.add(&self.drops.read());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_buckets() {
+        assert_eq!(batch_bucket(1), 0);
+        assert_eq!(batch_bucket(2), 1);
+        assert_eq!(batch_bucket(3), 1);
+        assert_eq!(batch_bucket(4), 2);
+        assert_eq!(batch_bucket(63), 5);
+        assert_eq!(batch_bucket(64), 6);
+        assert_eq!(batch_bucket(1000), 6);
+        assert_eq!(batch_bucket(0), 0);
     }
 }

@@ -4,11 +4,18 @@
 use crate::Datapath;
 use crate::control::Handler;
 use crate::desired::DesiredStore;
+use crate::flow::spec::Match;
+use crate::metrics::{CtFigures, Inputs, MetricsShared};
 use crate::persist::StateStore;
 use crate::port::netdev;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use vswitch_proto::{AddPortParams, ErrorCode, ErrorReply, Op, PortKind};
+use vswitch_proto::{
+    AddPortParams, CaptureStartParams, CaptureStartReply, ErrorCode, ErrorReply, Op, PortKind,
+};
 
 /// How often interfaces are checked for having vanished or come back.
 const LINK_CHECK: Duration = Duration::from_secs(1);
@@ -20,6 +27,13 @@ pub struct Daemon {
     /// Desired state from the agent (`sync_*` ops); in memory unless
     /// [`Daemon::with_desired`] gave one that persists.
     desired: DesiredStore,
+    /// The metrics endpoint's meeting point, when one is served.
+    metrics: Option<Arc<MetricsShared>>,
+    /// Error replies sent on the control socket, by code.
+    control_errors: BTreeMap<String, u64>,
+    /// The running packet capture, if any, and the id of the next.
+    capture: Option<crate::capture::Active>,
+    next_capture: u64,
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ErrorReply> {
@@ -33,6 +47,10 @@ impl Daemon {
             store,
             last_link_check: Instant::now(),
             desired: DesiredStore::default(),
+            metrics: None,
+            control_errors: BTreeMap::new(),
+            capture: None,
+            next_capture: 1,
         }
     }
 
@@ -44,6 +62,97 @@ impl Daemon {
         }
         self.desired = desired;
         self
+    }
+
+    /// Renders metrics for scrapes waiting on `shared` (from [`Handler::tick`]).
+    pub fn with_metrics(mut self, shared: Arc<MetricsShared>) -> Daemon {
+        self.metrics = Some(shared);
+        self
+    }
+
+    /// The Prometheus text of the switch now (see `docs/operations.md`).
+    pub fn render_metrics(&self) -> String {
+        let stats = self.dp.stats(None).unwrap_or_default();
+        let t = &self.dp.conntrack().table;
+        let c = &t.counters;
+        let ct = CtFigures {
+            entries: t.len() as u64,
+            inserts: c.inserts.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            insert_failed: c.insert_failed.load(Relaxed),
+            invalid: c.invalid.load(Relaxed),
+            expired: c.expired.load(Relaxed),
+        };
+        let errors: Vec<(String, u64)> = self
+            .control_errors
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let (http_errors, scrapes) = match &self.metrics {
+            Some(m) => (m.http_errors.load(Relaxed), m.scrapes.load(Relaxed)),
+            None => (0, 0),
+        };
+        crate::metrics::render(&Inputs {
+            stats: &stats,
+            sync: &self.desired.status(),
+            ct,
+            control_errors: &errors,
+            http_errors,
+            scrapes,
+        })
+    }
+
+    fn capture_start(&mut self, p: CaptureStartParams) -> Result<Value, ErrorReply> {
+        let port_no = self.dp.port_no(&p.port).ok_or_else(|| {
+            ErrorReply::new(ErrorCode::NotFound, format!("no port named '{}'", p.port))
+        })?;
+        let filter = match p.filter.as_deref().map(str::trim) {
+            None | Some("") => Match::ANY,
+            Some(text) => crate::flowctl::parse_filter(&self.dp, text).map_err(|e| {
+                ErrorReply::new(ErrorCode::InvalidParams, format!("capture filter: {e}"))
+            })?,
+        };
+        if let Some(a) = &self.capture
+            && a.last_read.elapsed() < crate::capture::IDLE_TIMEOUT
+        {
+            return Err(ErrorReply::new(
+                ErrorCode::Failed,
+                format!("a capture is already running (id {}); one at a time", a.id),
+            ));
+        }
+        let id = self.next_capture;
+        self.next_capture += 1;
+        let (session, rx) = crate::capture::Session::new(port_no, p.drops, filter);
+        self.dp.capture_tap().arm(session.clone());
+        self.capture = Some(crate::capture::Active::new(
+            id,
+            session,
+            rx,
+            self.dp.now_ns(),
+        ));
+        tracing::info!(id, port = %p.port, drops = p.drops, "capture started");
+        to_value(&CaptureStartReply {
+            id,
+            port_no,
+            snaplen: crate::capture::SNAPLEN as u32,
+        })
+    }
+
+    fn capture_of(&mut self, id: u64) -> Result<&mut crate::capture::Active, ErrorReply> {
+        match &mut self.capture {
+            Some(a) if a.id == id => Ok(a),
+            _ => Err(ErrorReply::new(
+                ErrorCode::NotFound,
+                format!("no capture with id {id} (ended, timed out or never started)"),
+            )),
+        }
+    }
+
+    fn capture_stop(&mut self) {
+        if let Some(a) = self.capture.take() {
+            self.dp.capture_tap().disarm();
+            tracing::info!(id = a.id, "capture stopped");
+        }
     }
 
     pub fn datapath(&mut self) -> &mut Datapath {
@@ -148,10 +257,43 @@ impl Handler for Daemon {
                 ))
             }
             Op::Services => to_value(&crate::svcctl::services(&self.dp)),
+            Op::CaptureStart(p) => self.capture_start(p),
+            Op::CaptureRead(p) => {
+                let max = p.max.unwrap_or(256).clamp(1, 256) as usize;
+                let reply = self.capture_of(p.id)?.read(max);
+                to_value(&reply)
+            }
+            Op::CaptureStop(p) => {
+                self.capture_of(p.id)?;
+                self.capture_stop();
+                Ok(Value::Object(Default::default()))
+            }
         }
     }
 
+    fn note_error(&mut self, e: &ErrorReply) {
+        let code = serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", e.code));
+        *self.control_errors.entry(code).or_insert(0) += 1;
+    }
+
     fn tick(&mut self) {
+        if let Some(m) = &self.metrics
+            && m.wanted()
+        {
+            let text = self.render_metrics();
+            m.publish(text);
+        }
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|a| a.last_read.elapsed() >= crate::capture::IDLE_TIMEOUT)
+        {
+            tracing::info!("capture not read for a while; its client is gone");
+            self.capture_stop();
+        }
         if self.last_link_check.elapsed() < LINK_CHECK {
             return;
         }

@@ -129,6 +129,7 @@ pub struct Datapath {
     conntrack: Arc<crate::conntrack::Conntrack>,
     services: crate::services::SharedLb,
     tunnel: Arc<crate::overlay::TunnelParams>,
+    capture: Arc<crate::capture::Tap>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -164,6 +165,7 @@ impl Datapath {
         let tunnel = Arc::new(crate::overlay::TunnelParams::new(
             crate::overlay::TunnelConfig::default(),
         ));
+        let capture = Arc::new(crate::capture::Tap::default());
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -197,6 +199,7 @@ impl Datapath {
             let cache_counters = Arc::new(CacheCounters::default());
             let links = WorkerLinks {
                 policy: policy.clone(),
+                capture: capture.clone(),
                 pipeline: reader.clone(),
                 conntrack: conntrack.clone(),
                 services: services.clone(),
@@ -262,12 +265,18 @@ impl Datapath {
             conntrack,
             services,
             tunnel,
+            capture,
         })
     }
 
     /// The NetworkPolicy engine workers evaluate `policy(DIR)` against.
     pub fn policy_engine(&self) -> &crate::policy::SharedEngine {
         &self.policy
+    }
+
+    /// The packet capture tap all workers check.
+    pub fn capture_tap(&self) -> &Arc<crate::capture::Tap> {
+        &self.capture
     }
 
     /// Nanoseconds since the datapath started (the clock of flow timeouts).

@@ -206,3 +206,8 @@ pub fn trace(dp: &mut Datapath, p: TraceParams) -> Result<TraceReply, ErrorReply
         error: tr.error,
     })
 }
+
+/// Parses a capture filter: a flow match (`udp,tp_dst=53`), port names allowed.
+pub fn parse_filter(dp: &Datapath, text: &str) -> Result<Match, String> {
+    parse::parse_match(text, &DpPorts(dp)).map_err(|e| e.render(text))
+}

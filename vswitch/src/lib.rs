@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for who owns what and how a frame travels.
 
 pub mod bridge;
+pub mod capture;
 pub mod config;
 pub mod conntrack;
 pub mod control;
@@ -12,6 +13,7 @@ pub mod datapath;
 pub mod desired;
 pub mod flow;
 pub mod flowctl;
+pub mod metrics;
 pub mod overlay;
 pub mod persist;
 pub mod policy;

@@ -54,6 +54,29 @@ enum Command {
     Show,
     /// Show traffic and drop counters, of all ports or of one.
     Stats { ifname: Option<String> },
+    /// Poll worker figures (packets, batches, busy %, cache hits), like
+    /// `ovs-appctl dpif-netdev/pmd-stats-show`.
+    PmdStats,
+    /// Capture frames received and sent on a port (and, with --drops, frames dropped
+    /// after arriving on it) into a pcap file `tcpdump -r` reads. Prints one line per
+    /// frame (drop reasons there); stops after --count frames or on Ctrl-C.
+    Capture {
+        /// Port to capture on.
+        port: String,
+        /// Write the frames to this pcap file (classic libpcap, ns timestamps).
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: PathBuf,
+        /// Also capture frames dropped after arriving on the port, with the reason.
+        #[arg(long)]
+        drops: bool,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+        /// `icmp`, `udp and dst port 53`, `src host 10.0.0.1`, or a flow match
+        /// (`udp,tp_dst=53`).
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Print flows (all, or those a filter such as `ip,nw_dst=10.0.0.0/8` selects).
     DumpFlows {
         /// Only this table.
@@ -263,6 +286,31 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             }))?;
             output::<StatsReply>(&client, v, json, |s| format::stats(s, ifname.is_some()))
         }
+        Command::Capture {
+            port,
+            write,
+            drops,
+            count,
+            filter,
+        } => capture(
+            &mut client,
+            port,
+            write,
+            *drops,
+            *count,
+            filter.as_deref(),
+            json,
+        ),
+        Command::PmdStats => {
+            let v = client.call(Op::Stats(StatsParams { port: None }))?;
+            let s: StatsReply = client.decode(v)?;
+            if json {
+                return pretty(
+                    &serde_json::to_value(format::pmd_stats_of(&s)).context("formatting JSON")?,
+                );
+            }
+            Ok(format::pmd_stats(&s))
+        }
         Command::DumpFlows { table, filter } => {
             let v = client.call(Op::DumpFlows(DumpFlowsParams {
                 table: *table,
@@ -328,6 +376,115 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             })
         }
     }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `vsctl capture`: arms the daemon's tap, polls it, writes pcap, stops.
+fn capture(
+    client: &mut Client,
+    port: &str,
+    path: &std::path::Path,
+    drops: bool,
+    count: Option<u64>,
+    filter: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    use vswitch_control::capture::{PcapWriter, translate_filter, unhex};
+    use vswitch_proto::{CaptureIdParams, CaptureReadReply, CaptureStartParams, CaptureStartReply};
+    let filter = filter
+        .map(translate_filter)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let v = client.call(Op::CaptureStart(CaptureStartParams {
+        port: port.to_string(),
+        drops,
+        filter,
+    }))?;
+    let started: CaptureStartReply = client.decode(v)?;
+    let id = started.id;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()));
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = client.call(Op::CaptureStop(CaptureIdParams { id, max: None }));
+            return Err(e);
+        }
+    };
+    let mut pcap = PcapWriter::new(std::io::BufWriter::new(file), started.snaplen)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+    let want = count.unwrap_or(u64::MAX);
+    let (mut n, mut lost, mut dropped) = (0u64, 0u64, 0u64);
+    let mut listing = Vec::new();
+    let result: anyhow::Result<()> = (|| {
+        while n < want && !INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            let max = (want - n).min(256) as u32;
+            let v = client.call(Op::CaptureRead(CaptureIdParams { id, max: Some(max) }))?;
+            let r: CaptureReadReply = client.decode(v)?;
+            lost = r.lost;
+            if r.packets.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            for p in r.packets {
+                let data = unhex(&p.data).context("daemon sent bad hex")?;
+                pcap.packet(p.ts_ns, p.orig_len, &data)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                n += 1;
+                let reason = p
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" reason={r}"))
+                    .unwrap_or_default();
+                if p.dir == "drop" {
+                    dropped += 1;
+                }
+                let line = format!(
+                    "{n} {}.{:09} {} {port}{reason} len={}",
+                    p.ts_ns / 1_000_000_000,
+                    p.ts_ns % 1_000_000_000,
+                    p.dir,
+                    p.orig_len
+                );
+                if json {
+                    listing.push(json!({"n": n, "ts_ns": p.ts_ns, "dir": p.dir, "reason": p.reason, "len": p.orig_len}));
+                } else {
+                    println!("{line}");
+                }
+            }
+            pcap.flush()
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })();
+    let _ = client.call(Op::CaptureStop(CaptureIdParams { id, max: None }));
+    pcap.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    result?;
+    if json {
+        return pretty(
+            &json!({"file": path, "packets": n, "drops": dropped, "lost": lost, "listing": listing}),
+        );
+    }
+    Ok(format!(
+        "{n} packets captured to {} ({dropped} drops, {lost} lost)\n",
+        path.display()
+    ))
 }
 
 /// Sends one bundle and summarises what it did.

@@ -27,6 +27,10 @@ struct Args {
     /// Where ports and desired state are kept across restarts.
     #[arg(long, default_value = "/var/lib/vswitch")]
     state_dir: PathBuf,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9400); overrides
+    /// `[metrics] addr`. Off when neither is given.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -58,6 +62,12 @@ fn run(args: Args) -> Result<(), String> {
     );
     // Then the ports, each announced to the realizers as it comes back.
     let (restored, skipped) = daemon.restore();
+    if let Some(addr) = args.metrics_addr.or(cfg.metrics.addr) {
+        let shared = Arc::new(vswitch::metrics::MetricsShared::default());
+        vswitch::metrics::spawn(addr, shared.clone())
+            .map_err(|e| format!("metrics address {addr}: {e}"))?;
+        daemon = daemon.with_metrics(shared);
+    }
     tracing::info!(socket = %args.socket.display(), restored, skipped, "vswitchd ready");
     let served = server.run(&mut daemon, &shutdown);
     tracing::info!("shutting down");

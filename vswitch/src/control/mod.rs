@@ -52,6 +52,10 @@ pub trait Handler {
     /// Called about every [`TICK_INTERVAL`] while the server runs, busy or idle:
     /// the place for periodic work (reaping vanished interfaces, aging, metrics).
     fn tick(&mut self) {}
+
+    /// Told of every error response the server sends (bad requests included),
+    /// for counting.
+    fn note_error(&mut self, _e: &ErrorReply) {}
 }
 
 /// The `hello` result of this build: protocol version, package version and pid.

@@ -480,6 +480,7 @@ fn answer_lines(conn: &mut Conn, handler: &mut dyn Handler, limits: &Limits, now
                         "request line exceeds the limit of {MAX_LINE_BYTES} bytes; closing the connection"
                     ),
                 );
+                handler.note_error(&e);
                 conn.output
                     .push(&encode_response(&Response::err(Value::Null, e)));
                 conn.phase = Phase::Closing {
@@ -516,19 +517,22 @@ fn answer(line: &[u8], handler: &mut dyn Handler) -> Option<Vec<u8>> {
             tracing::trace!(op = name, "control request");
             match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(op))) {
                 Ok(Ok(result)) => Response::ok(id, result),
-                Ok(Err(e)) => Response::err(id, e),
+                Ok(Err(e)) => {
+                    handler.note_error(&e);
+                    Response::err(id, e)
+                }
                 Err(payload) => {
                     let msg = panic_message(payload.as_ref());
                     tracing::error!(op = name, panic = msg, "control handler panicked");
-                    Response::err(
-                        id,
-                        ErrorReply::new(ErrorCode::Internal, format!("{name} panicked: {msg}")),
-                    )
+                    let e = ErrorReply::new(ErrorCode::Internal, format!("{name} panicked: {msg}"));
+                    handler.note_error(&e);
+                    Response::err(id, e)
                 }
             }
         }
         Err((id, e)) => {
             tracing::debug!(error = %e, "bad control request");
+            handler.note_error(&e);
             Response::err(id, e)
         }
     };

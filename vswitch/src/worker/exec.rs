@@ -58,6 +58,9 @@ impl Worker {
     #[inline]
     fn drop_frame(&mut self, frame: Frame, r: DropReason, tally: &mut DropTally) {
         tally.counts[r as usize] += 1;
+        if tally.capture {
+            self.tap_drop(&frame, tally.slot, r);
+        }
         self.pool.free(frame);
     }
 

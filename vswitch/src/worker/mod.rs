@@ -14,6 +14,7 @@ mod learning;
 pub mod punt;
 mod reject;
 mod services;
+mod tap;
 pub mod waker;
 
 use crate::bridge::{Learned, MacTable};
@@ -98,6 +99,8 @@ pub struct WorkerLinks {
     pub services: crate::services::SharedLb,
     /// Tunnel settings (UDP port, VNI, MTU, gateway) the overlay realizer sets.
     pub tunnel: Arc<crate::overlay::TunnelParams>,
+    /// Packet capture (`vsctl capture`), checked once per batch.
+    pub capture: Arc<crate::capture::Tap>,
 }
 
 struct Slot {
@@ -116,6 +119,8 @@ struct Slot {
 struct DropTally {
     slot: usize,
     counts: [u64; DropReason::COUNT],
+    /// A capture was armed when the batch started (drops are offered to it).
+    capture: bool,
 }
 
 pub struct Worker {
@@ -146,6 +151,10 @@ pub struct Worker {
     flooded: u64,
     /// Source MAC of the frame in the pipeline as it was received.
     ingress_src: u64,
+    /// Start of the previous loop iteration and whether it moved frames: the time
+    /// between two iteration starts is booked as busy or idle.
+    iter_start: u64,
+    iter_busy: bool,
 }
 
 impl Worker {
@@ -181,6 +190,8 @@ impl Worker {
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
             ingress_src: 0,
+            iter_start: 0,
+            iter_busy: false,
         }
     }
 
@@ -251,6 +262,17 @@ impl Worker {
             s.port.maintain(&mut self.pool);
         }
         let c = &self.links.counters;
+        let spent = now.saturating_sub(self.iter_start);
+        WorkerCounters::add(
+            if self.iter_busy {
+                &c.busy_ns
+            } else {
+                &c.idle_ns
+            },
+            spent,
+        );
+        self.iter_start = now;
+        self.iter_busy = moved > 0;
         if moved > 0 {
             self.last_busy = now;
             WorkerCounters::add(&c.busy_iterations, 1);
@@ -367,10 +389,16 @@ impl Worker {
         let c = &self.links.counters;
         WorkerCounters::add(&c.rx_packets, n as u64);
         WorkerCounters::add(&c.rx_batches, 1);
+        WorkerCounters::add(&c.batch_sizes[crate::counters::batch_bucket(n)], 1);
 
+        let capture = self.links.capture.armed();
+        if capture {
+            self.tap_frames(&rx, in_port, crate::capture::Dir::Rx, now);
+        }
         let mut tally = DropTally {
             slot: i,
             counts: [0; DropReason::COUNT],
+            capture,
         };
         self.flooded = 0;
         for frame in rx.drain(..) {
@@ -464,6 +492,11 @@ impl Worker {
     }
 
     fn flush_slot(&mut self, i: usize) {
+        if self.links.capture.armed() && !self.slots[i].txq.is_empty() {
+            let now = self.now_ns();
+            let s = &self.slots[i];
+            self.tap_frames(&s.txq, s.port_no, crate::capture::Dir::Tx, now);
+        }
         let slot = &mut self.slots[i];
         if slot.txq.is_empty() {
             return;
