@@ -61,6 +61,11 @@ impl Pod {
         if !opts.keep_offloads {
             disable_offloads(&ns, &ifname)?;
         }
+        // The MAC the CNI plugin gives a pod: 0a:58 + its IPv4 address. The node
+        // pipeline's spoof guard and routing rely on it, as in a real cluster.
+        let o = ip.octets();
+        let pod_mac = format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+        ns.ip(&["link", "set", "dev", &ifname, "address", &pod_mac])?;
         ns.ip(&[
             "addr",
             "add",

@@ -55,7 +55,10 @@ fn run(args: Args) -> Result<(), String> {
     // Desired state first: policy (and every other feature's flows) is realised
     // before a restored port forwards its first packet. Pod links are looked up
     // when ports are listed, so they find the ports restored next.
-    let overlay = cfg.overlay.config()?;
+    let overlay = match cfg.overlay.mode {
+        Some(_) => Some(cfg.overlay.config()?),
+        None => None,
+    };
     let mut daemon = Daemon::new(dp, Some(store)).with_desired(
         DesiredStore::new(Some(&args.state_dir))
             .with_realizers(vswitch::desired::realize::chain(overlay)),

@@ -157,12 +157,15 @@ impl Realizer for LocalNodeLog {
 
 /// The realizers a daemon runs, in order.
 pub fn default_chain() -> Vec<Box<dyn Realizer>> {
-    chain(crate::overlay::node::OverlayConfig::default())
+    chain(None)
 }
 
 /// The default chain with these overlay settings.
-pub fn chain(overlay: crate::overlay::node::OverlayConfig) -> Vec<Box<dyn Realizer>> {
-    vec![
+/// The node pipeline (gateway, routing, VXLAN) runs only when an `[overlay]`
+/// section asks for it (`overlay = Some`): its namespace end-to-end tests are not
+/// written yet, so it is opt-in for now (docs/overlay.md).
+pub fn chain(overlay: Option<crate::overlay::node::OverlayConfig>) -> Vec<Box<dyn Realizer>> {
+    let mut chain: Vec<Box<dyn Realizer>> = vec![
         Box::new(Validator),
         Box::new(LocalNodeLog),
         Box::new(PodLinker),
@@ -170,6 +173,9 @@ pub fn chain(overlay: crate::overlay::node::OverlayConfig) -> Vec<Box<dyn Realiz
         Box::new(crate::services::realize::ServiceRealizer::new(
             crate::services::realize::ServicesConfig::default(),
         )),
-        Box::new(crate::overlay::node::NodeNetwork::new(overlay)),
-    ]
+    ];
+    if let Some(o) = overlay {
+        chain.push(Box::new(crate::overlay::node::NodeNetwork::new(o)));
+    }
+    chain
 }
