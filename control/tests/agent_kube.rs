@@ -3,12 +3,17 @@
 //! resourceVersion, `?watch=true` chunked event streams (ADDED, MODIFIED, DELETED,
 //! BOOKMARK), a `410 Gone` ERROR event, and failing lists. The kube client and
 //! kube-runtime's watcher run for real; nothing is mocked at their traits.
+//!
+//! The same server also speaks HTTPS (a throw-away CA made with rcgen, rustls on the
+//! server side) and checks the bearer token, as a real API server does: the agent is
+//! run over TLS from a kubeconfig and, as a binary, with `--in-cluster` reading a
+//! service account mounted in a private mount namespace.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +52,8 @@ struct Resource {
 #[derive(Default)]
 struct State {
     rv: u64,
+    /// When set, requests without `Authorization: Bearer <token>` get 401.
+    token: Option<String>,
     resources: HashMap<String, Resource>,
     requests: Vec<String>,
 }
@@ -67,6 +74,11 @@ fn key_of(o: &Value) -> String {
 
 impl FakeApi {
     fn start() -> (FakeApi, u16) {
+        Self::start_with(None)
+    }
+
+    /// Serves HTTPS with `tls`, or plain HTTP without it.
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> (FakeApi, u16) {
         let fake = FakeApi::default();
         for (path, api_version, kind) in [
             (PODS, "v1", "Pod"),
@@ -95,13 +107,22 @@ impl FakeApi {
                 }
                 let Ok(conn) = conn else { continue };
                 let f = f.clone();
-                std::thread::spawn(move || f.serve(conn));
+                let tls = tls.clone();
+                std::thread::spawn(move || match tls {
+                    None => f.serve(conn),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        f.serve(rustls::StreamOwned::new(server, conn));
+                    }
+                });
             }
         });
         (fake, port)
     }
 
-    fn serve(&self, mut s: TcpStream) {
+    fn serve<S: Read + Write>(&self, mut s: S) {
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -117,7 +138,23 @@ impl FakeApi {
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .collect();
-        self.state.lock().unwrap().requests.push(target.clone());
+        let authorized = {
+            let mut st = self.state.lock().unwrap();
+            st.requests.push(target.clone());
+            st.token.as_ref().is_none_or(|t| {
+                head.lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: bearer {t}")))
+            })
+        };
+        if !authorized {
+            Self::respond(
+                &mut s,
+                "401 Unauthorized",
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                        "reason":"Unauthorized","code":401}),
+            );
+            return;
+        }
         if params.get("watch") == Some(&"true") {
             self.watch(s, path);
         } else {
@@ -125,7 +162,7 @@ impl FakeApi {
         }
     }
 
-    fn respond(s: &mut TcpStream, status: &str, body: &Value) {
+    fn respond(s: &mut impl Write, status: &str, body: &Value) {
         let body = body.to_string();
         let _ = write!(
             s,
@@ -134,7 +171,7 @@ impl FakeApi {
         );
     }
 
-    fn list(&self, mut s: TcpStream, path: &str) {
+    fn list(&self, mut s: impl Write, path: &str) {
         let mut st = self.state.lock().unwrap();
         let rv = st.rv;
         let Some(r) = st.resources.get_mut(path) else {
@@ -177,7 +214,7 @@ impl FakeApi {
         Self::respond(&mut s, "200 OK", &body);
     }
 
-    fn watch(&self, mut s: TcpStream, path: &str) {
+    fn watch(&self, mut s: impl Write, path: &str) {
         if write!(
             s,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -324,10 +361,22 @@ fn seed(f: &FakeApi) {
     );
 }
 
-fn kubeconfig(port: u16) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vsagent-kube-{}", std::process::id()));
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vsagent-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kubeconfig");
+    dir
+}
+
+fn kubeconfig(port: u16) -> PathBuf {
+    write_kubeconfig(&format!("http://127.0.0.1:{port}"), None, "plain")
+}
+
+/// A kubeconfig for `server` with the bearer token `test-token`, trusting `ca`.
+fn write_kubeconfig(server: &str, ca: Option<&std::path::Path>, tag: &str) -> PathBuf {
+    let path = scratch_dir(tag).join("kubeconfig");
+    let ca = ca
+        .map(|p| format!("    certificate-authority: {}\n", p.display()))
+        .unwrap_or_default();
     std::fs::write(
         &path,
         format!(
@@ -336,8 +385,8 @@ kind: Config
 clusters:
 - name: fake
   cluster:
-    server: http://127.0.0.1:{port}
-contexts:
+    server: {server}
+{ca}contexts:
 - name: fake
   context:
     cluster: fake
@@ -352,6 +401,32 @@ users:
     )
     .unwrap();
     path
+}
+
+/// A throw-away CA and a server certificate it signed for 127.0.0.1: the CA's PEM
+/// and the server's rustls configuration.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone(), ca.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(cfg))
 }
 
 /// Takes published states until one satisfies `ok`.
@@ -514,4 +589,182 @@ fn kubernetes_source_lists_watches_and_relists() {
     stop.store(true, Ordering::Relaxed);
     fake.stop.store(true, Ordering::Relaxed);
     agent.join().unwrap().unwrap();
+}
+
+/// The kube client over HTTPS: the server's certificate is checked against the
+/// kubeconfig's CA and every request carries the bearer token (the fake answers 401
+/// without it), as against a real API server.
+#[test]
+fn kubernetes_source_over_tls_with_a_bearer_token() {
+    let (ca_pem, tls) = test_pki();
+    let (fake, port) = FakeApi::start_with(Some(tls));
+    fake.state.lock().unwrap().token = Some("test-token".into());
+    seed(&fake);
+    let ca = scratch_dir("tls").join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let kc = write_kubeconfig(&format!("https://127.0.0.1:{port}"), Some(&ca), "tls");
+    let handoff = Arc::new(Handoff::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, st) = (handoff.clone(), stop.clone());
+    let agent = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = kube_source::client_from_kubeconfig(&kc).await?;
+            let settings = NodeSettings {
+                node_name: "node-a".into(),
+                uplink: None,
+            };
+            kube_source::run(client, settings, h, Arc::new(Metrics::new()), st).await
+        })
+    });
+    wait_state(&handoff, "the initial lists over TLS", |s| {
+        s.pod("shop", "web-1").is_some() && s.local_node().is_some()
+    });
+    fake.put(PODS, pod("web-2", "node-a", "10.244.1.9", "web"), true);
+    wait_state(&handoff, "a watch event over TLS", |s| {
+        s.pod("shop", "web-2").is_some()
+    });
+    stop.store(true, Ordering::Relaxed);
+    fake.stop.store(true, Ordering::Relaxed);
+    agent.join().unwrap().unwrap();
+}
+
+/// A kubeconfig whose CA did not sign the server's certificate: the agent reports
+/// API errors and learns nothing (no panic, no fallback to an unchecked connection).
+#[test]
+fn kubernetes_source_refuses_an_untrusted_server() {
+    let (_, tls) = test_pki();
+    let (other_ca, _) = test_pki();
+    let (fake, port) = FakeApi::start_with(Some(tls));
+    seed(&fake);
+    let ca = scratch_dir("untrusted").join("ca.pem");
+    std::fs::write(&ca, &other_ca).unwrap();
+    let kc = write_kubeconfig(&format!("https://127.0.0.1:{port}"), Some(&ca), "untrusted");
+    let handoff = Arc::new(Handoff::default());
+    let metrics = Arc::new(Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, m, st) = (handoff.clone(), metrics.clone(), stop.clone());
+    let agent = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = kube_source::client_from_kubeconfig(&kc).await?;
+            let settings = NodeSettings {
+                node_name: "node-a".into(),
+                uplink: None,
+            };
+            kube_source::run(client, settings, h, m, st).await
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metrics
+        .encode()
+        .contains("vswitch_agent_api_errors_total{kind=\"Pod\"}")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no API error counted: {}",
+            metrics.encode()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        handoff.take(Duration::from_millis(500)).is_none(),
+        "state learnt from an untrusted server"
+    );
+    assert!(
+        fake.lists(PODS) == 0,
+        "a list was answered over an unverified connection"
+    );
+    stop.store(true, Ordering::Relaxed);
+    fake.stop.store(true, Ordering::Relaxed);
+    let _ = agent.join().unwrap();
+}
+
+/// `vswitch-agent --in-cluster`, the binary as a DaemonSet runs it: the service
+/// account (token, ca.crt, namespace) is mounted at the well-known path inside a
+/// private mount namespace (a tmpfs over /run, so the host's /run is untouched) and
+/// the API server is found through KUBERNETES_SERVICE_HOST/PORT.
+#[test]
+fn in_cluster_binary_uses_the_service_account() {
+    if !nix_is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "in_cluster_binary_uses_the_service_account needs root (unshare -m) and CI runs as root"
+        );
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let (ca_pem, tls) = test_pki();
+    let (fake, port) = FakeApi::start_with(Some(tls));
+    fake.state.lock().unwrap().token = Some("test-token".into());
+    seed(&fake);
+    let dir = scratch_dir("incluster");
+    std::fs::write(dir.join("ca.crt"), &ca_pem).unwrap();
+    std::fs::write(dir.join("token"), "test-token").unwrap();
+    std::fs::write(dir.join("namespace"), "kube-system").unwrap();
+    let metrics_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let agent_bin = env!("CARGO_BIN_EXE_vswitch-agent");
+    let sa = "/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs vsagent-test /run && mkdir -p {sa} && \
+         cp {d}/ca.crt {d}/token {d}/namespace {sa}/ && \
+         exec {agent_bin} --in-cluster --node-name node-a --socket {d}/no-daemon.sock \
+         --metrics-addr 127.0.0.1:{metrics_port}",
+        d = dir.display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want = "vswitch_agent_watched_objects{kind=\"Pod\"} 1";
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("vswitch-agent --in-cluster exited: {status}");
+        }
+        last = http_get(metrics_port, "/metrics").unwrap_or_default();
+        if last.contains(want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    fake.stop.store(true, Ordering::Relaxed);
+    assert!(
+        last.contains(want),
+        "no pods watched in-cluster; /metrics: {last}"
+    );
+    assert!(
+        fake.requests().iter().any(|r| r.starts_with(PODS)),
+        "the API server was never asked"
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A plain HTTP GET of `path` on 127.0.0.1:`port`; the body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
