@@ -194,9 +194,8 @@ fn filter_takes_only_switch_traffic(mode: &str) {
         )
         .is_ok())
     });
-    assert_eq!(
-        nodeport_tcp.expect("connect attempt"),
-        false,
+    assert!(
+        !nodeport_tcp.expect("connect attempt"),
         "{mode}: a SYN to a NodePort goes to the switch, not to the host (which would RST)"
     );
     assert!(
@@ -395,4 +394,63 @@ fn host_tcp_survives_uplink_lifecycle() {
         n.node.links_with_xdp().expect("links").is_empty(),
         "no XDP program anywhere in the node namespace"
     );
+}
+
+/// vswitchd killed with SIGKILL cannot detach its filter: the program stays, but with
+/// the socket gone it passes every frame (the host keeps the NIC, VXLAN included);
+/// the next vswitchd replaces it and SIGTERM then removes it.
+#[test]
+fn uplink_filter_left_by_sigkill_passes_everything() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let n = nodes().expect("namespaces");
+    let mut d = Vswitchd::start(&n.node, DaemonOpts::default()).expect("vswitchd");
+    d.add_port_kind(UPLINK, "uplink", "xdp-skb")
+        .expect("add uplink");
+    let pid = d.pid().expect("pid");
+    vswitch_suite::cmd::signal(pid, libc::SIGKILL).expect("SIGKILL");
+    let status = d.stop().expect("reap");
+    assert!(!status.success(), "killed: {status}");
+    assert_eq!(
+        xdp_prog_name(&n.node, UPLINK).expect("link").as_deref(),
+        Some("vswitch_uplink"),
+        "SIGKILL leaves the program attached (nothing can detach it)"
+    );
+    n.peer
+        .run(&["ping", "-c2", "-i0.2", "-W2", &NODE_IP.to_string()])
+        .expect("the host answers ping with the orphaned filter attached");
+    // VXLAN, which the filter would take, reaches the host's stack now.
+    let udp = n
+        .node
+        .enter(|| Ok(UdpSocket::bind((NODE_IP, 4789))?))
+        .expect("host socket on the VXLAN port");
+    udp.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    send_udp(&n.peer, NODE_IP, 4789, 2).expect("send vxlan");
+    let mut buf = [0u8; 256];
+    udp.recv_from(&mut buf)
+        .expect("with no socket in its map, the orphaned filter passes VXLAN to the host");
+    drop(udp);
+
+    d.restart().expect("restart");
+    let back = wait_for(Duration::from_secs(5), || {
+        d.port(UPLINK).ok().flatten().filter(|p| p["state"] == "up")
+    });
+    assert!(
+        back.is_some(),
+        "the restarted vswitchd replaces the leftover filter and attaches the uplink:\n{}",
+        d.log_text()
+    );
+    let base = settled_rx(&d);
+    send_udp(&n.peer, NODE_IP, 4789, 3).expect("send vxlan");
+    assert!(
+        wait_for(Duration::from_secs(5), || (rx_packets(&d) >= base + 3)
+            .then_some(()))
+        .is_some(),
+        "VXLAN reaches the restarted switch"
+    );
+    let status = d.stop().expect("SIGTERM");
+    assert!(status.success(), "{status}");
+    assert_eq!(xdp_prog_name(&n.node, UPLINK).expect("link"), None);
 }
