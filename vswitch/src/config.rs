@@ -35,6 +35,15 @@
 //! mode = "vxlan"          # or "flannel": UDP 8472, VNI 1 (flannel's vxlan backend)
 //! port = 4789             # VXLAN UDP port (default: 4789, 8472 in flannel mode)
 //! vni = 1
+//!
+//! [uplink]                # ports added with --kind uplink (docs/overlay.md)
+//! xdp_filter = "on"       # own XDP program: only VXLAN (the [overlay] port) and
+//!                         # NodePort TCP/UDP to the uplink's IPv4 addresses go to
+//!                         # the switch, the rest to the host. A failure to load it
+//!                         # fails the port. "full-if-unavailable": fall back to
+//!                         # libxdp's program, which takes EVERY frame of the queue
+//!                         # (the host loses the NIC); "off": always that program.
+//! nodeport_range = "30000-32767"  # "none": no NodePort traffic is taken
 //! ```
 
 use crate::DatapathConfig;
@@ -50,7 +59,61 @@ pub struct DaemonConfig {
     pub conntrack: crate::conntrack::CtConfig,
     pub services: crate::services::realize::ServicesConfig,
     pub overlay: OverlaySection,
+    pub uplink: UplinkSection,
     pub metrics: MetricsSection,
+}
+
+/// `[uplink]`: which XDP program an uplink port runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkSection {
+    /// `on` (default), `full-if-unavailable` or `off`.
+    pub xdp_filter: Option<String>,
+    /// `LO-HI` (inclusive) or `none`; default 30000-32767.
+    pub nodeport_range: Option<String>,
+}
+
+impl UplinkSection {
+    /// The program for uplink ports; the VXLAN port is the overlay's.
+    pub fn program(&self, vxlan_port: u16) -> Result<crate::port::XdpProgram, String> {
+        use crate::port::XdpProgram;
+        use crate::port::xdp_filter::FilterParams;
+        let nodeports = match self.nodeport_range.as_deref().map(str::trim) {
+            None => FilterParams::default().nodeports,
+            Some("none") | Some("") => None,
+            Some(r) => {
+                let bad = || {
+                    format!(
+                        "uplink.nodeport_range = '{r}' (expected LO-HI, e.g. 30000-32767, or none)"
+                    )
+                };
+                let (lo, hi) = r.split_once('-').ok_or_else(bad)?;
+                let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+                let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+                if lo == 0 || lo > hi {
+                    return Err(bad());
+                }
+                if (lo..=hi).contains(&vxlan_port) {
+                    return Err(format!(
+                        "uplink.nodeport_range = '{r}' contains the VXLAN port {vxlan_port}"
+                    ));
+                }
+                Some((lo, hi))
+            }
+        };
+        let params = FilterParams {
+            vxlan_port,
+            nodeports,
+        };
+        match self.xdp_filter.as_deref() {
+            None | Some("on") => Ok(XdpProgram::Filter(params)),
+            Some("full-if-unavailable") => Ok(XdpProgram::FilterOrAll(params)),
+            Some("off") => Ok(XdpProgram::RedirectAll),
+            Some(m) => Err(format!(
+                "uplink.xdp_filter = '{m}' (expected on, full-if-unavailable or off)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -162,7 +225,8 @@ impl DaemonConfig {
         }
         self.conntrack.validate()?;
         self.services.validate()?;
-        self.overlay.config()?;
+        let overlay = self.overlay.config()?;
+        self.uplink.program(overlay.port)?;
         Ok(())
     }
 
@@ -179,6 +243,13 @@ impl DaemonConfig {
             threaded: true,
             conntrack: self.conntrack,
             services: self.services,
+            // validate() checked both; a config built in code falls back to the
+            // default filter (never to taking every frame).
+            uplink_xdp: self
+                .overlay
+                .config()
+                .and_then(|o| self.uplink.program(o.port))
+                .unwrap_or_else(|_| crate::port::XdpProgram::Filter(Default::default())),
         }
     }
 }
@@ -230,6 +301,39 @@ mod tests {
         assert!(DaemonConfig::parse("[bridge]\nunknown = 1").is_err());
         assert!(DaemonConfig::parse("[datapath]\npool_frames = 10").is_err());
         assert!(DaemonConfig::parse("not toml [").is_err());
+    }
+
+    #[test]
+    fn uplink_section() {
+        use crate::port::XdpProgram;
+        use crate::port::xdp_filter::FilterParams;
+        let dp = |t: &str| DaemonConfig::parse(t).map(|c| c.datapath(vec![None]).uplink_xdp);
+        assert_eq!(dp(""), Ok(XdpProgram::Filter(FilterParams::default())));
+        assert_eq!(
+            dp("[overlay]\nmode = \"flannel\"\n[uplink]\nnodeport_range = \"none\""),
+            Ok(XdpProgram::Filter(FilterParams {
+                vxlan_port: 8472,
+                nodeports: None
+            }))
+        );
+        assert_eq!(
+            dp("[uplink]\nxdp_filter = \"full-if-unavailable\"\nnodeport_range = \"31000-31010\""),
+            Ok(XdpProgram::FilterOrAll(FilterParams {
+                vxlan_port: 4789,
+                nodeports: Some((31000, 31010))
+            }))
+        );
+        assert_eq!(
+            dp("[uplink]\nxdp_filter = \"off\""),
+            Ok(XdpProgram::RedirectAll)
+        );
+        assert!(dp("[uplink]\nxdp_filter = \"maybe\"").is_err());
+        assert!(dp("[uplink]\nnodeport_range = \"32000-31000\"").is_err());
+        assert!(
+            dp("[uplink]\nnodeport_range = \"4000-5000\"").is_err(),
+            "VXLAN port inside"
+        );
+        assert!(dp("[uplink]\nnodeport_range = \"x\"").is_err());
     }
 
     #[test]

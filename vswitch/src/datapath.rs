@@ -53,6 +53,11 @@ pub struct DatapathConfig {
     pub conntrack: crate::conntrack::CtConfig,
     /// Service load balancing (zone, Maglev size).
     pub services: crate::services::realize::ServicesConfig,
+    /// The XDP program of AF_XDP ports of kind `uplink` (`[uplink]` in the
+    /// daemon's TOML): by default the filter that takes only VXLAN and NodePort
+    /// traffic to the node's addresses (port/xdp_filter.rs). Other kinds always
+    /// run libxdp's redirect-everything program.
+    pub uplink_xdp: port::XdpProgram,
 }
 
 impl Default for DatapathConfig {
@@ -68,6 +73,7 @@ impl Default for DatapathConfig {
             threaded: true,
             conntrack: crate::conntrack::CtConfig::default(),
             services: crate::services::realize::ServicesConfig::default(),
+            uplink_xdp: port::XdpProgram::Filter(Default::default()),
         }
     }
 }
@@ -103,6 +109,8 @@ struct WorkerHandle {
 struct PortRecord {
     info: PortInfo,
     counters: Arc<PortCounters>,
+    /// The uplink filter's parameters and the node addresses last written to it.
+    filter: Option<(Arc<port::xdp_filter::FilterHandle>, Vec<std::net::Ipv4Addr>)>,
 }
 
 /// What `check_links` found.
@@ -434,15 +442,25 @@ impl Datapath {
         }
         let w = self.least_loaded_worker();
         let port_no = self.free_port_no();
-        let (port, att, tried) =
-            port::open_with_fallback(&p.name, p.mode, self.workers[w].umem.as_ref(), port_no)
-                .map_err(|e| match e {
-                    PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
-                    other => err(
-                        ErrorCode::Failed,
-                        format!("cannot attach '{}': {other}", p.name),
-                    ),
-                })?;
+        let prog = if p.kind == PortKind::Uplink {
+            self.cfg.uplink_xdp
+        } else {
+            port::XdpProgram::RedirectAll
+        };
+        let (port, att, tried) = port::open_with_fallback(
+            &p.name,
+            p.mode,
+            self.workers[w].umem.as_ref(),
+            port_no,
+            prog,
+        )
+        .map_err(|e| match e {
+            PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
+            other => err(
+                ErrorCode::Failed,
+                format!("cannot attach '{}': {other}", p.name),
+            ),
+        })?;
         if !tried.is_empty() {
             tracing::info!(port = %p.name, chosen = %att.mode, fell_back_from = ?tried, "auto mode fallback");
         }
@@ -498,6 +516,7 @@ impl Datapath {
         }
         let port_no = self.free_port_no();
         let att = PortAttachment {
+            filter: None,
             mode: PortMode::Memory,
             zero_copy: false,
             ifindex: 0,
@@ -527,6 +546,11 @@ impl Datapath {
         att: PortAttachment,
     ) -> PortInfo {
         let counters = Arc::new(PortCounters::default());
+        let filter = att.filter.clone().map(|h| {
+            let ips = netdev::ipv4_addrs(name, port::xdp_filter::MAX_NODE_IPS);
+            tracing::info!(port = name, prog = h.prog_id(), params = ?h.params(), node_ips = ?ips, "uplink XDP filter attached");
+            (h, ips)
+        });
         let wh = &mut self.workers[w];
         // The worker owns the socket from here on; the control thread keeps only
         // the counters (read-only) and the description.
@@ -564,6 +588,7 @@ impl Datapath {
             PortRecord {
                 info: info.clone(),
                 counters,
+                filter,
             },
         );
         self.kick_inline();
@@ -710,7 +735,34 @@ impl Datapath {
                 _ => {}
             }
         }
+        self.refresh_uplink_filters();
         ch
+    }
+
+    /// Writes the uplinks' current IPv4 addresses into their filter programs when
+    /// they changed (an address added to or removed from the node's NIC).
+    fn refresh_uplink_filters(&mut self) {
+        for (name, rec) in self.ports.iter_mut() {
+            let Some((handle, ips)) = rec.filter.as_mut() else {
+                continue;
+            };
+            if rec.info.state != PortState::Up {
+                continue;
+            }
+            let now = netdev::ipv4_addrs(name, port::xdp_filter::MAX_NODE_IPS);
+            if now == *ips {
+                continue;
+            }
+            match handle.set_node_ips(&now) {
+                Ok(()) => {
+                    tracing::info!(port = %name, node_ips = ?now, "uplink filter: node addresses changed");
+                    *ips = now;
+                }
+                Err(e) => {
+                    tracing::warn!(port = %name, error = %e, "uplink filter: cannot update node addresses")
+                }
+            }
+        }
     }
 
     /// Records an uplink/gateway port whose interface is missing (e.g. at restart):
@@ -748,6 +800,7 @@ impl Datapath {
             PortRecord {
                 info,
                 counters: Arc::default(),
+                filter: None,
             },
         );
     }

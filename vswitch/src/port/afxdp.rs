@@ -86,6 +86,7 @@
 //! worker's first AF_XDP port a long-lived one (the uplink or gateway), or by
 //! binding the UMEM's own socket to an interface the switch keeps for that purpose.
 
+use super::xdp_filter::{self, FilterParams, UplinkFilter};
 use super::{Port, PortAttachment, PortError, TxOutcome, netdev};
 use crate::pool::{AsUmem, Frame, FramePool, UmemHandle};
 use std::fs::File;
@@ -93,9 +94,9 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use vswitch_proto::PortMode;
-use xsk_rs::config::{BindFlags, Interface, QueueSize, SocketConfig, XdpFlags};
+use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, XdpFlags};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue};
 
 /// RX ring entries (descriptors the kernel can queue for us before dropping).
@@ -210,6 +211,8 @@ pub struct AfXdpPort {
     /// The namespace the socket was made in: libxdp's teardown must run there.
     netns: File,
     xdp: XdpWatch,
+    /// The uplink's own program (instead of libxdp's): detached on drop.
+    filter: Option<UplinkFilter>,
     _claim: Claim,
 }
 
@@ -230,6 +233,22 @@ impl AfXdpPort {
         mode: PortMode,
         pool: &impl AsUmem,
         port_no: u32,
+    ) -> Result<(AfXdpPort, PortAttachment), PortError> {
+        Self::open_with(name, mode, pool, port_no, None)
+    }
+
+    /// [`open`](Self::open), with the uplink filter program ([`xdp_filter`]) instead
+    /// of libxdp's redirect-everything program when `filter` is given: the socket is
+    /// bound with `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD`, put into the program's
+    /// socket map, and the program attached in `mode` (the node addresses are the
+    /// interface's IPv4 addresses now; [`xdp_filter::FilterHandle`] updates them).
+    /// Any failure of the filter fails the port: nothing falls back silently.
+    pub fn open_with(
+        name: &str,
+        mode: PortMode,
+        pool: &impl AsUmem,
+        port_no: u32,
+        filter: Option<FilterParams>,
     ) -> Result<(AfXdpPort, PortAttachment), PortError> {
         let unsupported = |reason: String| PortError::Unsupported {
             name: name.to_string(),
@@ -285,6 +304,20 @@ impl AfXdpPort {
         };
 
         let before = query_xdp_prog(ifindex, xdp_flags);
+        let mut prog = match filter {
+            Some(params) => {
+                let ips = netdev::ipv4_addrs(name, xdp_filter::MAX_NODE_IPS);
+                let f = UplinkFilter::load(params, &ips)
+                    .map_err(|e| unsupported(format!("uplink XDP filter: {e}")))?;
+                Some(f)
+            }
+            None => None,
+        };
+        let libxdp_flags = if prog.is_some() {
+            LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD
+        } else {
+            LibxdpFlags::empty()
+        };
         let mut last_err = String::new();
         for &(bind_flags, zero_copy) in attempts {
             let config = SocketConfig::builder()
@@ -292,6 +325,7 @@ impl AfXdpPort {
                 .tx_queue_size(tx_size)
                 .xdp_flags(xdp_flags)
                 .bind_flags(bind_flags)
+                .libxdp_flags(libxdp_flags)
                 .build();
             // SAFETY: xsk-rs requires INHIBIT_PROG_LOAD when this UMEM already has a
             // socket on (interface, queue); our claim above guarantees it has none.
@@ -311,6 +345,22 @@ impl AfXdpPort {
                 ));
             };
             let fd = rx.fd().as_raw_fd();
+            if let Some(f) = prog.as_mut() {
+                // Socket first, program second: the program never runs with an
+                // empty map (it would pass everything anyway).
+                let hooked = f
+                    .add_socket(QUEUE_ID, fd)
+                    .map_err(|e| format!("uplink XDP filter: adding the socket to its map: {e}"))
+                    .and_then(|()| {
+                        f.attach(ifindex, xdp_flags.bits())
+                            .map_err(|e| format!("uplink XDP filter: {e}"))
+                    });
+                if let Err(e) = hooked {
+                    // The socket (and its rings) go here; nothing was attached.
+                    last_err = e;
+                    continue;
+                }
+            }
             // Ask the kernel rather than trust our flags: a socket sharing the UMEM
             // with an earlier one is bound with XDP_SHARED_UMEM only and inherits the
             // first socket's mode (libxdp does not pass our bind flags then).
@@ -318,6 +368,16 @@ impl AfXdpPort {
             if !zero_copy {
                 raise_tx_budget(fd);
             }
+            let handle = match prog.as_ref().map(UplinkFilter::handle) {
+                None => None,
+                Some(Ok(h)) => Some(Arc::new(h)),
+                Some(Err(e)) => {
+                    if let Some(f) = prog.as_mut() {
+                        f.detach();
+                    }
+                    return Err(unsupported(format!("uplink XDP filter: {e}")));
+                }
+            };
             let port = AfXdpPort {
                 rings: ManuallyDrop::new(Rings { rx, tx, fq, cq }),
                 fd,
@@ -337,6 +397,7 @@ impl AfXdpPort {
                     before,
                     ours: query_xdp_prog(ifindex, xdp_flags),
                 },
+                filter: prog,
                 _claim: claim,
             };
             let att = PortAttachment {
@@ -345,6 +406,7 @@ impl AfXdpPort {
                 ifindex,
                 mac: netdev::mac(name),
                 mtu: netdev::mtu(name),
+                filter: handle,
             };
             return Ok((port, att));
         }
@@ -511,8 +573,7 @@ impl AfXdpPort {
     }
 }
 
-/// `XDP_FLAGS_REPLACE`: detach only if the attached program is the one named.
-const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+use xdp_filter::XDP_FLAGS_REPLACE;
 
 /// The XDP program on an interface, before our socket and right after it.
 ///
@@ -544,12 +605,9 @@ impl XdpWatch {
             if fd < 0 {
                 return;
             }
-            let opts = libxdp_sys::bpf_xdp_attach_opts {
-                sz: size_of::<libxdp_sys::bpf_xdp_attach_opts>(),
-                old_prog_fd: fd,
-            };
+            let opts = xdp_filter::attach_opts(fd);
             let flags = self.flags.bits() | XDP_FLAGS_REPLACE;
-            let rc = libxdp_sys::bpf_xdp_detach(self.ifindex as i32, flags, &opts);
+            let rc = libxdp_sys::bpf_xdp_detach(self.ifindex as i32, flags, &*opts);
             libc::close(fd);
             rc
         };
@@ -564,10 +622,7 @@ impl XdpWatch {
 
 /// The id of the XDP program attached in `flags`' mode (0: none), `None` if unknown.
 fn query_xdp_prog(ifindex: u32, flags: XdpFlags) -> Option<u32> {
-    let mut id = 0u32;
-    // SAFETY: libbpf writes one u32 through the pointer.
-    let rc = unsafe { libxdp_sys::bpf_xdp_query_id(ifindex as i32, flags.bits() as i32, &mut id) };
-    (rc == 0).then_some(id)
+    xdp_filter::query_prog(ifindex, flags.bits())
 }
 
 /// The kernel's reason behind a socket creation error, without libc's decoration.
@@ -793,8 +848,17 @@ impl Drop for AfXdpPort {
         // SAFETY: the rings are taken exactly once, here, and never touched again.
         drop(unsafe { ManuallyDrop::take(&mut self.rings) });
         if switched || !elsewhere {
-            self.xdp.detach_leftover();
+            match self.filter.as_mut() {
+                // Our own program: detach it, but only if it is still the one there.
+                Some(f) => {
+                    f.detach();
+                }
+                None => self.xdp.detach_leftover(),
+            }
         }
+        // Closing the program's descriptors (if detach could not run, the program
+        // stays, with no socket in its map: it passes everything to the host).
+        drop(self.filter.take());
         if switched {
             let back = here.as_ref().map(setns);
             if !matches!(back, Some(Ok(()))) {

@@ -14,6 +14,7 @@ pub mod anchor;
 pub mod memory;
 pub mod netdev;
 pub mod packet;
+pub mod xdp_filter;
 
 use crate::pool::{Frame, FramePool, UmemHandle};
 use std::os::fd::RawFd;
@@ -72,6 +73,21 @@ pub struct PortAttachment {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub mtu: u32,
+    /// The uplink filter program's parameters, when the port runs it
+    /// (`xdp_filter`); the control thread updates its node addresses.
+    pub filter: Option<std::sync::Arc<xdp_filter::FilterHandle>>,
+}
+
+/// Which XDP program an AF_XDP port runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpProgram {
+    /// libxdp's default: every frame of the queue goes to the socket (pods).
+    #[default]
+    RedirectAll,
+    /// The uplink filter; the port fails if it cannot be loaded or attached.
+    Filter(xdp_filter::FilterParams),
+    /// The uplink filter, or `RedirectAll` (with a warning) if it cannot be had.
+    FilterOrAll(xdp_filter::FilterParams),
 }
 
 /// A switch port as a poll worker drives it.
@@ -130,6 +146,7 @@ pub fn open(
     mode: PortMode,
     umem: Option<&UmemHandle>,
     port_no: u32,
+    prog: XdpProgram,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
@@ -139,7 +156,24 @@ pub fn open(
                     mode,
                     reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
                 })?;
-                afxdp::AfXdpPort::open(name, mode, umem, port_no)?
+                match prog {
+                    XdpProgram::RedirectAll => afxdp::AfXdpPort::open(name, mode, umem, port_no)?,
+                    XdpProgram::Filter(p) => {
+                        afxdp::AfXdpPort::open_with(name, mode, umem, port_no, Some(p))?
+                    }
+                    XdpProgram::FilterOrAll(p) => {
+                        match afxdp::AfXdpPort::open_with(name, mode, umem, port_no, Some(p)) {
+                            Ok(x) => x,
+                            Err(PortError::NoSuchInterface(n)) => {
+                                return Err(PortError::NoSuchInterface(n));
+                            }
+                            Err(e) => {
+                                tracing::warn!(port = name, %mode, error = %e, "uplink filter unavailable; redirecting ALL frames of the queue to the switch, as configured (xdp_filter = full-if-unavailable)");
+                                afxdp::AfXdpPort::open(name, mode, umem, port_no)?
+                            }
+                        }
+                    }
+                }
             };
             Ok((Box::new(port), att))
         }
@@ -166,14 +200,15 @@ pub fn open_with_fallback(
     requested: PortMode,
     umem: Option<&UmemHandle>,
     port_no: u32,
+    prog: XdpProgram,
 ) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
-        return open(name, requested, umem, port_no).map(|(p, a)| (p, a, Vec::new()));
+        return open(name, requested, umem, port_no, prog).map(|(p, a)| (p, a, Vec::new()));
     }
     let mut tried = Vec::new();
     let mut last = None;
     for mode in [PortMode::XdpDrv, PortMode::XdpSkb, PortMode::Packet] {
-        match open(name, mode, umem, port_no) {
+        match open(name, mode, umem, port_no, prog) {
             Ok((p, a)) => return Ok((p, a, tried)),
             Err(PortError::NoSuchInterface(n)) => return Err(PortError::NoSuchInterface(n)),
             Err(e) => {

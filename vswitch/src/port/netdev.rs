@@ -90,6 +90,40 @@ pub fn mtu(name: &str) -> u32 {
         .unwrap_or(1500)
 }
 
+/// The interface's IPv4 addresses (in the calling thread's namespace), in the
+/// order the kernel lists them, at most `max`; empty when it has none or the
+/// lookup fails.
+pub fn ipv4_addrs(name: &str, max: usize) -> Vec<std::net::Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() && out.len() < max {
+        // SAFETY: cur is a node of the list getifaddrs returned, alive until freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the live list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: ifa_addr is non-null and points at a sockaddr of the list.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if ifname.to_bytes() != name.as_bytes() || i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET ifa_addr is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// Identity (nsfs device, inode) of the calling thread's network namespace.
 pub fn current_netns_id() -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

@@ -403,6 +403,7 @@ impl PacketPort {
             oversize_warn: Warn::default(),
         };
         let att = PortAttachment {
+            filter: None,
             mode: PortMode::Packet,
             zero_copy: false,
             ifindex,
