@@ -53,6 +53,9 @@ pub struct DatapathConfig {
     pub conntrack: crate::conntrack::CtConfig,
     /// Service load balancing (zone, Maglev size).
     pub services: crate::services::realize::ServicesConfig,
+    /// Audit log of connections NetworkPolicy denied: events per second per worker
+    /// (0: off). See [`crate::policy::audit`].
+    pub policy_audit_per_s: u32,
 }
 
 impl Default for DatapathConfig {
@@ -68,6 +71,7 @@ impl Default for DatapathConfig {
             threaded: true,
             conntrack: crate::conntrack::CtConfig::default(),
             services: crate::services::realize::ServicesConfig::default(),
+            policy_audit_per_s: 0,
         }
     }
 }
@@ -230,6 +234,7 @@ impl Datapath {
                 mac_capacity: cfg.mac_capacity,
                 idle_spin: cfg.idle_spin,
                 max_sleep: cfg.max_sleep,
+                policy_audit_per_s: cfg.policy_audit_per_s,
             };
             let worker = Worker::new(wcfg, pool, links, epoch);
             let (thread, inline) = if cfg.threaded {

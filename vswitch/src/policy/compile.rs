@@ -92,6 +92,23 @@ impl Compiler {
         self.policies.len()
     }
 
+    /// Of policy `namespace/name`: the (direction, index) of its compiled rules and
+    /// the names of the local pods it selects (for `vsctl policies`).
+    pub fn view(&self, namespace: &str, name: &str) -> Option<(Vec<(Dir, u32)>, Vec<String>)> {
+        let rec = self
+            .policies
+            .get(&(namespace.to_string(), name.to_string()))?;
+        let rules = rec
+            .ingress_rules
+            .iter()
+            .chain(&rec.egress_rules)
+            .filter_map(|id| self.engine.rules.get(*id as usize)?.as_ref())
+            .map(|r| (r.dir, r.index))
+            .collect();
+        let pods = rec.selected.iter().map(|(_, n)| n.clone()).collect();
+        Some((rules, pods))
+    }
+
     fn ns_labels(&self, ns: &str) -> Labels {
         let mut l = self.ns_labels.get(ns).cloned().unwrap_or_default();
         l.entry(NS_NAME_LABEL.to_string())

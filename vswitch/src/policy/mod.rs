@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod compile;
 pub mod eval;
+pub mod report;
 
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
