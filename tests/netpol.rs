@@ -524,3 +524,86 @@ fn vsctl_policies_counts_selection_and_audit() {
         "no audit line for z/c -> y/a:\n{log}"
     );
 }
+
+/// Bad policies (an invalid selector operator, CIDR, port, an unknown protocol) are
+/// reported with their names; the good policy beside them is enforced.
+///
+///     cargo test --test netpol -- bad_policies
+#[test]
+fn bad_policies_reported_by_name_rest_enforced() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let c = Cluster::new().expect("cluster");
+    let policies = [
+        np(
+            "x",
+            "good",
+            r#"{"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}"#,
+        ),
+        np(
+            "x",
+            "bad-operator",
+            r#"{"podSelector": {"matchExpressions": [{"key": "pod", "operator": "Near", "values": ["b"]}]}, "policyTypes": ["Ingress"]}"#,
+        ),
+        np(
+            "x",
+            "bad-cidr",
+            r#"{"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.250.0.300/24"}}]}]}"#,
+        ),
+        np(
+            "y",
+            "bad-port",
+            r#"{"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]}"#,
+        ),
+        np(
+            "z",
+            "bad-protocol",
+            r#"{"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP", "port": 80}]}]}"#,
+        ),
+    ]
+    .concat();
+    c.set_policies(&policies, 1)
+        .expect("the good policy in force");
+    let from_y: Vec<String> = pods_of("y");
+    let from_y: Vec<&str> = from_y.iter().map(String::as_str).collect();
+    // Only x/a is isolated: x/b (bad-operator, bad-cidr), y (bad-port) and z
+    // (bad-protocol) stay open, since none of the bad policies is in force.
+    let mut failures = Vec::new();
+    for (port, proto) in [(80, Proto::Tcp), (81, Proto::Udp)] {
+        if let Err(e) = c.expect(port, proto, &only_from("x/a", &from_y)) {
+            failures.push(e);
+        }
+    }
+    let v = c.daemon.vsctl_json(&["policies"]).expect("policies");
+    let names: Vec<&str> = v["policies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["good"], "{v}");
+    // Each bad policy is named with what is wrong with it.
+    let named = |log: &str, name: &str, what: &str| {
+        log.lines()
+            .any(|l| l.contains(name) && l.to_lowercase().contains(what))
+    };
+    let wanted = [
+        ("x/bad-operator", "near"),
+        ("x/bad-cidr", "10.250.0.300"),
+        ("y/bad-port", "70000"),
+        ("z/bad-protocol", "icmp"),
+    ];
+    let all_named = vswitch_suite::wait_for(std::time::Duration::from_secs(5), || {
+        let log = c.agent.log_text();
+        wanted.iter().all(|(n, w)| named(&log, n, w)).then_some(())
+    });
+    if all_named.is_none() {
+        let log = c.agent.log_text();
+        for (n, w) in wanted {
+            if !named(&log, n, w) {
+                failures.push(format!("{n} not reported (with '{w}')"));
+            }
+        }
+        failures.push(format!("agent log:\n{log}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

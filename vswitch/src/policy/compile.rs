@@ -60,6 +60,10 @@ struct PolRec {
     selected: BTreeSet<PodKey>,
 }
 
+/// Of one policy: the (direction, index) of its compiled rules and the names of
+/// the local pods it selects.
+pub type PolicyView = (Vec<(Dir, u32)>, Vec<String>);
+
 /// The control thread's side of the policy engine.
 #[derive(Default)]
 pub struct Compiler {
@@ -95,7 +99,7 @@ impl Compiler {
 
     /// Of policy `namespace/name`: the (direction, index) of its compiled rules and
     /// the names of the local pods it selects (for `vsctl policies`).
-    pub fn view(&self, namespace: &str, name: &str) -> Option<(Vec<(Dir, u32)>, Vec<String>)> {
+    pub fn view(&self, namespace: &str, name: &str) -> Option<PolicyView> {
         let rec = self
             .policies
             .get(&(namespace.to_string(), name.to_string()))?;
