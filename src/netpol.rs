@@ -205,8 +205,13 @@ fn serve(pod: &Pod, stop: Arc<AtomicBool>) -> Result<()> {
 impl Cluster {
     /// Nine pods on one switch, servers running, the agent synced with no policy.
     pub fn new() -> Result<Cluster> {
+        Cluster::with_opts(DaemonOpts::default())
+    }
+
+    /// As [`Cluster::new`], the daemon started with `opts`.
+    pub fn with_opts(opts: DaemonOpts) -> Result<Cluster> {
         let sw = Netns::new("sw")?;
-        let daemon = Vswitchd::start(&sw, DaemonOpts::default())?;
+        let daemon = Vswitchd::start(&sw, opts)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut pods = Vec::new();
         for i in 0..9 {
@@ -294,6 +299,22 @@ impl Cluster {
             }
         }
         Ok(m)
+    }
+
+    /// One probe (one new connection) from pod `from` to pod `to` (`x/a` names).
+    pub fn probe_pair(&self, from: &str, to: &str, port: u16, proto: Proto) -> Result<bool> {
+        let i = pod_names()
+            .iter()
+            .position(|n| n == from)
+            .ok_or_else(|| err!("no pod {from}"))?;
+        let j = pod_names()
+            .iter()
+            .position(|n| n == to)
+            .ok_or_else(|| err!("no pod {to}"))?;
+        let ip = ip_of(j);
+        self.pods[i]
+            .ns
+            .enter(move || Ok(probe_one(ip, port, proto)))
     }
 
     /// Probes until the matrix equals `want` (policy changes are asynchronous to

@@ -423,6 +423,54 @@ pub fn services(r: &vswitch_proto::ServicesReply) -> String {
     out
 }
 
+/// `vsctl policies`: each policy, its rules with allowed counts, its denials and
+/// the pods it selects; then the engine's size.
+pub fn policies(r: &vswitch_proto::PoliciesReply) -> String {
+    let mut out = String::new();
+    for p in &r.policies {
+        let _ = writeln!(
+            out,
+            "{}/{} ({}): denied ingress={} egress={}",
+            p.namespace,
+            p.name,
+            p.types.join("+"),
+            p.denied_ingress,
+            p.denied_egress
+        );
+        if p.selected.is_empty() {
+            out.push_str("  selects no local pod\n");
+        } else {
+            let _ = writeln!(out, "  selects: {}", p.selected.join(", "));
+        }
+        for rule in &p.rules {
+            let _ = writeln!(
+                out,
+                "  {} rule {}: allowed={}{}",
+                rule.direction,
+                rule.index,
+                rule.allowed,
+                if rule.enforced {
+                    ""
+                } else {
+                    " (not compiled: allows nothing)"
+                }
+            );
+        }
+    }
+    let s = &r.size;
+    let _ = writeln!(
+        out,
+        "{} polic{}, {} rules, {} address groups ({} members), {} isolated pod IP/direction entries",
+        s.policies,
+        if s.policies == 1 { "y" } else { "ies" },
+        s.rules,
+        s.groups,
+        s.group_members,
+        s.applied
+    );
+    out
+}
+
 /// `dump-flows`: one OVS-style line per flow.
 pub fn dump_flows(flows: &[vswitch_proto::FlowEntry]) -> String {
     flows

@@ -99,6 +99,8 @@ fn answer(line: &[u8]) -> Response {
         Op::Conntrack(p) => ok(json!({"entries": [], "matched": 0,
             "flushed": 0, "truncated": false, "flush": p.flush})),
         Op::Services => ok(json!({"services": []})),
+        Op::Policies(_) => ok(json!({"policies": [], "size": {"policies": 0, "rules": 0,
+            "groups": 0, "group_members": 0, "applied": 0, "applied_rules": 0}})),
         Op::Trace(_) => Response::err(
             id,
             ErrorReply::new(ErrorCode::InvalidParams, "column 1: bad packet"),

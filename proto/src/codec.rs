@@ -216,6 +216,7 @@ fn decode_op(op: &str, params: Value) -> Result<Op, ErrorReply> {
         "trace" => typed::<crate::TraceParams>(op, params).map(Op::Trace),
         "conntrack" => typed::<crate::ConntrackParams>(op, or_empty(params)).map(Op::Conntrack),
         "services" => no_params(op, params).map(|()| Op::Services),
+        "policies" => typed::<crate::PoliciesParams>(op, or_empty(params)).map(Op::Policies),
         "capture_start" => typed::<crate::CaptureStartParams>(op, params).map(Op::CaptureStart),
         "capture_read" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureRead),
         "capture_stop" => typed::<crate::CaptureIdParams>(op, params).map(Op::CaptureStop),
@@ -446,6 +447,28 @@ mod tests {
             serde_json::to_value(ErrorCode::GenerationMismatch).expect("code"),
             "generation_mismatch"
         );
+    }
+
+    #[test]
+    fn decodes_policies() {
+        use crate::PoliciesParams;
+        let r = decode_request(br#"{"id":1,"op":"policies"}"#).expect("bare");
+        assert_eq!(r.op, Op::Policies(PoliciesParams::default()));
+        let r = decode_request(br#"{"id":2,"op":"policies","params":{"namespace":"x"}}"#)
+            .expect("namespace");
+        assert_eq!(
+            r.op,
+            Op::Policies(PoliciesParams {
+                namespace: Some("x".into())
+            })
+        );
+        for bad in [
+            r#"{"id":3,"op":"policies","params":{"namespace":7}}"#,
+            r#"{"id":3,"op":"policies","params":{"frob":1}}"#,
+            r#"{"id":3,"op":"policies","params":[1]}"#,
+        ] {
+            assert_eq!(err_code(bad), ErrorCode::InvalidParams, "{bad}");
+        }
     }
 
     #[test]

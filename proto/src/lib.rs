@@ -8,6 +8,7 @@ pub mod capture;
 pub mod codec;
 pub mod flow;
 pub mod model;
+pub mod policy;
 pub mod port;
 pub mod services;
 pub mod stats;
@@ -26,6 +27,7 @@ pub use flow::{
     TraceParams, TraceReply, TraceTable,
 };
 pub use model::{DesiredState, Kind, Object, ObjectKey};
+pub use policy::{PoliciesParams, PoliciesReply, PolicyEngineSize, PolicyInfo, PolicyRuleInfo};
 pub use port::{
     AddPortParams, DelPortParams, PodLink, PodRef, PortEntry, PortInfo, PortKind, PortMode,
     PortState,
@@ -74,6 +76,8 @@ pub enum Op {
     Conntrack(ConntrackParams),
     /// Service frontends, endpoints and hit counts: [`ServicesReply`] back.
     Services,
+    /// NetworkPolicies with their counters and selected pods: [`PoliciesReply`] back.
+    Policies(PoliciesParams),
     /// Arm a packet capture on a port: [`CaptureStartReply`] back.
     CaptureStart(CaptureStartParams),
     /// Captured frames so far: [`CaptureReadReply`] back.
@@ -100,6 +104,7 @@ impl Op {
             Op::SyncStatus => "sync_status",
             Op::Conntrack(_) => "conntrack",
             Op::Services => "services",
+            Op::Policies(_) => "policies",
             Op::CaptureStart(_) => "capture_start",
             Op::CaptureRead(_) => "capture_read",
             Op::CaptureStop(_) => "capture_stop",

@@ -31,6 +31,9 @@
 //! [services]
 //! zone = 1                 # conntrack zone of pod and service traffic
 //! maglev_table_size = 16381  # prime
+//! [policy]
+//! audit_per_s = 0          # log denied connections, at most this many per second
+//!                          # per worker (0: off); RUST_LOG target vswitch::policy_audit
 //! [overlay]
 //! mode = "vxlan"          # or "flannel": UDP 8472, VNI 1 (flannel's vxlan backend)
 //! port = 4789             # VXLAN UDP port (default: 4789, 8472 in flannel mode)
@@ -61,6 +64,15 @@ pub struct DaemonConfig {
     pub overlay: OverlaySection,
     pub uplink: UplinkSection,
     pub metrics: MetricsSection,
+    pub policy: PolicySection,
+}
+
+/// `[policy]`: NetworkPolicy settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// Audit log of denied connections: most events per second per worker (0: off).
+    pub audit_per_s: u32,
 }
 
 /// `[uplink]`: which XDP program an uplink port runs.
@@ -250,6 +262,7 @@ impl DaemonConfig {
                 .config()
                 .and_then(|o| self.uplink.program(o.port))
                 .unwrap_or_else(|_| crate::port::XdpProgram::Filter(Default::default())),
+            policy_audit_per_s: self.policy.audit_per_s,
         }
     }
 }

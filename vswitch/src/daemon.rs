@@ -257,6 +257,10 @@ impl Handler for Daemon {
                 ))
             }
             Op::Services => to_value(&crate::svcctl::services(&self.dp)),
+            Op::Policies(p) => to_value(&crate::policy::report::policies(
+                self.desired.policy_compiler(),
+                &p,
+            )),
             Op::CaptureStart(p) => self.capture_start(p),
             Op::CaptureRead(p) => {
                 let max = p.max.unwrap_or(256).clamp(1, 256) as usize;

@@ -58,6 +58,9 @@ pub struct DatapathConfig {
     /// traffic to the node's addresses (port/xdp_filter.rs). Other kinds always
     /// run libxdp's redirect-everything program.
     pub uplink_xdp: port::XdpProgram,
+    /// Audit log of connections NetworkPolicy denied: events per second per worker
+    /// (0: off). See [`crate::policy::audit`].
+    pub policy_audit_per_s: u32,
 }
 
 impl Default for DatapathConfig {
@@ -74,6 +77,7 @@ impl Default for DatapathConfig {
             conntrack: crate::conntrack::CtConfig::default(),
             services: crate::services::realize::ServicesConfig::default(),
             uplink_xdp: port::XdpProgram::Filter(Default::default()),
+            policy_audit_per_s: 0,
         }
     }
 }
@@ -238,6 +242,7 @@ impl Datapath {
                 mac_capacity: cfg.mac_capacity,
                 idle_spin: cfg.idle_spin,
                 max_sleep: cfg.max_sleep,
+                policy_audit_per_s: cfg.policy_audit_per_s,
             };
             let worker = Worker::new(wcfg, pool, links, epoch);
             let (thread, inline) = if cfg.threaded {

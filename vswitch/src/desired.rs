@@ -100,6 +100,11 @@ impl DesiredStore {
         &self.state
     }
 
+    /// The NetworkPolicy compiler of the realizer chain, if it has one.
+    pub fn policy_compiler(&self) -> Option<&crate::policy::compile::Compiler> {
+        self.realizers.iter().find_map(|r| r.policy_compiler())
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }

@@ -14,8 +14,8 @@ use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
     AddPortParams, ConntrackParams, ConntrackReply, CtProto, DelPortParams, DumpFlowsParams,
     FlowEntry, FlowModOp, FlowModText, FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op,
-    PortEntry, PortInfo, PortKind, PortMode, ServicesReply, StatsParams, StatsReply, SyncStatus,
-    TraceParams, TraceReply,
+    PoliciesParams, PoliciesReply, PortEntry, PortInfo, PortKind, PortMode, ServicesReply,
+    StatsParams, StatsReply, SyncStatus, TraceParams, TraceReply,
 };
 
 #[derive(Debug, Parser)]
@@ -144,6 +144,13 @@ enum Command {
     },
     /// Show each service frontend: addresses, endpoints and their hit counts.
     Services,
+    /// Show each NetworkPolicy: its rules with the connections each allowed, the
+    /// connections denied while it isolated a pod, and the local pods it selects.
+    Policies {
+        /// Only the policies of this namespace.
+        #[arg(long, short = 'n', value_name = "NAMESPACE")]
+        namespace: Option<String>,
+    },
 }
 
 /// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
@@ -368,6 +375,12 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
         Command::Services => {
             let v = client.call(Op::Services)?;
             output::<ServicesReply>(&client, v, json, format::services)
+        }
+        Command::Policies { namespace } => {
+            let v = client.call(Op::Policies(PoliciesParams {
+                namespace: namespace.clone(),
+            }))?;
+            output::<PoliciesReply>(&client, v, json, format::policies)
         }
         Command::DumpGroups => {
             let v = client.call(Op::DumpGroups)?;
@@ -618,5 +631,12 @@ mod tests {
                 .command,
             Command::Services
         ));
+        assert!(matches!(
+            Cli::try_parse_from(["vsctl", "policies", "-n", "x"])
+                .expect("policies")
+                .command,
+            Command::Policies { namespace: Some(n) } if n == "x"
+        ));
+        assert!(Cli::try_parse_from(["vsctl", "policies", "extra"]).is_err());
     }
 }

@@ -31,6 +31,11 @@ struct Args {
     /// `[metrics] addr`. Off when neither is given.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Log connections NetworkPolicy denies (target `vswitch::policy_audit`), at
+    /// most this many per second per worker; overrides `[policy] audit_per_s`.
+    /// 0: off (the default).
+    #[arg(long, value_name = "N")]
+    policy_audit_per_s: Option<u32>,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -51,7 +56,11 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("state dir {}: {e}", args.state_dir.display()))?;
     let mut server = ControlServer::bind(&args.socket)
         .map_err(|e| format!("socket {}: {e}", args.socket.display()))?;
-    let dp = Datapath::new(cfg.datapath(cores)).map_err(|e| format!("datapath: {e}"))?;
+    let mut dp_cfg = cfg.datapath(cores);
+    if let Some(n) = args.policy_audit_per_s {
+        dp_cfg.policy_audit_per_s = n;
+    }
+    let dp = Datapath::new(dp_cfg).map_err(|e| format!("datapath: {e}"))?;
     // Desired state first: policy (and every other feature's flows) is realised
     // before a restored port forwards its first packet. Pod links are looked up
     // when ports are listed, so they find the ports restored next.

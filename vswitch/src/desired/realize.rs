@@ -65,6 +65,11 @@ pub trait Realizer {
 
     /// Called about once a second by the daemon (timers: neighbour refresh).
     fn tick(&mut self, _state: &DesiredState, _ctx: &mut RealizeCtx<'_>) {}
+
+    /// The NetworkPolicy compiler, for the realizer that owns it (`policies` op).
+    fn policy_compiler(&self) -> Option<&crate::policy::compile::Compiler> {
+        None
+    }
 }
 
 /// Field checks of `vswitch_proto::validate`, and at most one LocalNode.

@@ -10,6 +10,7 @@
 //! The engine's parts sit behind `Arc`s and are changed with `Arc::make_mut`, so
 //! publishing is a shallow clone and only the parts a change touched are copied.
 
+use super::index::RuleIndex;
 use super::{
     Applied, Block, Cidr, Dir, Engine, GroupId, Ip, NamedPort, PolicyCounters, PolicyId,
     PolicyInfo, PortSpec, Rule, RuleId, ip_of,
@@ -59,6 +60,10 @@ struct PolRec {
     selected: BTreeSet<PodKey>,
 }
 
+/// Of one policy: the (direction, index) of its compiled rules and the names of
+/// the local pods it selects.
+pub type PolicyView = (Vec<(Dir, u32)>, Vec<String>);
+
 /// The control thread's side of the policy engine.
 #[derive(Default)]
 pub struct Compiler {
@@ -90,6 +95,23 @@ impl Compiler {
 
     pub fn n_policies(&self) -> usize {
         self.policies.len()
+    }
+
+    /// Of policy `namespace/name`: the (direction, index) of its compiled rules and
+    /// the names of the local pods it selects (for `vsctl policies`).
+    pub fn view(&self, namespace: &str, name: &str) -> Option<PolicyView> {
+        let rec = self
+            .policies
+            .get(&(namespace.to_string(), name.to_string()))?;
+        let rules = rec
+            .ingress_rules
+            .iter()
+            .chain(&rec.egress_rules)
+            .filter_map(|id| self.engine.rules.get(*id as usize)?.as_ref())
+            .map(|r| (r.dir, r.index))
+            .collect();
+        let pods = rec.selected.iter().map(|(_, n)| n.clone()).collect();
+        Some((rules, pods))
     }
 
     fn ns_labels(&self, ns: &str) -> Labels {
@@ -214,11 +236,19 @@ impl Compiler {
         new: Option<&PodRec>,
     ) {
         let ns = key.0.as_str();
+        let same_ips = old.map(|o| &o.ips) == new.map(|n| &n.ips);
+        let mut was_in: Vec<GroupId> = Vec::new();
+        let mut is_in: Vec<GroupId> = Vec::new();
         for gi in 0..self.groups.len() {
             let Some(g) = &self.groups[gi] else { continue };
             let was = old.is_some_and(|o| self.group_has(g, ns, old_ns, o));
             let is = new.is_some_and(|n| self.group_has(g, ns, new_ns, n));
-            let same_ips = old.map(|o| &o.ips) == new.map(|n| &n.ips);
+            if was {
+                was_in.push(gi as GroupId);
+            }
+            if is {
+                is_in.push(gi as GroupId);
+            }
             if was == is && (same_ips || !is) {
                 continue;
             }
@@ -233,6 +263,21 @@ impl Compiler {
             }
             if is && let Some(n) = new {
                 set.extend(n.ips.iter().copied());
+            }
+        }
+        // The inverted membership the verdict uses.
+        if !(same_ips && was_in == is_in) {
+            let m = Arc::make_mut(&mut self.engine.member_of);
+            for ip in old.map(|o| &o.ips[..]).unwrap_or(&[]) {
+                m.remove(ip);
+            }
+            if !is_in.is_empty()
+                && let Some(n) = new
+            {
+                let list: Arc<[GroupId]> = is_in.into();
+                for ip in &n.ips {
+                    m.insert(*ip, list.clone());
+                }
             }
         }
         // Selection by the policies of the pod's namespace.
@@ -298,10 +343,21 @@ impl Compiler {
                     pols[1].push(pr.id);
                 }
             }
-            for i in 0..2 {
+            let named = self
+                .pods
+                .get(key)
+                .and_then(|p| p.ips.first())
+                .and_then(|ip| self.engine.named.get(ip))
+                .cloned();
+            for (i, dir) in [Dir::Ingress, Dir::Egress].into_iter().enumerate() {
+                if !isolated[i] {
+                    continue;
+                }
+                let index = RuleIndex::build(&self.engine, dir, &rules[i], named.as_deref());
                 lists[i] = Applied {
                     rules: std::mem::take(&mut rules[i]).into(),
                     policies: std::mem::take(&mut pols[i]).into(),
+                    index,
                 };
             }
         }
@@ -373,6 +429,16 @@ impl Compiler {
             self.engine.groups.resize(slot + 1, None);
         }
         self.groups[slot] = Some(GroupDef { refs: 1, ..def });
+        if !set.is_empty() {
+            let m = Arc::make_mut(&mut self.engine.member_of);
+            for ip in &set {
+                let mut l: Vec<GroupId> = m.get(ip).map(|l| l.to_vec()).unwrap_or_default();
+                if let Err(at) = l.binary_search(&id) {
+                    l.insert(at, id);
+                }
+                m.insert(*ip, l.into());
+            }
+        }
         self.engine.groups[slot] = Some(Arc::new(set));
         self.group_index.insert(name, id);
         id
@@ -390,8 +456,20 @@ impl Compiler {
         let name = serde_json::to_string(&(&g.scope, &g.ns_sel, &g.pod_sel)).unwrap_or_default();
         self.group_index.remove(&name);
         self.groups[slot] = None;
-        if let Some(e) = self.engine.groups.get_mut(slot) {
-            *e = None;
+        if let Some(e) = self.engine.groups.get_mut(slot)
+            && let Some(set) = e.take()
+            && !set.is_empty()
+        {
+            let m = Arc::make_mut(&mut self.engine.member_of);
+            for ip in set.iter() {
+                let Some(l) = m.get(ip) else { continue };
+                let l: Vec<GroupId> = l.iter().copied().filter(|&g| g != id).collect();
+                if l.is_empty() {
+                    m.remove(ip);
+                } else {
+                    m.insert(*ip, l.into());
+                }
+            }
         }
         self.free_groups.push(id);
     }

@@ -72,15 +72,11 @@ impl Engine {
         let Some(applied) = map.get(&me) else {
             return Decision::NotIsolated;
         };
-        for &id in applied.rules.iter() {
-            if let Some(Some(r)) = self.rules.get(id as usize)
-                && self.peer_matches(r, peer)
-                && self.port_matches(r, p)
-            {
-                return Decision::Allowed(id);
-            }
+        let groups = self.member_of.get(&peer).map_or(&[][..], |g| &g[..]);
+        match applied.index.find(self, p, peer, groups) {
+            Some(id) => Decision::Allowed(id),
+            None => Decision::Denied,
         }
-        Decision::Denied
     }
 
     /// Decides and counts: the allowing rule, or every policy isolating the pod.
@@ -120,20 +116,9 @@ impl Engine {
         d
     }
 
+    /// Whether one of `r`'s ports takes the packet (its protocol and port).
     #[inline]
-    fn peer_matches(&self, r: &Rule, peer: Ip) -> bool {
-        r.any_peer
-            || r.groups.iter().any(|&g| {
-                self.groups
-                    .get(g as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| s.contains(&peer))
-            })
-            || r.blocks.iter().any(|b| b.contains(peer))
-    }
-
-    #[inline]
-    fn port_matches(&self, r: &Rule, p: &Packet) -> bool {
+    pub(crate) fn port_matches(&self, r: &Rule, p: &Packet) -> bool {
         if r.ports.is_empty() {
             return true;
         }

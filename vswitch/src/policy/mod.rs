@@ -21,6 +21,8 @@
 pub mod audit;
 pub mod compile;
 pub mod eval;
+pub mod index;
+pub mod report;
 
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
@@ -188,6 +190,8 @@ pub struct PolicyInfo {
 pub struct Applied {
     pub rules: Box<[RuleId]>,
     pub policies: Box<[PolicyId]>,
+    /// `rules` filed by port and peer: what a verdict walks.
+    pub index: index::RuleIndex,
 }
 
 /// The published policy state workers evaluate against. Cloning is shallow.
@@ -200,6 +204,9 @@ pub struct Engine {
     pub(crate) egress: Arc<HashMap<Ip, Arc<Applied>>>,
     /// Named container ports by pod IP (every pod with an IP, local or not).
     pub(crate) named: Arc<HashMap<Ip, Arc<[NamedPort]>>>,
+    /// The address groups each IP belongs to, sorted (the groups inverted: a
+    /// verdict intersects these with a port slot's groups).
+    pub(crate) member_of: Arc<HashMap<Ip, Arc<[GroupId]>>>,
 }
 
 /// What workers and the control thread share.
@@ -221,6 +228,8 @@ pub struct EngineSize {
     pub applied: usize,
     /// Sum of rule ids over applied entries.
     pub applied_rules: usize,
+    /// Entries of the per-pod rule indexes (each pod's index counted once).
+    pub index_entries: usize,
 }
 
 impl Engine {
@@ -237,6 +246,16 @@ impl Engine {
                 .chain(self.egress.values())
                 .map(|a| a.rules.len())
                 .sum(),
+            index_entries: {
+                // An index is shared by a pod's IPs: count each once.
+                let mut seen = HashSet::new();
+                self.ingress
+                    .values()
+                    .chain(self.egress.values())
+                    .filter(|a| seen.insert(Arc::as_ptr(a)))
+                    .map(|a| a.index.entries())
+                    .sum()
+            },
         }
     }
 

@@ -101,7 +101,7 @@ fn peer(r: &mut Rng) -> PolicyPeer {
 fn port(r: &mut Rng) -> PolicyPort {
     let protocol = r
         .chance(70)
-        .then(|| r.pick(&[Protocol::TCP, Protocol::UDP]));
+        .then(|| r.pick(&[Protocol::TCP, Protocol::UDP, Protocol::SCTP]));
     match r.below(4) {
         0 => PolicyPort {
             protocol,
@@ -116,12 +116,12 @@ fn port(r: &mut Rng) -> PolicyPort {
         2 => PolicyPort {
             protocol,
             port: Some(PortRef::Number(80)),
-            end_port: Some(r.pick(&[80, 81, 90])),
+            end_port: Some(r.pick(&[80, 81, 90, 200])),
         },
         _ => PolicyPort {
             protocol,
             port: Some(PortRef::Name(
-                r.pick(&["serve-80", "serve-81", "dns"]).into(),
+                r.pick(&["serve-80", "serve-81", "dns", "assoc"]).into(),
             )),
             end_port: None,
         },
@@ -181,6 +181,11 @@ fn pod(r: &mut Rng, i: usize) -> Pod {
                 name: "dns".into(),
                 port: 53,
                 protocol: Protocol::UDP,
+            },
+            ContainerPort {
+                name: "assoc".into(),
+                port: r.pick(&[80, 81]),
+                protocol: Protocol::SCTP,
             },
         ],
     }
@@ -294,7 +299,19 @@ fn check(w: &World, c: &Compiler, r: &mut Rng) -> Result<(), TestCaseError> {
     for _ in 0..60 {
         let src = r.pick(&ips);
         let dst = r.pick(&ips);
-        let (proto, dport) = r.pick(&[(6u8, 80u16), (6, 81), (17, 80), (17, 53), (6, 85), (1, 0)]);
+        let (proto, dport) = r.pick(&[
+            (6u8, 80u16),
+            (6, 81),
+            (17, 80),
+            (17, 53),
+            (6, 85),
+            (1, 0),
+            (132, 80),
+            (132, 81),
+            (132, 53),
+            (6, 150),
+            (132, 150),
+        ]);
         let p = Packet {
             src: ip_of(src.parse().expect("ip")),
             dst: ip_of(dst.parse().expect("ip")),

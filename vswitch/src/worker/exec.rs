@@ -211,7 +211,7 @@ impl Worker {
             return true;
         };
         let d = self.links.policy.load().decide_counted(dir, &p);
-        if !d.allows() && self.audit.allow(now) {
+        if !d.allows() && self.audit.enabled() && self.audit.allow(now) {
             let suppressed = std::mem::take(&mut self.audit.suppressed);
             tracing::info!(
                 target: "vswitch::policy_audit",

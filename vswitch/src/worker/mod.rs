@@ -49,6 +49,8 @@ pub struct WorkerConfig {
     pub idle_spin: Duration,
     /// Longest sleep in poll(2) (housekeeping still runs this often when idle).
     pub max_sleep: Duration,
+    /// Denied connections logged per second (0: no audit log).
+    pub policy_audit_per_s: u32,
 }
 
 /// Messages from the control thread.
@@ -161,6 +163,7 @@ impl Worker {
     pub fn new(cfg: WorkerConfig, pool: FramePool, links: WorkerLinks, epoch: Instant) -> Worker {
         let snap = links.snapshot.load_full();
         let macs = MacTable::new(cfg.mac_aging, cfg.mac_capacity);
+        let audit = crate::policy::audit::AuditLimiter::new(cfg.policy_audit_per_s);
         let conntrack = links.conntrack.clone();
         let cache = FlowCache::new(
             &links.pipeline,
@@ -186,7 +189,7 @@ impl Worker {
             cache,
             conntrack,
             punt: punt::PuntLimiter::default(),
-            audit: crate::policy::audit::AuditLimiter::default(),
+            audit,
             recirc: Vec::with_capacity(BATCH_SIZE),
             flooded: 0,
             ingress_src: 0,

@@ -123,6 +123,10 @@ impl Realizer for PolicyRealizer {
         "policy"
     }
 
+    fn policy_compiler(&self) -> Option<&Compiler> {
+        Some(&self.compiler)
+    }
+
     fn realize(&mut self, state: &DesiredState, change: &Change, ctx: &mut RealizeCtx<'_>) {
         if ![Kind::Namespace, Kind::Pod, Kind::NetworkPolicy]
             .iter()
