@@ -230,7 +230,9 @@ fn conntrack(c: &mut Criterion) {
 fn maglev_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("maglev");
     for n in [10usize, 100] {
-        let names: Vec<String> = (0..n).map(|i| format!("10.1.{}.{}:8080", i / 256, i % 256)).collect();
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("10.1.{}.{}:8080", i / 256, i % 256))
+            .collect();
         let m = maglev::size_for(n, maglev::DEFAULT_SIZE);
         g.bench_function(format!("build_{n}_endpoints_m{m}"), |b| {
             b.iter(|| black_box(maglev::build(black_box(&names), m)))

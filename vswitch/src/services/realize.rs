@@ -779,8 +779,10 @@ mod tests {
     }
 
     fn svc(name: &str, ip: &str, port: i64) -> Object {
-        obj(serde_json::json!({"kind": "Service", "namespace": "shop", "name": name,
-            "cluster_ips": [ip], "ports": [{"port": port, "protocol": "TCP", "target_port": 8080}]}))
+        obj(
+            serde_json::json!({"kind": "Service", "namespace": "shop", "name": name,
+            "cluster_ips": [ip], "ports": [{"port": port, "protocol": "TCP", "target_port": 8080}]}),
+        )
     }
 
     fn eps(name: &str, addrs: &[&[&str]]) -> Object {
@@ -788,7 +790,9 @@ mod tests {
             .iter()
             .map(|a| serde_json::json!({"addresses": a, "ready": true, "serving": true, "terminating": false}))
             .collect();
-        obj(serde_json::json!({"kind": "Endpoints", "namespace": "shop", "name": name, "endpoints": e}))
+        obj(
+            serde_json::json!({"kind": "Endpoints", "namespace": "shop", "name": name, "endpoints": e}),
+        )
     }
 
     /// Bad input: services with an invalid IP or a port out of range and
