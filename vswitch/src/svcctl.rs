@@ -142,7 +142,6 @@ fn fmt_ip(ip: u128, v6: bool) -> String {
 pub fn services(dp: &Datapath) -> ServicesReply {
     let lb = dp.services();
     let mut services: Vec<ServiceInfo> = lb
-        .frontends
         .values()
         .map(|fe| {
             let v6 = fe.id & (1 << 7) != 0;

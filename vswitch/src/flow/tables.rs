@@ -389,6 +389,23 @@ impl<'a> Staging<'a> {
 
     /// Every flow (published or staged) the filter selects.
     fn selected(&self, f: &FlowFilter) -> Vec<FlowSpec> {
+        // A strict filter with a table names at most one rule: look it up
+        // instead of walking every table (what keeps removing one service's
+        // flows independent of how many flows there are).
+        if let (Some(table), Some(prio)) = (f.table, f.strict_priority) {
+            let k = (table, f.m, prio);
+            let spec = match self.added.get(&k) {
+                Some(s) => Some(s.clone()),
+                None if self.removed.contains(&k) => None,
+                None => self
+                    .pipe
+                    .tables
+                    .get(usize::from(table))
+                    .and_then(|t| t.get(&f.m, prio))
+                    .map(|r| r.spec.clone()),
+            };
+            return spec.into_iter().filter(|s| selects(f, s)).collect();
+        }
         let mut out: Vec<FlowSpec> = Vec::new();
         for t in &self.pipe.tables {
             for (m, prio, r) in t.iter() {

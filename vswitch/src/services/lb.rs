@@ -98,10 +98,67 @@ impl Frontend {
     }
 }
 
-/// Every frontend by id.
-#[derive(Debug, Default)]
+/// Shards of the frontend map (a power of two). A change republishes the
+/// shard array (this many `Arc` clones) and copies only the shards it touches,
+/// so its cost does not grow with the number of services.
+pub const LB_SHARDS: usize = 1024;
+
+type Shard = HashMap<u32, Arc<Frontend>>;
+
+/// Every frontend by id, in [`LB_SHARDS`] shards by service number (all
+/// frontends of one service share a shard). Immutable once published; the
+/// control thread builds the next one with [`LbTable::edit`].
+#[derive(Debug, Clone)]
 pub struct LbTable {
-    pub frontends: HashMap<u32, Arc<Frontend>>,
+    shards: Vec<Arc<Shard>>,
+}
+
+impl Default for LbTable {
+    fn default() -> Self {
+        let empty = Arc::new(Shard::new());
+        LbTable {
+            shards: vec![empty; LB_SHARDS],
+        }
+    }
+}
+
+fn shard_of(id: u32) -> usize {
+    // Frontend ids are `service << 8 | port/family/kind`.
+    (id >> 8) as usize & (LB_SHARDS - 1)
+}
+
+impl LbTable {
+    pub fn get(&self, id: &u32) -> Option<&Arc<Frontend>> {
+        self.shards[shard_of(*id)].get(id)
+    }
+
+    /// Every frontend (in no particular order).
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Frontend>> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    /// Adds or replaces a frontend (copying its shard if a published table
+    /// still shares it).
+    pub fn insert(&mut self, fe: Arc<Frontend>) {
+        let id = fe.id;
+        Arc::make_mut(&mut self.shards[shard_of(id)]).insert(id, fe);
+    }
+
+    pub fn remove(&mut self, id: &u32) -> Option<Arc<Frontend>> {
+        let shard = &mut self.shards[shard_of(*id)];
+        if !shard.contains_key(id) {
+            return None;
+        }
+        Arc::make_mut(shard).remove(id)
+    }
 }
 
 pub type SharedLb = Arc<ArcSwap<LbTable>>;

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use vswitch_proto::DesiredState;
 use vswitch_proto::model::{
-    Endpoint, Endpoints, Kind, Object, ObjectKey, PortRef, Protocol, Service, ServicePort,
+    Endpoint, Endpoints, Kind, Object, ObjectKey, Pod, PortRef, Protocol, Service, ServicePort,
     ServiceType, SessionAffinity, TrafficPolicy,
 };
 
@@ -71,13 +71,23 @@ struct SvcState {
     backends: BTreeSet<(u32, u128, u16)>,
     /// Endpoint IPs (to find services behind a changed pod).
     ips: BTreeSet<u128>,
+    /// (table, priority, match) of its flows, to delete them one by one
+    /// (a lookup each) rather than by cookie (a walk over every flow).
+    flows: Vec<(u8, u16, Match)>,
 }
 
 #[derive(Default)]
 pub struct ServiceRealizer {
     cfg: ServicesConfig,
     services: BTreeMap<(String, String), SvcState>,
-    frontends: HashMap<u32, Arc<Frontend>>,
+    frontends: LbTable,
+    /// Pods by address (kept from the changes this realizer sees: every sync
+    /// since the store was created), so `build` finds an endpoint's pod
+    /// without a scan of all pods.
+    pods_by_ip: HashMap<u128, BTreeSet<ObjectKey>>,
+    /// Services by endpoint address, so a pod change finds the services
+    /// behind it without a scan of all services.
+    services_by_ip: HashMap<u128, BTreeSet<(String, String)>>,
     next_n: u32,
     free_n: Vec<u32>,
     base: bool,
@@ -243,7 +253,7 @@ struct FrontendPlan {
 }
 
 /// The port of `ep` that serves service port `sp`.
-fn target_port(sp: &ServicePort, ep: &Endpoint, state: &DesiredState, ip: &str) -> Option<u16> {
+fn target_port(sp: &ServicePort, ep: &Endpoint, pod: Option<&Pod>) -> Option<u16> {
     let same = |n: &Option<String>| n.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or("");
     // EndpointSlice ports carry the service port's name and the resolved number.
     if let Some(p) = ep
@@ -261,9 +271,7 @@ fn target_port(sp: &ServicePort, ep: &Endpoint, state: &DesiredState, ip: &str) 
             if let Some(p) = by_ep {
                 return u16::try_from(p.port).ok().filter(|&p| p > 0);
             }
-            state
-                .pods()
-                .filter(|p| p.ips.iter().any(|a| a == ip))
+            pod.into_iter()
                 .flat_map(|p| p.ports.iter())
                 .find(|cp| &cp.name == name && cp.protocol == sp.protocol)
                 .and_then(|cp| u16::try_from(cp.port).ok())
@@ -278,6 +286,60 @@ impl ServiceRealizer {
             cfg,
             next_n: 1,
             ..ServiceRealizer::default()
+        }
+    }
+
+    /// The pod with address `ip`, if any.
+    fn pod_for<'s>(&self, state: &'s DesiredState, ip: u128) -> Option<&'s Pod> {
+        self.pods_by_ip
+            .get(&ip)?
+            .iter()
+            .find_map(|k| match state.get(k) {
+                Some(Object::Pod(p)) => Some(p),
+                _ => None,
+            })
+    }
+
+    /// Follows the pods a sync changed in the address index.
+    fn index_pods(&mut self, state: &DesiredState, change: &Change) {
+        let keys = &change.keys;
+        for key in keys
+            .upserted
+            .iter()
+            .chain(&keys.deleted)
+            .filter(|k| k.kind == Kind::Pod)
+        {
+            if let Some(Object::Pod(p)) = change.previous.get(key) {
+                for ip in p.ips.iter().filter_map(|a| parse_ip(a)) {
+                    if let Some(set) = self.pods_by_ip.get_mut(&ip) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            self.pods_by_ip.remove(&ip);
+                        }
+                    }
+                }
+            }
+            if let Some(Object::Pod(p)) = state.get(key) {
+                for ip in p.ips.iter().filter_map(|a| parse_ip(a)) {
+                    self.pods_by_ip.entry(ip).or_default().insert(key.clone());
+                }
+            }
+        }
+    }
+
+    fn index_service(&mut self, key: &(String, String), ips: &BTreeSet<u128>, add: bool) {
+        for ip in ips {
+            if add {
+                self.services_by_ip
+                    .entry(*ip)
+                    .or_default()
+                    .insert(key.clone());
+            } else if let Some(set) = self.services_by_ip.get_mut(ip) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.services_by_ip.remove(ip);
+                }
+            }
         }
     }
 
@@ -359,14 +421,14 @@ impl ServiceRealizer {
                             ));
                             continue;
                         };
-                        let Some(tp) = target_port(sp, ep, state, a) else {
+                        let pod = self.pod_for(state, ip);
+                        let Some(tp) = target_port(sp, ep, pod) else {
                             self.warnings.push(format!(
                                 "{key}: no target port for {a} (port {}); skipped",
                                 sp.port
                             ));
                             continue;
                         };
-                        let pod = state.pods().find(|p| p.ips.iter().any(|x| x == a));
                         let local = match (&ep.node_name, node_name) {
                             (Some(e), Some(n)) => e == n,
                             _ => pod.is_some_and(|p| p.local),
@@ -524,6 +586,7 @@ impl ServiceRealizer {
                             u128::from(ct_state::NEW | ct_state::TRK),
                             u128::from(ct_state::NEW | ct_state::TRK),
                         );
+                        st.flows.push((layout::SERVICE_LB, PRIO_SERVICE, mm));
                         flows.push(FlowSpec {
                             table: layout::SERVICE_LB,
                             priority: PRIO_SERVICE,
@@ -559,15 +622,22 @@ impl ServiceRealizer {
                 Some(Object::Endpoints(e)) => Some(e),
                 _ => None,
             };
-            let old = self.services.remove(&(ns.clone(), name.clone()));
+            let skey = (ns.clone(), name.clone());
+            let old = self.services.remove(&skey);
             if let Some(o) = &old {
-                mods.push(FlowMod::Delete(FlowFilter {
-                    cookie: Some((svc_cookie(o.n), SVC_COOKIE_MASK)),
-                    ..FlowFilter::default()
-                }));
+                for (table, prio, m) in &o.flows {
+                    mods.push(FlowMod::Delete(FlowFilter {
+                        table: Some(*table),
+                        cookie: Some((svc_cookie(o.n), SVC_COOKIE_MASK)),
+                        m: *m,
+                        strict_priority: Some(*prio),
+                        out_port: None,
+                    }));
+                }
                 for id in &o.frontends {
                     self.frontends.remove(id);
                 }
+                self.index_service(&skey, &o.ips, false);
             }
             let Some(svc) = svc else {
                 if let Some(o) = old {
@@ -583,9 +653,10 @@ impl ServiceRealizer {
             }
             mods.extend(flows.into_iter().map(FlowMod::Add));
             for fe in fes {
-                self.frontends.insert(fe.id, Arc::new(fe));
+                self.frontends.insert(Arc::new(fe));
             }
-            self.services.insert((ns.clone(), name.clone()), st);
+            self.index_service(&skey, &st.ips, true);
+            self.services.insert(skey, st);
         }
         (mods, gone_backends)
     }
@@ -613,6 +684,7 @@ impl Realizer for ServiceRealizer {
         if let Some(dp) = ctx.dp.as_deref() {
             self.cfg = dp.config().services;
         }
+        self.index_pods(state, change);
         let k = &change.keys;
         let mut todo: BTreeSet<(String, String)> = BTreeSet::new();
         for key in k.upserted.iter().chain(&k.deleted) {
@@ -644,9 +716,9 @@ impl Realizer for ServiceRealizer {
                     }
                 }
             }
-            for (key, st) in &self.services {
-                if st.ips.iter().any(|ip| ips.contains(ip)) {
-                    todo.insert(key.clone());
+            for ip in &ips {
+                if let Some(keys) = self.services_by_ip.get(ip) {
+                    todo.extend(keys.iter().cloned());
                 }
             }
         }
@@ -673,9 +745,7 @@ impl Realizer for ServiceRealizer {
         };
         // Frontends first (a new flow must find its frontend), flows next;
         // removed frontends are only looked up by flows deleted in this bundle.
-        dp.publish_services(LbTable {
-            frontends: self.frontends.clone(),
-        });
+        dp.publish_services(self.frontends.clone());
         match dp.flow_mods(mods) {
             Ok(_) => self.base = want_base,
             Err(e) => tracing::error!(error = %e, "service flows refused"),
@@ -700,6 +770,127 @@ impl Realizer for ServiceRealizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::DesiredStore;
+    use crate::{Datapath, DatapathConfig};
+    use vswitch_proto::{ChangeSet, SyncFullParams};
+
+    fn obj(v: serde_json::Value) -> Object {
+        serde_json::from_value(v).expect("object")
+    }
+
+    fn svc(name: &str, ip: &str, port: i64) -> Object {
+        obj(
+            serde_json::json!({"kind": "Service", "namespace": "shop", "name": name,
+            "cluster_ips": [ip], "ports": [{"port": port, "protocol": "TCP", "target_port": 8080}]}),
+        )
+    }
+
+    fn eps(name: &str, addrs: &[&[&str]]) -> Object {
+        let e: Vec<serde_json::Value> = addrs
+            .iter()
+            .map(|a| serde_json::json!({"addresses": a, "ready": true, "serving": true, "terminating": false}))
+            .collect();
+        obj(
+            serde_json::json!({"kind": "Endpoints", "namespace": "shop", "name": name, "endpoints": e}),
+        )
+    }
+
+    /// Bad input: services with an invalid IP or a port out of range and
+    /// endpoints with an invalid address are rejected (named in the reply); an
+    /// endpoint without an address is skipped with a warning; everything else
+    /// is applied.
+    #[test]
+    fn bad_services_and_endpoints_are_reported_and_skipped_the_rest_applied() {
+        let mut dp = Datapath::new(DatapathConfig::in_process(1)).expect("datapath");
+        let mut store = DesiredStore::new(None);
+        let objs = vec![
+            obj(serde_json::json!({"kind": "LocalNode", "name": "node-a",
+                "node_ips": ["192.0.2.1"], "gateway_mac": "0a:58:0a:fa:00:01"})),
+            svc("good", "10.96.0.10", 80),
+            eps("good", &[&["10.250.0.21"], &[], &["10.250.0.22"]]),
+            svc("bad-ip", "10.96.0.300", 80),
+            svc("bad-port", "10.96.0.11", 70000),
+            svc("bad-ep", "10.96.0.12", 80),
+            eps("bad-ep", &[&["10.250.0.23"], &["not-an-ip"]]),
+        ];
+        let reply = store
+            .sync_full(
+                SyncFullParams {
+                    generation: 1,
+                    state: objs.into_iter().collect(),
+                    more: false,
+                },
+                Some(&mut dp),
+            )
+            .expect("sync");
+        let mut rejected: Vec<String> = reply
+            .rejected
+            .iter()
+            .map(|r| format!("{:?}/{}", r.key.kind, r.key.name))
+            .collect();
+        rejected.sort();
+        assert_eq!(
+            rejected,
+            ["Endpoints/bad-ep", "Service/bad-ip", "Service/bad-port"],
+            "{:?}",
+            reply.rejected
+        );
+        // The good service balances over its two addressed endpoints; bad-ep
+        // (its endpoints refused) answers with a reject.
+        let lb = dp.services();
+        let names: BTreeMap<String, Vec<u128>> = lb
+            .values()
+            .map(|f| (f.name.clone(), f.backends.iter().map(|b| b.ip).collect()))
+            .collect();
+        let ip = |s: &str| parse_ip(s).unwrap_or_default();
+        assert_eq!(
+            names.get("shop/good:80/TCP"),
+            Some(&vec![ip("10.250.0.21"), ip("10.250.0.22")]),
+            "{names:?}"
+        );
+        assert_eq!(names.get("shop/bad-ep:80/TCP"), Some(&vec![]), "{names:?}");
+        assert_eq!(names.len(), 2, "{names:?}");
+        let mut by_vip = BTreeMap::new();
+        for r in dp.dump_flows(&FlowFilter {
+            table: Some(layout::SERVICE_LB),
+            ..FlowFilter::default()
+        }) {
+            if let Some((v, _)) = r.spec.m.get(Field::Ipv4Dst) {
+                let lb = r
+                    .spec
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::ServiceLb { .. }));
+                by_vip.insert(v, lb);
+            }
+        }
+        assert_eq!(
+            by_vip,
+            BTreeMap::from([(ip("10.96.0.10"), true), (ip("10.96.0.12"), false)])
+        );
+        // The endpoint without an address was reported.
+        let mut r = ServiceRealizer::new(ServicesConfig::default());
+        let change = Change {
+            keys: ChangeSet {
+                upserted: store.state().iter().map(|(k, _)| k.clone()).collect(),
+                deleted: BTreeSet::new(),
+            },
+            previous: BTreeMap::new(),
+            generation: 1,
+        };
+        let mut ctx = RealizeCtx {
+            ports: &[],
+            dp: None,
+        };
+        r.realize(store.state(), &change, &mut ctx);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w == "shop/good: an endpoint has no address; skipped"),
+            "{:?}",
+            r.warnings
+        );
+    }
 
     #[test]
     fn local_endpoint_mac_follows_its_ipv4_address() {

@@ -97,7 +97,7 @@ impl Worker {
         let mut macs = None;
         if v.service != 0 && (!v.reply || v.hairpin) {
             let lbt = self.links.services.load();
-            if let Some(fe) = lbt.frontends.get(&v.service)
+            if let Some(fe) = lbt.get(&v.service)
                 && let Some(be) = fe.backends.get(v.backend as usize)
                 && let Some(mac) = be.mac
             {
@@ -141,7 +141,7 @@ impl Worker {
         zone: u16,
         now: u64,
     ) -> Result<(), DropReason> {
-        let fe = match self.links.services.load().frontends.get(&id) {
+        let fe = match self.links.services.load().get(&id) {
             Some(fe) => fe.clone(),
             None => return Err(DropReason::Pipeline),
         };
