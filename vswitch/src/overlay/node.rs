@@ -93,7 +93,14 @@ struct Remote {
 }
 
 fn remote(n: &Node) -> Option<Remote> {
-    let ip = n.internal_ips.iter().find_map(|s| v4(s))?;
+    // flannel's `public-ip` annotation names the tunnel endpoint when present (it
+    // may differ from the InternalIP); else the first IPv4 InternalIP.
+    let ip = n
+        .vtep
+        .as_ref()
+        .and_then(|v| v.public_ip.as_deref())
+        .and_then(v4)
+        .or_else(|| n.internal_ips.iter().find_map(|s| v4(s)))?;
     let cidrs = v4_cidrs(&n.pod_cidrs);
     let gw_ip = cidrs
         .first()
