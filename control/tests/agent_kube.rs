@@ -429,6 +429,31 @@ fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
     (ca.pem(), Arc::new(cfg))
 }
 
+/// Runs the agent's Kubernetes source for node-a from `kc` on a thread of its own
+/// (a current-thread tokio runtime, as the binary uses).
+fn spawn_source(
+    kc: PathBuf,
+    uplink: Option<&str>,
+    handoff: Arc<Handoff>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let settings = NodeSettings {
+        node_name: "node-a".into(),
+        uplink: uplink.map(str::to_string),
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = kube_source::client_from_kubeconfig(&kc).await?;
+            kube_source::run(client, settings, handoff, metrics, stop).await
+        })
+    })
+}
+
 /// Takes published states until one satisfies `ok`.
 fn wait_state(h: &Handoff, what: &str, ok: impl Fn(&DesiredState) -> bool) -> DesiredState {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -459,26 +484,7 @@ fn kubernetes_source_lists_watches_and_relists() {
     let metrics = Arc::new(Metrics::new());
     let stop = Arc::new(AtomicBool::new(false));
     let (h, m, st) = (handoff.clone(), metrics.clone(), stop.clone());
-    let agent = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = kube_source::client_from_kubeconfig(&kc).await?;
-            kube_source::run(
-                client,
-                NodeSettings {
-                    node_name: "node-a".into(),
-                    uplink: Some("eth1".into()),
-                },
-                h,
-                m,
-                st,
-            )
-            .await
-        })
-    });
+    let agent = spawn_source(kc, Some("eth1"), h, m, st);
 
     // Initial lists: everything translated, LocalNode from node-a.
     let s = wait_state(&handoff, "the initial lists", |s| {
@@ -606,20 +612,7 @@ fn kubernetes_source_over_tls_with_a_bearer_token() {
     let handoff = Arc::new(Handoff::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (h, st) = (handoff.clone(), stop.clone());
-    let agent = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = kube_source::client_from_kubeconfig(&kc).await?;
-            let settings = NodeSettings {
-                node_name: "node-a".into(),
-                uplink: None,
-            };
-            kube_source::run(client, settings, h, Arc::new(Metrics::new()), st).await
-        })
-    });
+    let agent = spawn_source(kc, None, h, Arc::new(Metrics::new()), st);
     wait_state(&handoff, "the initial lists over TLS", |s| {
         s.pod("shop", "web-1").is_some() && s.local_node().is_some()
     });
@@ -647,20 +640,7 @@ fn kubernetes_source_refuses_an_untrusted_server() {
     let metrics = Arc::new(Metrics::new());
     let stop = Arc::new(AtomicBool::new(false));
     let (h, m, st) = (handoff.clone(), metrics.clone(), stop.clone());
-    let agent = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = kube_source::client_from_kubeconfig(&kc).await?;
-            let settings = NodeSettings {
-                node_name: "node-a".into(),
-                uplink: None,
-            };
-            kube_source::run(client, settings, h, m, st).await
-        })
-    });
+    let agent = spawn_source(kc, None, h, m, st);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !metrics
         .encode()
