@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod desired;
 pub mod flow;
 pub mod flowctl;
+pub mod housekeeping;
 pub mod metrics;
 pub mod overlay;
 pub mod persist;

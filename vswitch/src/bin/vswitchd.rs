@@ -47,6 +47,19 @@ fn run(args: Args) -> Result<(), String> {
         Some(list) => parse_cores(list)?.into_iter().map(Some).collect(),
         None => vec![None],
     };
+    // Pinned workers get their CPUs to themselves; this thread (the control loop)
+    // and the threads it starts run on the others. Workers pin themselves, so the
+    // order does not matter.
+    let poll_cores: Vec<usize> = cores.iter().flatten().copied().collect();
+    if !poll_cores.is_empty() {
+        match vswitch::housekeeping::keep_off_cores(&poll_cores) {
+            Ok(Some(kept)) => tracing::info!(?kept, "housekeeping threads off the poll cores"),
+            Ok(None) => {
+                tracing::info!("no CPU left besides the poll cores: housekeeping shares them")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not move housekeeping off the poll cores"),
+        }
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone())
