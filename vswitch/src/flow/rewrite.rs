@@ -143,34 +143,11 @@ pub fn csum_update32(old_csum: u16, old: u32, new: u32) -> u16 {
     apply(old_csum, delta32(old, new))
 }
 
-/// CRC32c (Castagnoli, reflected 0x82F63B78), byte at a time.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
 /// CRC32c of `data` as SCTP uses it (RFC 4960 appendix B; stored little-endian).
+/// The crate uses the CPU's CRC32 instruction where there is one.
+#[inline]
 pub fn crc32c(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = CRC32C_TABLE[usize::from(c as u8 ^ b)] ^ (c >> 8);
-    }
-    !c
+    crc32c::crc32c(data)
 }
 
 // ---- byte access --------------------------------------------------------------------
