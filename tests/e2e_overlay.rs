@@ -1018,6 +1018,14 @@ fn gateway_port_connects_the_node_and_the_outside() {
     assert!(masquerade_packets(ns) > before, "MASQUERADE rule not used");
     tcp_transfer_ns(pod_ns, &ext, Ipv4Addr::new(203, 0, 113, 2), 1 << 20)
         .unwrap_or_else(|e| panic!("pod -> external 1 MiB: {e}\n{}", c.logs()));
+    // All of it crossed the switch's gateway port (the pods' host-side veths have
+    // no addresses: there is no other way between the node and its pods): 2 MiB
+    // node -> pods in, 1 MiB to the node and 1.25 MiB to the outside out.
+    let st = na.daemon.stats().expect("stats");
+    for key in ["rx_bytes", "tx_bytes"] {
+        let n = st.counter(&gw_sw, key);
+        assert!(n > 2 << 20, "gateway port {key}: {n}");
+    }
 }
 
 /// Packets of the node's INPUT rule for the tunnel port (tunnel traffic its own
