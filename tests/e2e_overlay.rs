@@ -1048,10 +1048,23 @@ fn pods_reach_each_other_with_the_uplink_in_xdp_mode() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let mut c = Cluster::new_with(1500, "vxlan", "xdp-skb");
+    pods_over_an_xdp_uplink("xdp-skb");
+}
+
+/// The same in native (driver) mode on the underlay veth.
+#[test]
+fn pods_reach_each_other_with_the_uplink_in_xdp_drv_mode() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    pods_over_an_xdp_uplink("xdp-drv");
+}
+
+fn pods_over_an_xdp_uplink(mode: &str) {
+    let mut c = Cluster::new_with(1500, "vxlan", mode);
     for n in &c.nodes {
         let port = n.daemon.port(&n.uplink).expect("vsctl").expect("uplink");
-        assert_eq!(port["mode"], "xdp-skb", "{port}");
+        assert_eq!(port["mode"], mode, "{port}");
         let link = n.ns.ip(&["-d", "link", "show", &n.uplink]).expect("link");
         assert!(link.contains("vswitch_uplink"), "uplink filter: {link}");
     }
