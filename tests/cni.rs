@@ -307,6 +307,90 @@ fn add_two_pods_traffic_del_twice() {
     net.assert_clean("after repeated DELs");
 }
 
+/// The pod MTU follows the node: `mtu` in the configuration wins; else the
+/// switch's uplink port MTU − 50; else the default route's interface MTU − 50;
+/// else 1450 (the other tests: no uplink, no default route).
+#[test]
+fn pod_mtu_follows_the_uplink() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let net = Net::new();
+    let conf = net.conf("1.1.0");
+    let pod_mtu = |p: &CniPod| {
+        let link = p.ns.link("eth0").expect("eth0 in pod");
+        let host = net.sw.link(&host_if(p)).expect("host end");
+        assert_eq!(host["mtu"], link["mtu"], "both ends: {host} {link}");
+        assert_eq!(
+            p.result["interfaces"][1]["mtu"], link["mtu"],
+            "{}",
+            p.result
+        );
+        link["mtu"].as_u64().expect("mtu")
+    };
+
+    // A 9000-byte uplink attached to the switch.
+    net.sw
+        .ip(&[
+            "link", "add", "upl0", "mtu", "9000", "type", "veth", "peer", "name", "upl1", "mtu",
+            "9000",
+        ])
+        .expect("uplink veth");
+    net.sw.ip(&["link", "set", "upl0", "up"]).expect("up");
+    net.sw.ip(&["link", "set", "upl1", "up"]).expect("up");
+    net.daemon
+        .add_port_kind("upl0", "uplink", "packet")
+        .expect("add uplink");
+    let jumbo = net.add(&conf, "jumbo");
+    assert_eq!(pod_mtu(&jumbo), 8950, "9000-byte uplink");
+    // An explicit mtu wins over the uplink.
+    let mut explicit = conf.clone();
+    explicit["mtu"] = json!(1400);
+    let fixed = net.add(&explicit, "fixed");
+    assert_eq!(pod_mtu(&fixed), 1400, "explicit mtu");
+
+    // Without an uplink port: the default route's interface (MTU 7000).
+    net.daemon.del_port("upl0").expect("del uplink");
+    net.sw
+        .ip(&[
+            "link", "add", "dflt0", "mtu", "7000", "type", "veth", "peer", "name", "dflt1",
+        ])
+        .expect("veth");
+    net.sw
+        .ip(&["addr", "add", "192.0.2.10/24", "dev", "dflt0"])
+        .expect("addr");
+    net.sw.ip(&["link", "set", "dflt0", "up"]).expect("up");
+    net.sw
+        .ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.1",
+            "dev",
+            "dflt0",
+        ])
+        .expect("default route");
+    let routed = net.add(&conf, "routed");
+    assert_eq!(pod_mtu(&routed), 6950, "default route via a 7000-byte link");
+    // The uplink back, down to 1500: it decides again (not the default route).
+    net.sw
+        .ip(&["link", "set", "upl0", "mtu", "1500"])
+        .expect("mtu 1500");
+    net.daemon
+        .add_port_kind("upl0", "uplink", "packet")
+        .expect("add uplink again");
+    let plain = net.add(&conf, "plain");
+    assert_eq!(pod_mtu(&plain), 1450, "1500-byte uplink");
+
+    for p in [&jumbo, &routed, &plain] {
+        net.del(&conf, &p.att);
+    }
+    net.del(&explicit, &fixed.att);
+    net.daemon.del_port("upl0").expect("del uplink");
+    net.assert_clean("after DEL");
+}
+
 #[test]
 fn results_in_every_supported_version() {
     let Some(_env) = vswitch_suite::e2e() else {

@@ -47,6 +47,9 @@ struct NodeNs {
     /// Third octet of the pod CIDR 10.244.N.0/24.
     subnet: u8,
     uplink: String,
+    /// `mtu` in the CNI configuration; without it the plugin takes the uplink's
+    /// MTU − 50 from the switch.
+    pod_mtu: Option<u32>,
 }
 
 /// A pod made by the CNI plugin on a node.
@@ -68,7 +71,7 @@ impl NodeNs {
     }
 
     fn conf(&self) -> Value {
-        json!({
+        let mut c = json!({
             "cniVersion": "1.1.0",
             "name": NETWORK,
             "type": "vswitch-cni",
@@ -79,7 +82,11 @@ impl NodeNs {
                 "dataDir": self.ipam.path(),
                 "routes": [{"dst": "0.0.0.0/0"}]
             }
-        })
+        });
+        if let Some(m) = self.pod_mtu {
+            c["mtu"] = json!(m);
+        }
+        c
     }
 
     /// CNI ADD of a new pod namespace.
@@ -195,8 +202,15 @@ fn flannel_annotations(subnet: u8, ip: Ipv4Addr) -> String {
 }
 
 impl Cluster {
-    /// Two nodes on an underlay with MTU `mtu`, switches in overlay `mode`.
+    /// Two nodes on an underlay with MTU `mtu`, switches in overlay `mode`, the
+    /// uplink in `packet` mode.
     fn new(mtu: u32, mode: &str) -> Cluster {
+        Cluster::new_with(mtu, mode, "packet")
+    }
+
+    /// [`Cluster::new`] with the uplink port in `uplink_mode` (`packet`, or an XDP
+    /// mode: then the switch's uplink filter takes the tunnel traffic).
+    fn new_with(mtu: u32, mode: &str, uplink_mode: &str) -> Cluster {
         let underlay = Netns::new("ul").expect("underlay namespace");
         underlay
             .ip(&["link", "add", "br0", "type", "bridge"])
@@ -214,7 +228,8 @@ impl Cluster {
         for (name, i) in [("node-a", 1u8), ("node-b", 2u8)] {
             let ns = Netns::new(&format!("node{i}")).expect("node namespace");
             let up = c.join_underlay(&ns, Ipv4Addr::new(192, 168, 77, i));
-            c.nodes.push(start_node(ns, &up, name, i, mode));
+            c.nodes
+                .push(start_node(ns, &up, name, i, mode, uplink_mode));
         }
         c
     }
@@ -293,18 +308,24 @@ impl Cluster {
     }
 }
 
-fn start_node(ns: Netns, uplink: &str, name: &str, i: u8, mode: &str) -> NodeNs {
+fn start_node(ns: Netns, uplink: &str, name: &str, i: u8, mode: &str, uplink_mode: &str) -> NodeNs {
     let node_ip = Ipv4Addr::new(192, 168, 77, i);
     let config = TempDir::new("config").expect("config dir");
     let path = config.path().join("vswitchd.toml");
     std::fs::write(&path, format!("[overlay]\nmode = \"{mode}\"\n")).expect("config");
     let port = if mode == "flannel" { "8472" } else { "4789" };
-    // The node's own stack must not answer the tunnel traffic the switch takes
-    // (the uplink XDP filter's job once it exists; packet mode delivers a copy).
-    ns.run(&[
-        "iptables", "-A", "INPUT", "-p", "udp", "--dport", port, "-j", "DROP",
-    ])
-    .expect("iptables");
+    // The node's own stack must not answer the tunnel traffic the switch takes:
+    // in packet mode it gets a copy, which this rule drops (the uplink XDP filter
+    // takes it away from the host in the XDP modes). In an XDP mode the rule only
+    // counts: the host must see no tunnel traffic at all.
+    let target: &[&str] = if uplink_mode == "packet" {
+        &["-j", "DROP"]
+    } else {
+        &[]
+    };
+    let mut rule = vec!["iptables", "-A", "INPUT", "-p", "udp", "--dport", port];
+    rule.extend_from_slice(target);
+    ns.run(&rule).expect("iptables");
     let daemon = Vswitchd::start(
         &ns,
         DaemonOpts {
@@ -314,7 +335,7 @@ fn start_node(ns: Netns, uplink: &str, name: &str, i: u8, mode: &str) -> NodeNs 
     )
     .expect("vswitchd");
     daemon
-        .add_port_kind(uplink, "uplink", "packet")
+        .add_port_kind(uplink, "uplink", uplink_mode)
         .expect("uplink port");
     NodeNs {
         agent: None,
@@ -328,6 +349,7 @@ fn start_node(ns: Netns, uplink: &str, name: &str, i: u8, mode: &str) -> NodeNs 
         node_ip,
         subnet: i,
         uplink: uplink.into(),
+        pod_mtu: None,
     }
 }
 
@@ -432,7 +454,15 @@ fn udp_echo(from: &CniPod, to: &CniPod, n: u32) -> Result<()> {
 /// The standard two-node cluster with two pods on node a and one on node b, every
 /// pod reaching every other.
 fn two_nodes(mtu: u32) -> Cluster {
+    two_nodes_with(mtu, None)
+}
+
+/// [`two_nodes`] with `mtu` in the CNI configuration.
+fn two_nodes_with(mtu: u32, pod_mtu: Option<u32>) -> Cluster {
     let mut c = Cluster::new(mtu, "vxlan");
+    for n in &mut c.nodes {
+        n.pod_mtu = pod_mtu;
+    }
     c.start_agents(&Extra::default());
     c.add_pod(0, "a1");
     c.add_pod(0, "a2");
@@ -473,7 +503,8 @@ fn pods_on_two_nodes_reach_each_other_over_vxlan() {
     udp_echo(a1, b1, 200).expect("udp a1 -> b1");
     udp_echo(b1, a2, 200).expect("udp b1 -> a2");
 
-    // TCP both ways, then 100 MB with the pod MTU = underlay MTU - 50.
+    // TCP both ways, then 100 MB with the pod MTU = underlay MTU - 50 (the CNI
+    // plugin's default, from the switch's uplink port).
     tcp_transfer_ns(&a1.ns, &b1.ns, b1.ip, 1 << 20).expect("tcp a1 -> b1");
     tcp_transfer_ns(&b1.ns, &a2.ns, a2.ip, 1 << 20).expect("tcp b1 -> a2");
     let mtu = a1.ns.ip(&["link", "show", "eth0"]).expect("eth0");
@@ -614,8 +645,18 @@ fn df_packets_too_big_for_the_tunnel_get_frag_needed() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    // Underlay 1400, pods keep the plugin's 1450: full-size pod packets do not fit.
-    let c = two_nodes(1400);
+    // Underlay 1400, pods with an explicit 1450: full-size pod packets do not fit.
+    let mut c = two_nodes_with(1400, Some(1450));
+    // Without the explicit mtu a pod follows the uplink: 1400 - 50.
+    c.nodes[0].pod_mtu = None;
+    let a3 = c.add_pod(0, "a3");
+    let link = c.pods[a3].ns.ip(&["link", "show", "eth0"]).expect("eth0");
+    assert!(
+        link.contains("mtu 1350"),
+        "default pod MTU on a 1400 underlay: {link}"
+    );
+    let a1_link = c.pods[0].ns.ip(&["link", "show", "eth0"]).expect("eth0");
+    assert!(a1_link.contains("mtu 1450"), "explicit pod MTU: {a1_link}");
     let (a1, b1) = (&c.pods[0], &c.pods[2]);
     // 1422 + 28 = 1450 bytes of IP with DF: the switch answers frag-needed, mtu 1350.
     let out = a1
@@ -825,4 +866,229 @@ fn flannel_node_and_our_nodes_share_the_cluster() {
     tcp_transfer_ns(&a1.ns, &pf, pf_ip, 8 << 20).expect("a1 -> flannel pod");
     tcp_transfer_ns(&b1.ns, &pf, pf_ip, 8 << 20).expect("b1 -> flannel pod");
     tcp_transfer_ns(&pf, &b1.ns, b1.ip, 8 << 20).expect("flannel pod -> b1");
+}
+
+/// The `iptables -t nat` POSTROUTING MASQUERADE rule's packet count in `ns`.
+fn masquerade_packets(ns: &Netns) -> u64 {
+    let out = ns
+        .run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-L",
+            "POSTROUTING",
+            "-v",
+            "-n",
+            "-x",
+        ])
+        .expect("iptables -L");
+    out.lines()
+        .filter(|l| l.contains("MASQUERADE"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The gateway port: a veth into the node's own stack (`vsgw0`, like antrea-gw0 or
+/// cni0), the node namespace standing in for the host. The host side holds the
+/// gateway IP with the gateway MAC, routes remote pod CIDRs on-link via their
+/// gateways, forwards and masquerades pod traffic to non-cluster destinations. An
+/// "external" namespace behind the node (no route to any pod CIDR) stands for the
+/// world outside the cluster.
+#[test]
+fn gateway_port_connects_the_node_and_the_outside() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let c = two_nodes(1500);
+    let (na, ns) = (&c.nodes[0], &c.nodes[0].ns);
+    let run = |argv: &[&str]| {
+        ns.run(argv)
+            .unwrap_or_else(|e| panic!("node a: {argv:?}: {e}"))
+    };
+    // The host routes of docs/overlay.md ("Gateway port and host routes").
+    let gw_sw = format!("g{}", unique_suffix());
+    let _gw = Veth::new(ns, "vsgw0", ns, &gw_sw).expect("gateway veth");
+    run(&["ip", "link", "set", "vsgw0", "down"]);
+    run(&["ip", "link", "set", "vsgw0", "address", "0a:58:0a:f4:01:01"]);
+    run(&["ip", "addr", "add", "10.244.1.1/24", "dev", "vsgw0"]);
+    run(&["ip", "link", "set", "vsgw0", "up"]);
+    run(&[
+        "ip",
+        "route",
+        "add",
+        "10.244.2.0/24",
+        "via",
+        "10.244.2.1",
+        "dev",
+        "vsgw0",
+        "onlink",
+    ]);
+    run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    run(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.244.1.0/24",
+        "!",
+        "-d",
+        "10.244.0.0/16",
+        "-j",
+        "MASQUERADE",
+    ]);
+    for dev in ["vsgw0", gw_sw.as_str()] {
+        vswitch_suite::veth::disable_offloads(ns, dev).expect("offloads");
+    }
+    na.daemon
+        .add_port_kind(&gw_sw, "gateway", "auto")
+        .expect("gateway port");
+    // The outside world: 203.0.113.2 behind the node, no route to pods.
+    let ext = Netns::new("ext").expect("external namespace");
+    let ext_if = format!("x{}", unique_suffix());
+    let _ext_link = Veth::new(ns, &ext_if, &ext, "eth0").expect("external veth");
+    run(&["ip", "addr", "add", "203.0.113.1/24", "dev", &ext_if]);
+    ext.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"])
+        .expect("external address");
+    for (n, dev) in [(ns, ext_if.as_str()), (&ext, "eth0")] {
+        vswitch_suite::veth::disable_offloads(n, dev).expect("offloads");
+    }
+    let (a1, b1) = (c.pods[0].ip, c.pods[2].ip);
+
+    // The node reaches its pod (kubelet probes): ping and TCP, both ways.
+    assert!(
+        ping_until(ns, a1, WAIT),
+        "node a never reached its pod {a1}\n{}",
+        c.logs()
+    );
+    let (got, text) = ping_ns(ns, a1, 5);
+    assert_eq!(got, 5, "node -> pod: {text}");
+    tcp_transfer_ns(ns, &c.pods[0].ns, a1, 1 << 20)
+        .unwrap_or_else(|e| panic!("node -> pod TCP: {e}\n{}", c.logs()));
+    tcp_transfer_ns(&c.pods[0].ns, ns, Ipv4Addr::new(10, 244, 1, 1), 1 << 20)
+        .unwrap_or_else(|e| panic!("pod -> node TCP: {e}\n{}", c.logs()));
+    // A remote node's pod through the gateway and the tunnel (on-link route via
+    // its gateway, answered by the switch's ARP responder on the gateway port).
+    assert!(
+        ping_until(ns, b1, WAIT),
+        "node a never reached node b's pod {b1}\n{}",
+        c.logs()
+    );
+    tcp_transfer_ns(ns, &c.pods[2].ns, b1, 1 << 20)
+        .unwrap_or_else(|e| panic!("node a -> remote pod TCP: {e}\n{}", c.logs()));
+
+    // A pod reaches the outside through the node's routing, masqueraded.
+    let before = masquerade_packets(ns);
+    let pod_ns = &c.pods[0].ns;
+    assert!(
+        ping_until(pod_ns, Ipv4Addr::new(203, 0, 113, 2), WAIT),
+        "pod never reached the external address\n{}",
+        c.logs()
+    );
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let server = ext
+        .spawn_in(move || {
+            let l = std::net::TcpListener::bind("0.0.0.0:0")?;
+            let _ = port_tx.send(l.local_addr()?.port());
+            let (mut s, peer) = l.accept()?;
+            std::io::copy(&mut s, &mut std::io::sink())?;
+            Ok(peer.ip())
+        })
+        .expect("external server");
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server port");
+    pod_ns
+        .enter(move || {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([203, 0, 113, 2], port)),
+                Duration::from_secs(10),
+            )?;
+            std::io::Write::write_all(&mut s, &vec![7u8; 256 << 10])?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("pod -> external TCP: {e}\n{}", c.logs()));
+    let peer = server.join().expect("server thread").expect("server");
+    assert_eq!(
+        peer.to_string(),
+        "203.0.113.1",
+        "the outside sees the node's address (masquerade)"
+    );
+    assert!(masquerade_packets(ns) > before, "MASQUERADE rule not used");
+    tcp_transfer_ns(pod_ns, &ext, Ipv4Addr::new(203, 0, 113, 2), 1 << 20)
+        .unwrap_or_else(|e| panic!("pod -> external 1 MiB: {e}\n{}", c.logs()));
+    // All of it crossed the switch's gateway port (the pods' host-side veths have
+    // no addresses: there is no other way between the node and its pods): 2 MiB
+    // node -> pods in, 1 MiB to the node and 1.25 MiB to the outside out.
+    let st = na.daemon.stats().expect("stats");
+    for key in ["rx_bytes", "tx_bytes"] {
+        let n = st.counter(&gw_sw, key);
+        assert!(n > 2 << 20, "gateway port {key}: {n}");
+    }
+}
+
+/// Packets of the node's INPUT rule for the tunnel port (tunnel traffic its own
+/// stack saw).
+fn host_tunnel_packets(ns: &Netns, port: &str) -> u64 {
+    let out = ns
+        .run(&["iptables", "-L", "INPUT", "-v", "-n", "-x"])
+        .expect("iptables -L");
+    out.lines()
+        .filter(|l| l.contains(&format!("dpt:{port}")))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The uplink in an XDP mode (skb, on the underlay veth): the switch's uplink
+/// filter takes the VXLAN traffic, the node's stack keeps everything else (ARP for
+/// the next hops, ping between the nodes) and never sees a tunnel datagram.
+#[test]
+fn pods_reach_each_other_with_the_uplink_in_xdp_mode() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    pods_over_an_xdp_uplink("xdp-skb");
+}
+
+/// The same in native (driver) mode on the underlay veth.
+#[test]
+fn pods_reach_each_other_with_the_uplink_in_xdp_drv_mode() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    pods_over_an_xdp_uplink("xdp-drv");
+}
+
+fn pods_over_an_xdp_uplink(mode: &str) {
+    let mut c = Cluster::new_with(1500, "vxlan", mode);
+    for n in &c.nodes {
+        let port = n.daemon.port(&n.uplink).expect("vsctl").expect("uplink");
+        assert_eq!(port["mode"], mode, "{port}");
+        let link = n.ns.ip(&["-d", "link", "show", &n.uplink]).expect("link");
+        assert!(link.contains("vswitch_uplink"), "uplink filter: {link}");
+    }
+    c.start_agents(&Extra::default());
+    c.add_pod(0, "a1");
+    c.add_pod(1, "b1");
+    assert_pings(&c, 0, 1);
+    let (a1, b1) = (&c.pods[0], &c.pods[1]);
+    udp_echo(a1, b1, 100).expect("udp a1 -> b1");
+    tcp_transfer_ns(&a1.ns, &b1.ns, b1.ip, 8 << 20)
+        .unwrap_or_else(|e| panic!("tcp a1 -> b1: {e}\n{}", c.logs()));
+    tcp_transfer_ns(&b1.ns, &a1.ns, a1.ip, 8 << 20)
+        .unwrap_or_else(|e| panic!("tcp b1 -> a1: {e}\n{}", c.logs()));
+    let decap = c.nodes[0].flow_packets(&["decap", "192.168.77.2"]);
+    assert!(decap >= 5, "decap flow of node b: {decap}\n{}", c.logs());
+    // The hosts keep their own traffic on the uplink, and never saw the tunnel.
+    let (got, text) = ping_ns(&c.nodes[0].ns, c.nodes[1].node_ip, 3);
+    assert_eq!(got, 3, "node a -> node b (host traffic): {text}");
+    for n in &c.nodes {
+        assert_eq!(
+            host_tunnel_packets(&n.ns, "4789"),
+            0,
+            "{}: the host saw VXLAN the filter should have taken",
+            n.name
+        );
+    }
 }

@@ -50,6 +50,11 @@ fn errors_are_one_line_and_fail() {
         &agent(&["--node-name", "n", "--in-cluster", "--manifests", "/x"]),
         "cannot be used with",
     );
+    // An overlay mode that does not exist.
+    one_line(
+        &agent(&["--node-name", "n", "--in-cluster", "--overlay", "geneve"]),
+        "vxlan or flannel",
+    );
     // A manifest path that does not exist.
     one_line(
         &agent(&[

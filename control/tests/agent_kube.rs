@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vswitch_control::agent::cluster::NodeSettings;
+use vswitch_control::agent::cluster::{NodeSettings, OverlayMode};
 use vswitch_control::agent::kube_source;
 use vswitch_control::agent::metrics::Metrics;
 use vswitch_control::agent::syncer::Handoff;
@@ -56,6 +56,8 @@ struct State {
     token: Option<String>,
     resources: HashMap<String, Resource>,
     requests: Vec<String>,
+    /// PATCH requests: (path, content type, body).
+    patches: Vec<(String, String, Value)>,
 }
 
 #[derive(Clone, Default)]
@@ -131,7 +133,18 @@ impl FakeApi {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
+        let split = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+        let mut body = head.split_off(split);
         let head = String::from_utf8_lossy(&head).to_string();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let method = head.split_whitespace().next().unwrap_or("").to_string();
         let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let params: HashMap<&str, &str> = query
@@ -155,7 +168,19 @@ impl FakeApi {
             );
             return;
         }
-        if params.get("watch") == Some(&"true") {
+        if method == "PATCH" {
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while body.len() < len {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => body.extend_from_slice(&buf[..n]),
+                }
+            }
+            let ct = header("content-type").unwrap_or_default();
+            self.patch(s, path, &ct, &body);
+        } else if params.get("watch") == Some(&"true") {
             self.watch(s, path);
         } else {
             self.list(s, path);
@@ -248,6 +273,51 @@ impl FakeApi {
         let _ = write!(s, "0\r\n\r\n");
     }
 
+    /// A JSON merge patch (RFC 7386) of `/api/v1/nodes/NAME`, as the API server
+    /// applies it: recorded, applied to the stored Node, and a MODIFIED event.
+    fn patch(&self, mut s: impl Write, path: &str, content_type: &str, body: &[u8]) {
+        let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+            Self::respond(
+                &mut s,
+                "400 Bad Request",
+                &json!({"kind":"Status","code":400}),
+            );
+            return;
+        };
+        self.state.lock().unwrap().patches.push((
+            path.to_string(),
+            content_type.to_string(),
+            patch.clone(),
+        ));
+        let Some(name) = path.strip_prefix(&format!("{NODES}/")) else {
+            Self::respond(
+                &mut s,
+                "404 Not Found",
+                &json!({"kind":"Status","code":404}),
+            );
+            return;
+        };
+        let current = self.state.lock().unwrap().resources[NODES]
+            .objects
+            .get(&format!("/{name}"))
+            .cloned();
+        let Some(mut obj) = current else {
+            Self::respond(
+                &mut s,
+                "404 Not Found",
+                &json!({"kind":"Status","code":404}),
+            );
+            return;
+        };
+        merge(&mut obj, &patch);
+        self.put(NODES, obj.clone(), true);
+        Self::respond(&mut s, "200 OK", &obj);
+    }
+
+    fn patches(&self) -> Vec<(String, String, Value)> {
+        self.state.lock().unwrap().patches.clone()
+    }
+
     fn with<R>(&self, path: &str, f: impl FnOnce(&mut Resource, u64) -> R) -> R {
         let mut st = self.state.lock().unwrap();
         st.rv += 1;
@@ -316,6 +386,25 @@ impl FakeApi {
 
     fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }
 
@@ -438,9 +527,21 @@ fn spawn_source(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    spawn_source_with(kc, uplink, OverlayMode::Vxlan, handoff, metrics, stop)
+}
+
+fn spawn_source_with(
+    kc: PathBuf,
+    uplink: Option<&str>,
+    overlay: OverlayMode,
+    handoff: Arc<Handoff>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let settings = NodeSettings {
         node_name: "node-a".into(),
         uplink: uplink.map(str::to_string),
+        overlay,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -510,6 +611,7 @@ fn kubernetes_source_lists_watches_and_relists() {
     };
     assert_eq!(svc.ports[0].node_port, Some(30080));
     assert!(fake.lists(PODS) >= 2, "the failed list was retried");
+    assert!(fake.patches().is_empty(), "vxlan mode patches no Node");
     assert!(
         metrics
             .encode()
@@ -600,6 +702,78 @@ fn kubernetes_source_lists_watches_and_relists() {
 /// The kube client over HTTPS: the server's certificate is checked against the
 /// kubeconfig's CA and every request carries the bearer token (the fake answers 401
 /// without it), as against a real API server.
+/// In flannel mode the source publishes flannel's annotations on its own Node
+/// (one merge patch with exactly them), does not patch again once the Node carries
+/// them, patches only what changed when the Node changes, and never touches other
+/// Nodes.
+#[test]
+fn flannel_mode_publishes_our_node_annotations() {
+    let (fake, port) = FakeApi::start();
+    seed(&fake);
+    let handoff = Arc::new(Handoff::default());
+    let metrics = Arc::new(Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, m, st) = (handoff.clone(), metrics.clone(), stop.clone());
+    let agent = spawn_source_with(kubeconfig(port), None, OverlayMode::Flannel, h, m, st);
+
+    let wait_patches = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = fake.patches();
+            if p.len() >= n {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "{n} patches expected, got {p:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let p = wait_patches(1);
+    assert_eq!(p[0].0, "/api/v1/nodes/node-a");
+    assert_eq!(p[0].1, "application/merge-patch+json");
+    assert_eq!(
+        p[0].2,
+        json!({"metadata": {"annotations": {
+            "flannel.alpha.coreos.com/backend-type": "vxlan",
+            "flannel.alpha.coreos.com/backend-data": "{\"VNI\":1,\"VtepMAC\":\"0a:58:0a:f4:01:01\"}",
+            "flannel.alpha.coreos.com/public-ip": "192.0.2.1",
+            "flannel.alpha.coreos.com/kube-subnet-manager": "true"}}})
+    );
+    // The patched Node comes back through the watch: our own vtep as flannel sees it.
+    wait_state(&handoff, "node-a with its VtepMAC", |s| {
+        matches!(s.get(&ObjectKey::cluster(Kind::Node, "node-a")),
+            Some(Object::Node(n)) if n.vtep.as_ref().and_then(|v| v.mac.as_deref()) == Some("0a:58:0a:f4:01:01")
+                && n.vtep.as_ref().and_then(|v| v.vni) == Some(1))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        fake.patches().len(),
+        1,
+        "no patch once the Node carries them"
+    );
+
+    // Our node's address changes: only public-ip is patched.
+    let mut a = fake.state.lock().unwrap().resources[NODES].objects["/node-a"].clone();
+    a["status"]["addresses"] = json!([{"type": "InternalIP", "address": "192.0.2.11"}]);
+    fake.put(NODES, a, true);
+    let p = wait_patches(2);
+    assert_eq!(
+        p[1].2,
+        json!({"metadata": {"annotations": {"flannel.alpha.coreos.com/public-ip": "192.0.2.11"}}})
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let p = fake.patches();
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|(path, _, _)| path == "/api/v1/nodes/node-a"));
+    let a = fake.state.lock().unwrap().resources[NODES].objects["/node-a"].clone();
+    assert_eq!(
+        a["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"],
+        "192.0.2.11"
+    );
+    stop.store(true, Ordering::Relaxed);
+    fake.stop.store(true, Ordering::Relaxed);
+    agent.join().unwrap().unwrap();
+}
+
 #[test]
 fn kubernetes_source_over_tls_with_a_bearer_token() {
     let (ca_pem, tls) = test_pki();

@@ -23,7 +23,10 @@ pub struct Snapshot {
     pub generation: u64,
     /// Indexed by port number; `None` for unused numbers.
     pub ports: Vec<Option<PortRoute>>,
-    /// Port numbers that receive flooded frames (every attached port), ascending.
+    /// Port numbers that receive flooded frames, ascending: every attached port
+    /// but the uplinks. An uplink is the node's NIC, shared with the host: only
+    /// what a flow sends there explicitly (tunnel traffic, a MAC learned on it)
+    /// leaves by it, never a pod's broadcast or unknown unicast.
     pub flood: Vec<u32>,
 }
 
@@ -61,7 +64,13 @@ impl Snapshot {
     }
 
     fn rebuild_flood(&mut self) {
-        self.flood = self.ports.iter().flatten().map(|r| r.port_no).collect();
+        self.flood = self
+            .ports
+            .iter()
+            .flatten()
+            .filter(|r| r.kind != PortKind::Uplink)
+            .map(|r| r.port_no)
+            .collect();
     }
 }
 
@@ -91,5 +100,21 @@ mod tests {
         assert_eq!(s.flood, vec![1]);
         assert_eq!(s.ports.len(), 2);
         assert!(s.port(99).is_none());
+    }
+
+    #[test]
+    fn uplinks_are_never_flooded_to() {
+        let s = Snapshot::default()
+            .with_port(route(1))
+            .with_port(PortRoute {
+                kind: PortKind::Uplink,
+                ..route(2)
+            })
+            .with_port(PortRoute {
+                kind: PortKind::Gateway,
+                ..route(3)
+            });
+        assert_eq!(s.flood, vec![1, 3]);
+        assert!(s.port(2).is_some(), "still a port (explicit output works)");
     }
 }

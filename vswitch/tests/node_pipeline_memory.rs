@@ -265,3 +265,118 @@ fn vxlan_from_unknown_node_is_dropped_and_node_removal_is_local() {
     a.run();
     assert!(a.up.take_output().is_empty(), "no route to a removed node");
 }
+
+fn arp(op: etherparse::ArpOperation, src: [u8; 4], dst_mac: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+    let sha = [0x0a, 0x58, src[0], src[1], src[2], src[3]];
+    let b = PacketBuilder::ethernet2(sha, dst_mac).arp(
+        etherparse::ArpPacket::new(
+            etherparse::ArpHardwareId::ETHERNET,
+            etherparse::EtherType::IPV4,
+            op,
+            &sha,
+            &src,
+            &if dst_mac == [0xff; 6] {
+                [0; 6]
+            } else {
+                dst_mac
+            },
+            &tpa,
+        )
+        .expect("arp"),
+    );
+    let mut out = Vec::new();
+    b.write(&mut out).expect("build");
+    out
+}
+
+/// A pod's ARP broadcast (and unknown unicast) reaches the node's other pods and
+/// the gateway port, never the uplink: only tunnel traffic leaves by the node's NIC.
+#[test]
+fn pod_broadcasts_stay_off_the_uplink() {
+    let mut a = Host::new("pa", "192.0.2.2".parse().expect("ip"));
+    let (p2, pod2) = MemoryPort::queue();
+    a.dp.add_memory_port("pod2", PortKind::Pod, p2)
+        .expect("pod2");
+    let info =
+        a.dp.set_port_pod(
+            "pod2",
+            Some(PodRef {
+                namespace: "default".into(),
+                name: "pc".into(),
+                container_id: None,
+            }),
+        )
+        .expect("port");
+    a.store.port_changed(&info, true, &mut a.dp);
+    let (g, gw) = MemoryPort::queue();
+    let ginfo =
+        a.dp.add_memory_port("gw0", PortKind::Gateway, g)
+            .expect("gw0");
+    a.store.port_changed(&ginfo, true, &mut a.dp);
+    let nodes = vec![
+        node("a", "10.1.0.0/24", "192.0.2.1"),
+        node("b", "10.2.0.0/24", "192.0.2.2"),
+    ];
+    a.sync(state(
+        "a",
+        &nodes,
+        vec![
+            pod("pa", "10.1.0.2", "a", true),
+            pod("pc", "10.1.0.5", "a", true),
+            pod("pb", "10.2.0.3", "b", false),
+        ],
+    ));
+
+    // Who has 10.1.0.5? (pod pa asks for pod pc on the same node)
+    let req = arp(
+        etherparse::ArpOperation::REQUEST,
+        [10, 1, 0, 2],
+        [0xff; 6],
+        [10, 1, 0, 5],
+    );
+    assert!(a.pod.inject(&req));
+    a.run();
+    assert_eq!(
+        pod2.take_output(),
+        vec![req.clone()],
+        "the other pod hears it"
+    );
+    assert_eq!(
+        gw.take_output(),
+        vec![req.clone()],
+        "the host (gateway) hears it"
+    );
+    assert!(a.up.take_output().is_empty(), "not flooded to the uplink");
+    assert!(a.pod.take_output().is_empty(), "not back to the sender");
+
+    // pc answers (unicast to pa, learned on pa's port): delivered to pa only.
+    let reply = arp(
+        etherparse::ArpOperation::REPLY,
+        [10, 1, 0, 5],
+        [0x0a, 0x58, 10, 1, 0, 2],
+        [10, 1, 0, 2],
+    );
+    assert!(pod2.inject(&reply));
+    a.run();
+    assert_eq!(a.pod.take_output(), vec![reply]);
+    assert!(gw.take_output().is_empty() && a.up.take_output().is_empty());
+
+    // Unicast to a MAC nobody has shown (flooded by the learning bridge): still
+    // not on the uplink.
+    let unknown = arp(
+        etherparse::ArpOperation::REPLY,
+        [10, 1, 0, 2],
+        [0x0a, 0x58, 10, 1, 0, 77],
+        [10, 1, 0, 77],
+    );
+    assert!(a.pod.inject(&unknown));
+    a.run();
+    assert_eq!(pod2.take_output().len(), 1, "flooded to the other pod");
+    assert_eq!(gw.take_output().len(), 1, "and to the gateway");
+    assert!(a.up.take_output().is_empty(), "never to the uplink");
+
+    // Tunnel traffic still leaves by the uplink (explicit output).
+    assert!(a.pod.inject(&udp([10, 1, 0, 2], [10, 2, 0, 3], GW_A)));
+    a.run();
+    assert_eq!(a.up.take_output().len(), 1, "encapsulated on the uplink");
+}

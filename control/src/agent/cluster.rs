@@ -21,6 +21,29 @@ pub struct NodeSettings {
     pub node_name: String,
     /// `--uplink`.
     pub uplink: Option<String>,
+    /// `--overlay`: which overlay vswitchd speaks (in `flannel` mode the
+    /// Kubernetes source publishes flannel's annotations on our Node).
+    pub overlay: OverlayMode,
+}
+
+/// The overlay mode of the node's vswitchd (`[overlay] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OverlayMode {
+    #[default]
+    Vxlan,
+    /// flannel's vxlan backend on the wire; our Node carries flannel's annotations.
+    Flannel,
+}
+
+impl std::str::FromStr for OverlayMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vxlan" => Ok(OverlayMode::Vxlan),
+            "flannel" => Ok(OverlayMode::Flannel),
+            other => Err(format!("overlay mode {other:?}: vxlan or flannel")),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +94,23 @@ impl Cluster {
             errors.extend(self.replace_kind(kind, &of_kind));
         }
         errors
+    }
+
+    /// This node's Node object, translated (if it has been seen).
+    pub fn own_node(&self) -> Option<&vswitch_proto::model::Node> {
+        let key = KubeKey {
+            kind: KubeKind::Node,
+            namespace: String::new(),
+            name: self.settings.node_name.clone(),
+        };
+        match self.items.get(&key) {
+            Some(Translated::Object(Object::Node(n))) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
     }
 
     /// Objects held, per kind.
@@ -168,6 +208,7 @@ mod tests {
         Cluster::new(NodeSettings {
             node_name: "node-a".into(),
             uplink: Some("eth1".into()),
+            overlay: OverlayMode::Vxlan,
         })
     }
 

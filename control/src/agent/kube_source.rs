@@ -8,7 +8,8 @@
 //! quiet minutes). A relist is applied as a replacement of that kind, so objects
 //! deleted while the watch was down go away too.
 
-use crate::agent::cluster::{Cluster, NodeSettings};
+use crate::agent::cluster::{Cluster, NodeSettings, OverlayMode};
+use crate::agent::flannel;
 use crate::agent::kobj::{KubeKey, KubeKind, KubeObject};
 use crate::agent::metrics::Metrics;
 use crate::agent::syncer::Handoff;
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use std::collections::BTreeSet;
@@ -28,6 +30,10 @@ use tokio::sync::mpsc;
 
 /// Events arriving within this time of each other are pushed as one change.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A Node patch that did not take effect (failed, or the Node still differs) is
+/// sent again after this long.
+pub const PATCH_RETRY: Duration = Duration::from_secs(10);
 
 /// What a watcher tells the aggregator.
 #[derive(Debug)]
@@ -106,6 +112,8 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut last_patch: Option<(serde_json::Value, std::time::Instant)> = None;
     let tasks = vec![
         watch(
             Api::<Node>::all(client.clone()),
@@ -151,6 +159,9 @@ pub async fn run(
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
+        if cluster.settings().overlay == OverlayMode::Flannel {
+            publish_flannel(&nodes, &cluster, &mut last_patch, &metrics).await;
+        }
         let first = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             Err(_) => continue,
             Ok(None) => break Err(anyhow::anyhow!("every watcher ended")),
@@ -195,4 +206,46 @@ pub async fn run(
         t.abort();
     }
     result
+}
+
+/// In flannel mode: makes our Node carry flannel's annotations (see
+/// [`flannel`]), patching only what differs; a patch is not repeated for
+/// [`PATCH_RETRY`] unless what it should say changed.
+async fn publish_flannel(
+    api: &Api<Node>,
+    cluster: &Cluster,
+    last: &mut Option<(serde_json::Value, std::time::Instant)>,
+    metrics: &Metrics,
+) {
+    let Some(node) = cluster.own_node() else {
+        return;
+    };
+    let Some(want) = flannel::own_annotations(node) else {
+        return;
+    };
+    let current = node
+        .vtep
+        .as_ref()
+        .map(|v| v.annotations.clone())
+        .unwrap_or_default();
+    let Some(patch) = flannel::patch(&current, &want) else {
+        return;
+    };
+    if let Some((sent, at)) = last.as_ref()
+        && *sent == patch
+        && at.elapsed() < PATCH_RETRY
+    {
+        return;
+    }
+    *last = Some((patch.clone(), std::time::Instant::now()));
+    match api
+        .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(node = %node.name, "published flannel annotations on our Node"),
+        Err(e) => {
+            metrics.api_error("node-patch");
+            tracing::warn!(node = %node.name, error = %e, "cannot publish flannel annotations; retrying");
+        }
+    }
 }

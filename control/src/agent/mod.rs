@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod flannel;
 pub mod http;
 pub mod kobj;
 pub mod kube_source;

@@ -257,6 +257,7 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
             let settings = NodeSettings {
                 node_name: node_name.clone().unwrap_or_default(),
                 uplink: uplink.clone(),
+                overlay: Default::default(),
             };
             let s = apply_once(&mut client, file, settings)?;
             for e in &s.errors {

@@ -38,6 +38,11 @@ struct Cli {
     /// The node's uplink interface.
     #[arg(long, value_name = "IFNAME")]
     uplink: Option<String>,
+    /// The overlay vswitchd speaks (`[overlay] mode`): with `flannel` the agent
+    /// publishes flannel's annotations (backend-type, backend-data with our VTEP
+    /// MAC, public-ip) on this node's Node object (Kubernetes sources only).
+    #[arg(long, value_name = "MODE", default_value = "vxlan")]
+    overlay: vswitch_control::agent::cluster::OverlayMode,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9401")]
     metrics_addr: SocketAddr,
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         settings: NodeSettings {
             node_name: cli.node_name,
             uplink: cli.uplink,
+            overlay: cli.overlay,
         },
         source,
         metrics_addr: cli.metrics_addr,

@@ -20,6 +20,7 @@ use super::config::NetConf;
 use super::env::{Attachment, Env};
 use super::error::{CniError, CniResult};
 use super::ipam::{Ipam, Overrides};
+use super::mtu;
 use super::names::{self, Owner};
 use super::netlink::{Netlink, VethSpec};
 use super::netns::Netns;
@@ -63,6 +64,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
         )));
     }
     let mut switch = Switch::connect(&conf.socket)?;
+    let mtu = pod_mtu(conf, &mut switch, &mut nl)?;
 
     let mut undo = Rollback::new(&ipam);
     // 2. Addresses.
@@ -87,7 +89,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
         host: &host,
         peer: &att.ifname,
         peer_mac: pod_mac,
-        mtu: conf.mtu,
+        mtu,
         peer_netns: ns.fd(),
     })
     .map_err(|e| CniError::kernel(format!("creating veth {host} <-> {}: {e}", att.ifname)))?;
@@ -128,13 +130,13 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> CniResult<Success> {
             Interface {
                 name: host.clone(),
                 mac: host_link.mac.map(|m| names::format_mac(&m)),
-                mtu: Some(conf.mtu),
+                mtu: Some(mtu),
                 ..Interface::default()
             },
             Interface {
                 name: att.ifname.clone(),
                 mac: Some(names::format_mac(&pod_link.mac.unwrap_or(pod_mac))),
-                mtu: Some(conf.mtu),
+                mtu: Some(mtu),
                 sandbox: Some(netns_path.display().to_string()),
                 ..Interface::default()
             },
@@ -175,6 +177,22 @@ fn pod_mac(conf: &NetConf, att: &Attachment) -> CniResult<Option<[u8; 6]>> {
             .map_err(|e| CniError::env(format!("CNI_ARGS MAC: {e}")));
     }
     Ok(None)
+}
+
+/// The pod interface's MTU: `mtu` of the configuration, else the switch's uplink
+/// MTU − 50, else the default route's interface MTU − 50, else 1450 (`mtu.rs`).
+fn pod_mtu(conf: &NetConf, switch: &mut Switch, nl: &mut Netlink) -> CniResult<u32> {
+    if let Some(m) = conf.mtu {
+        return Ok(m);
+    }
+    let uplink = switch.uplink_mtu()?;
+    let route = if uplink.is_some() {
+        None
+    } else {
+        mtu::default_route_mtu(nl)
+            .map_err(|e| CniError::kernel(format!("the default route's interface MTU: {e}")))?
+    };
+    Ok(mtu::choose(None, uplink, route).0)
 }
 
 /// Undoes what a failed ADD made, in reverse order, on drop unless disarmed.

@@ -16,9 +16,10 @@ use super::result::Dns;
 use super::version::{self, Version};
 use crate::client::DEFAULT_SOCKET;
 
-/// MTU of the pod interface (and its host end) when the configuration does not say:
-/// a 1500-byte uplink less the 50 bytes of a VXLAN encapsulation (outer Ethernet 14,
-/// IPv4 20, UDP 8, VXLAN 8), so pod traffic fits the overlay between nodes unchanged.
+/// MTU of the pod interface (and its host end) when neither the configuration nor
+/// the node says (see `mtu.rs` for the order of sources): a 1500-byte uplink less
+/// the 50 bytes of a VXLAN encapsulation (outer Ethernet 14, IPv4 20, UDP 8, VXLAN
+/// 8), so pod traffic fits the overlay between nodes unchanged.
 pub const DEFAULT_MTU: u32 = 1450;
 
 /// Smallest MTU Linux accepts for IPv4 (RFC 791).
@@ -49,8 +50,9 @@ pub struct NetConf {
     pub name: String,
     /// `socket`: vswitchd's control socket.
     pub socket: PathBuf,
-    /// `mtu` of the pod interface and its host end.
-    pub mtu: u32,
+    /// `mtu` of the pod interface and its host end, when the configuration sets
+    /// it; otherwise ADD derives it from the uplink (`mtu.rs`).
+    pub mtu: Option<u32>,
     /// Absent only where the command allows it (see [`NetConf::require_ipam`]).
     pub ipam: Option<IpamConf>,
     /// `dns`: copied into the result when IPAM gives none.
@@ -111,7 +113,7 @@ impl NetConf {
             }
         };
         let mtu = match obj.get("mtu") {
-            None | Some(Value::Null) => DEFAULT_MTU,
+            None | Some(Value::Null) => None,
             Some(v) => v
                 .as_u64()
                 .and_then(|m| u32::try_from(m).ok())
@@ -120,7 +122,8 @@ impl NetConf {
                     CniError::config(format!(
                         "mtu {v}: must be a whole number from {MIN_MTU} to {MAX_MTU}"
                     ))
-                })?,
+                })
+                .map(Some)?,
         };
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
@@ -262,7 +265,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(base()).expect("config");
-        assert_eq!(c.mtu, 1450);
+        assert_eq!(c.mtu, None, "no mtu: ADD derives it from the uplink");
         assert_eq!(c.socket, PathBuf::from("/run/vswitch/vswitchd.sock"));
         assert_eq!(
             c.ipam.as_ref().map(|i| i.plugin.as_str()),
@@ -285,7 +288,7 @@ mod tests {
         v["dns"] = json!({"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]});
         let c = parse(v).expect("config");
         assert_eq!(c.socket, PathBuf::from("/run/sw2/vswitchd.sock"));
-        assert_eq!(c.mtu, 9000);
+        assert_eq!(c.mtu, Some(9000));
         assert_eq!(c.runtime_mac.as_deref(), Some("02:11:22:33:44:55"));
         assert_eq!(c.dns.expect("dns").nameservers, vec!["10.96.0.10"]);
     }

@@ -18,6 +18,7 @@
 //! | `offload` | checksum/segmentation offloads off on the pod's interface |
 //! | `ipam` | running the delegated IPAM plugin |
 //! | `switch` | attaching and detaching ports on vswitchd |
+//! | `mtu` | the pod MTU when the configuration does not set one |
 //!
 //! See `docs/cni.md` for behaviour, configuration and error codes.
 
@@ -29,6 +30,7 @@ pub mod env;
 pub mod error;
 mod gc;
 mod ipam;
+mod mtu;
 pub mod names;
 mod netlink;
 mod netns;

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use vswitch_proto::{AddPortParams, ErrorCode, PodRef, PortInfo, PortKind, PortMode};
+use vswitch_proto::{AddPortParams, ErrorCode, PodRef, PortInfo, PortKind, PortMode, PortState};
 
 use super::error::{CniError, CniResult, SWITCH_REFUSED, TRY_AGAIN_LATER};
 use crate::client::{CallError, Client};
@@ -62,6 +62,16 @@ impl Switch {
     /// The port named `name`, if the switch has it.
     pub fn port(&mut self, name: &str) -> CniResult<Option<PortInfo>> {
         Ok(self.ports()?.into_iter().find(|p| p.name == name))
+    }
+
+    /// The MTU of the switch's uplink port while it is up (the interface that
+    /// carries the overlay), if it has one.
+    pub fn uplink_mtu(&mut self) -> CniResult<Option<u32>> {
+        Ok(self
+            .ports()?
+            .into_iter()
+            .find(|p| p.kind == PortKind::Uplink && p.state == PortState::Up && p.mtu > 0)
+            .map(|p| p.mtu))
     }
 
     pub fn ports(&mut self) -> CniResult<Vec<PortInfo>> {
