@@ -20,6 +20,9 @@ use vswitch_proto::DropReason;
 pub const SNAPLEN: usize = 1600;
 /// Records queued between the workers and the control thread.
 pub const QUEUE: usize = 2048;
+/// Whether the workers carry the capture hook (false only with the `bench-no-capture`
+/// feature, the "without" half of the hook's A/B benchmark).
+pub const HOOK_COMPILED: bool = !cfg!(feature = "bench-no-capture");
 
 /// Where a frame was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +101,19 @@ pub struct Tap {
 
 impl Tap {
     /// Whether a capture runs (one relaxed load; workers check it per batch).
+    #[cfg(not(feature = "bench-no-capture"))]
     #[inline]
     pub fn armed(&self) -> bool {
         self.armed.load(Relaxed)
+    }
+
+    /// Built without the capture hook (the `bench-no-capture` feature, for the A/B
+    /// benchmark of what an inactive hook costs): never armed, so the compiler removes
+    /// the workers' checks and the taps altogether.
+    #[cfg(feature = "bench-no-capture")]
+    #[inline(always)]
+    pub fn armed(&self) -> bool {
+        false
     }
 
     /// The running session, if any.

@@ -103,6 +103,12 @@ impl Daemon {
     }
 
     fn capture_start(&mut self, p: CaptureStartParams) -> Result<Value, ErrorReply> {
+        if cfg!(feature = "bench-no-capture") {
+            return Err(ErrorReply::new(
+                ErrorCode::Failed,
+                "this vswitchd was built without packet capture (feature bench-no-capture)",
+            ));
+        }
         let port_no = self.dp.port_no(&p.port).ok_or_else(|| {
             ErrorReply::new(ErrorCode::NotFound, format!("no port named '{}'", p.port))
         })?;
