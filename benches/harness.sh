@@ -6,6 +6,9 @@
 #   sudo benches/harness.sh vswitchd ovs-afxdp      # any DUT list run.sh accepts
 #   sudo REPS=5 benches/harness.sh                  # any run.sh knob (REPS, DURATION, FLOWS, LAT_RATE, ...)
 #   sudo FLOWS=1 LAT=1 LAT_RATE=100 benches/harness.sh "vswitchd:flows=" "ovs-afxdp:flows=" # wake-up latency only
+#   sudo LAT=0 benches/harness.sh vswitchd-svc:svc=1000,flows=1+8000000,udp_timeout=1 \
+#        linux-bridge-iptables:svc=1000,flows=1+8000000,udp_timeout=1   # Services (docs/benchmarks.md)
+#   sudo LAT=0 benches/harness.sh vswitchd-policy:policies=1000          # NetworkPolicy
 #
 # shared/ is read-only, so the harness is copied to a scratch directory and built
 # there; results land in target/bench-results/<date>/ (table.txt, results.jsonl).
@@ -19,6 +22,9 @@ mkdir -p "$WORK"
 # Refresh the copy (keeping its build/ so re-runs do not rebuild).
 (cd "$SHARED" && tar cf - --exclude=build --exclude=results .) | (cd "$WORK" && tar xf -)
 chmod -R u+w "$WORK"
+# Our own DUT plugins (benches/vsb-dut/*.sh: vswitchd-svc, vswitchd-policy) next to
+# the harness's, so `benches/harness.sh vswitchd-svc:svc=1000 linux-bridge-iptables:svc=1000` works.
+cp "$ROOT"/benches/vsb-dut/*.sh "$WORK/dut/"
 (cd "$WORK" && ./install.sh >/dev/null)
 (cd "$ROOT" && cargo build --release -p vswitch -p vswitch-control)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release

@@ -14,7 +14,7 @@ use vswitch_control::{Client, DEFAULT_SOCKET, format};
 use vswitch_proto::{
     AddPortParams, ConntrackParams, ConntrackReply, CtProto, DelPortParams, DumpFlowsParams,
     FlowEntry, FlowModOp, FlowModText, FlowModsParams, FlowModsReply, GroupEntry, HelloReply, Op,
-    PoliciesParams, PoliciesReply, PortEntry, PortInfo, PortKind, PortMode, ServicesReply,
+    PodRef, PoliciesParams, PoliciesReply, PortEntry, PortInfo, PortKind, PortMode, ServicesReply,
     StatsParams, StatsReply, SyncStatus, TraceParams, TraceReply,
 };
 
@@ -47,6 +47,10 @@ enum Command {
         /// How to read and write the interface; auto tries xdp-drv, xdp-skb, packet in turn.
         #[arg(long, default_value = "auto", value_parser = mode_parser())]
         mode: PortMode,
+        /// The Pod behind the port, `NAMESPACE/NAME` (what the CNI plugin passes):
+        /// the port gets that pod's flows once the Pod is in the desired state.
+        #[arg(long, value_name = "NAMESPACE/NAME", value_parser = pod_ref_parser)]
+        pod: Option<PodRef>,
     },
     /// Detach a port from the switch.
     DelPort { ifname: String },
@@ -153,6 +157,20 @@ enum Command {
     },
 }
 
+/// `NAMESPACE/NAME`, both parts non-empty.
+fn pod_ref_parser(s: &str) -> Result<PodRef, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(PodRef {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                container_id: None,
+            })
+        }
+        _ => Err(format!("'{s}' is not NAMESPACE/NAME")),
+    }
+}
+
 /// The kinds a user may ask for, listed in `--help`; parsed by the protocol's FromStr.
 fn kind_parser() -> impl TypedValueParser<Value = PortKind> {
     PossibleValuesParser::new(PortKind::ALL.map(PortKind::as_str))
@@ -216,12 +234,17 @@ fn run(cli: &Cli) -> anyhow::Result<String> {
     let mut client = Client::connect(&cli.socket)?;
     let json = cli.json;
     match &cli.command {
-        Command::AddPort { ifname, kind, mode } => {
+        Command::AddPort {
+            ifname,
+            kind,
+            mode,
+            pod,
+        } => {
             let v = client.call(Op::AddPort(AddPortParams {
                 name: ifname.clone(),
                 kind: *kind,
                 mode: *mode,
-                pod: None,
+                pod: pod.clone(),
             }))?;
             output::<PortInfo>(&client, v, json, format::added_port)
         }
@@ -578,7 +601,7 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from(DEFAULT_SOCKET));
         assert!(matches!(
             cli.command,
-            Command::AddPort { ref ifname, kind: PortKind::Pod, mode: PortMode::Auto } if ifname == "veth1"
+            Command::AddPort { ref ifname, kind: PortKind::Pod, mode: PortMode::Auto, pod: None } if ifname == "veth1"
         ));
         let cli = Cli::try_parse_from([
             "vsctl", "add-port", "eth0", "--kind", "uplink", "--mode", "xdp-skb",
@@ -594,6 +617,27 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--mode", "memory"]).is_err());
         assert!(Cli::try_parse_from(["vsctl", "add-port", "x", "--kind", "router"]).is_err());
+    }
+
+    #[test]
+    fn add_port_pod_ref() {
+        let cli = Cli::try_parse_from(["vsctl", "add-port", "s1", "--pod", "bench/sink"])
+            .expect("pod ref");
+        match cli.command {
+            Command::AddPort { pod: Some(p), .. } => {
+                assert_eq!((p.namespace.as_str(), p.name.as_str()), ("bench", "sink"));
+                assert_eq!(p.container_id, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["vsctl", "add-port", "s1"]).expect("no pod");
+        assert!(matches!(cli.command, Command::AddPort { pod: None, .. }));
+        for bad in ["sink", "/sink", "bench/", "a/b/c", ""] {
+            assert!(
+                Cli::try_parse_from(["vsctl", "add-port", "s1", "--pod", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]
