@@ -105,6 +105,13 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Of `rx_packets`: frames the in-kernel XDP fast path forwarded from this port
+    /// without the switch's user space seeing them (`--xdp-fastpath`).
+    #[serde(default)]
+    pub fastpath_rx_packets: u64,
+    /// Of `tx_packets`: frames the XDP fast path redirected to this port.
+    #[serde(default)]
+    pub fastpath_tx_packets: u64,
     /// Drops attributed to this port (ingress or egress).
     pub drops: DropCounters,
 }

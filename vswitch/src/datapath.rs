@@ -61,6 +61,9 @@ pub struct DatapathConfig {
     /// Audit log of connections NetworkPolicy denied: events per second per worker
     /// (0: off). See [`crate::policy::audit`].
     pub policy_audit_per_s: u32,
+    /// Non-uplink AF_XDP ports run the in-kernel XDP fast path for cached L2
+    /// decisions (`[datapath] xdp_fastpath`, `--xdp-fastpath`; port/fastpath.rs).
+    pub xdp_fastpath: bool,
 }
 
 impl Default for DatapathConfig {
@@ -78,6 +81,7 @@ impl Default for DatapathConfig {
             services: crate::services::realize::ServicesConfig::default(),
             uplink_xdp: port::XdpProgram::Filter(Default::default()),
             policy_audit_per_s: 0,
+            xdp_fastpath: false,
         }
     }
 }
@@ -142,6 +146,22 @@ pub struct Datapath {
     services: crate::services::SharedLb,
     tunnel: Arc<crate::overlay::TunnelParams>,
     capture: Arc<crate::capture::Tap>,
+    /// The in-kernel fast path's shared maps and epoch (`xdp_fastpath`).
+    fastpath: Option<Arc<port::fastpath::FastPath>>,
+    /// What the fast path's entries were computed from, last time we looked: a
+    /// change bumps the epoch ([`Datapath::fastpath_sync`]).
+    fp_state: FpState,
+}
+
+/// Fingerprint of the state cached forwarding decisions depend on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct FpState {
+    flows_version: u64,
+    snapshot: u64,
+    policy: usize,
+    services: usize,
+    tunnel: crate::overlay::TunnelConfig,
+    capture: bool,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -178,6 +198,14 @@ impl Datapath {
             crate::overlay::TunnelConfig::default(),
         ));
         let capture = Arc::new(crate::capture::Tap::default());
+        let fastpath = if cfg.xdp_fastpath && cfg.use_umem {
+            let fp = port::fastpath::FastPath::new()
+                .map_err(|e| std::io::Error::other(format!("XDP fast path: {e}")))?;
+            tracing::info!("XDP fast path enabled for non-uplink AF_XDP ports");
+            Some(Arc::new(fp))
+        } else {
+            None
+        };
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -212,6 +240,7 @@ impl Datapath {
             let links = WorkerLinks {
                 policy: policy.clone(),
                 capture: capture.clone(),
+                fastpath: fastpath.clone(),
                 pipeline: reader.clone(),
                 conntrack: conntrack.clone(),
                 services: services.clone(),
@@ -279,7 +308,45 @@ impl Datapath {
             services,
             tunnel,
             capture,
+            fastpath,
+            fp_state: FpState::default(),
         })
+    }
+
+    /// The in-kernel fast path, when enabled.
+    pub fn fastpath(&self) -> Option<&Arc<port::fastpath::FastPath>> {
+        self.fastpath.as_ref()
+    }
+
+    /// Makes every decision the kernel cached stale (no-op without the fast path).
+    pub fn fastpath_invalidate(&mut self) {
+        if let Some(fp) = &self.fastpath {
+            fp.invalidate();
+            self.fp_state = self.fp_fingerprint();
+        }
+    }
+
+    fn fp_fingerprint(&self) -> FpState {
+        FpState {
+            flows_version: self.flows_version(),
+            snapshot: self.snapshot.load().generation,
+            policy: Arc::as_ptr(&self.policy.load_full()) as usize,
+            services: Arc::as_ptr(&self.services.load_full()) as usize,
+            tunnel: self.tunnel.get(),
+            capture: self.capture.armed(),
+        }
+    }
+
+    /// Bumps the fast path's epoch if anything its entries depend on changed
+    /// since the last look: flows, ports, policy, services, tunnel, capture. The
+    /// daemon calls it after every control request (before the reply) and tick.
+    pub fn fastpath_sync(&mut self) {
+        if self.fastpath.is_none() {
+            return;
+        }
+        if self.fp_fingerprint() != self.fp_state {
+            self.fastpath_invalidate();
+        }
     }
 
     /// The NetworkPolicy engine workers evaluate `policy(DIR)` against.
@@ -305,7 +372,10 @@ impl Datapath {
 
     pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
         let now = self.now_ns();
-        self.flows.apply(mods, now)
+        let r = self.flows.apply(mods, now);
+        // Published: the kernel must not act on a decision made before.
+        self.fastpath_sync();
+        r
     }
 
     /// The connection table the workers share.
@@ -321,6 +391,7 @@ impl Datapath {
     /// Publishes a new frontend map (workers pick it up on their next packet).
     pub fn publish_services(&mut self, t: crate::services::LbTable) {
         self.services.store(Arc::new(t));
+        self.fastpath_sync();
     }
 
     /// Makes every worker push the hits its caches owe to flows, so counters read
@@ -448,7 +519,9 @@ impl Datapath {
         let w = self.least_loaded_worker();
         let port_no = self.free_port_no();
         let prog = if p.kind == PortKind::Uplink {
-            self.cfg.uplink_xdp
+            self.cfg.uplink_xdp.clone()
+        } else if let Some(fp) = &self.fastpath {
+            port::XdpProgram::FastPath(fp.clone())
         } else {
             port::XdpProgram::RedirectAll
         };
@@ -457,7 +530,7 @@ impl Datapath {
             p.mode,
             self.workers[w].umem.as_ref(),
             port_no,
-            prog,
+            &prog,
         )
         .map_err(|e| match e {
             PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
@@ -566,14 +639,36 @@ impl Datapath {
         });
         wh.waker.wake();
         wh.ports += 1;
+        // An AF_XDP pod/gateway port opened while the fast path is on runs its
+        // program: the kernel may redirect to it from now on.
+        let fastpath = match &self.fastpath {
+            Some(fp)
+                if kind != PortKind::Uplink
+                    && matches!(att.mode, PortMode::XdpDrv | PortMode::XdpSkb)
+                    && port_no < port::fastpath::MAX_PORTS =>
+            {
+                fp.clear_port_stats(port_no);
+                match fp.add_tx_port(att.ifindex) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(port = name, error = %e, "XDP fast path: cannot add the port to tx_ports; its frames take the slow path");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
         let route = PortRoute {
             port_no,
             worker: w,
             kind,
             max_frame: att.mtu + 18,
+            ifindex: att.ifindex,
+            fastpath,
         };
         let next = self.snapshot.load().with_port(route);
         self.snapshot.store(Arc::new(next));
+        self.fastpath_sync();
         let info = PortInfo {
             name: name.to_string(),
             port_no,
@@ -616,8 +711,17 @@ impl Datapath {
     }
 
     fn detach(&mut self, info: &PortInfo) {
+        // The kernel stops redirecting to it first, then every cached decision
+        // that named it goes stale.
+        if let Some(fp) = &self.fastpath
+            && let Some(route) = self.snapshot.load().port(info.port_no)
+            && route.fastpath
+        {
+            fp.del_tx_port(route.ifindex);
+        }
         let next = self.snapshot.load().without_port(info.port_no);
         self.snapshot.store(Arc::new(next));
+        self.fastpath_sync();
         let wh = &mut self.workers[info.worker];
         wh.ports = wh.ports.saturating_sub(1);
         let (done_tx, done_rx) = bounded(1);
@@ -659,6 +763,21 @@ impl Datapath {
                 .map(|(n, r)| r.counters.read(n, r.info.port_no))
                 .collect(),
         };
+        if let Some(fp) = &self.fastpath {
+            let snap = self.snapshot.load();
+            for p in ports.iter_mut() {
+                if !snap.port(p.port_no).is_some_and(|r| r.fastpath) {
+                    continue;
+                }
+                let s = fp.port_stats(p.port_no);
+                p.rx_packets += s.rx_packets;
+                p.rx_bytes += s.rx_bytes;
+                p.tx_packets += s.tx_packets;
+                p.tx_bytes += s.tx_bytes;
+                p.fastpath_rx_packets = s.rx_packets;
+                p.fastpath_tx_packets = s.tx_packets;
+            }
+        }
         ports.sort_by_key(|p| p.port_no);
         let mut switch = SwitchStats {
             mac_capacity: self.cfg.mac_capacity as u64,

@@ -15,6 +15,11 @@ pub struct PortRoute {
     pub kind: PortKind,
     /// Largest frame the port accepts: MTU + Ethernet header + one VLAN tag.
     pub max_frame: u32,
+    /// Interface index (0 for memory ports).
+    pub ifindex: u32,
+    /// The port runs the in-kernel XDP fast path (port/fastpath.rs) and is in its
+    /// `tx_ports`: decisions between two such ports may be offloaded.
+    pub fastpath: bool,
 }
 
 /// One generation of the switch configuration.
@@ -78,6 +83,8 @@ mod tests {
             worker: 0,
             kind: PortKind::Pod,
             max_frame: 1518,
+            ifindex: 0,
+            fastpath: false,
         }
     }
 
