@@ -50,10 +50,9 @@ fn fp_counts(t: &Topo, a: usize, b: usize) -> (u64, u64) {
 /// The program on every switch end is ours (`vswitch_fastpath`).
 fn assert_fastpath_prog(t: &Topo) {
     for p in &t.pods {
-        let out = t
-            .sw
-            .run(&["ip", "-d", "link", "show", "dev", &p.switch_if])
-            .expect("ip link");
+        let out =
+            t.sw.run(&["ip", "-d", "link", "show", "dev", &p.switch_if])
+                .expect("ip link");
         assert!(
             out.contains("vswitch_fastpa"),
             "{} should run the fast-path program:\n{out}",
@@ -211,7 +210,10 @@ fn fastpath_mac_move() {
     let s = before.0["switch"]["mac_moved"].as_u64().unwrap_or(0);
     assert!(s >= 1, "the move was learned: {}", before.0["switch"]);
     // Pod 0 still has pod 1's MAC in its ARP cache: its frames must reach pod 2.
-    assert!(ping_ok(&t, 0, 1, 5), "frames to the moved MAC reach its new port");
+    assert!(
+        ping_ok(&t, 0, 1, 5),
+        "frames to the moved MAC reach its new port"
+    );
     let after = t.daemon.stats().expect("stats");
     let s2 = &t.pods[2].switch_if;
     assert!(
@@ -261,7 +263,10 @@ fn fastpath_malformed_frames() {
         let s = t.daemon.stats().ok()?;
         (s.drops(s0, "malformed") >= before.drops(s0, "malformed") + 5).then_some(())
     });
-    assert!(counted.is_some(), "truncated VLAN frames counted as malformed");
+    assert!(
+        counted.is_some(),
+        "truncated VLAN frames counted as malformed"
+    );
     assert!(ping_ok(&t, 0, 1, 3), "still forwarding");
     assert!(ping_ok(&t, 1, 0, 3), "both ways");
 }

@@ -364,7 +364,10 @@ mod tests {
         // Anything beyond one plain forwarding action.
         assert!(!offloadable(&[DpAction::Flood], &l2));
         assert!(!offloadable(&[], &l2));
-        assert!(!offloadable(&[DpAction::Output(2), DpAction::Output(3)], &l2));
+        assert!(!offloadable(
+            &[DpAction::Output(2), DpAction::Output(3)],
+            &l2
+        ));
         assert!(!offloadable(&[DpAction::DecTtl, DpAction::Normal], &l2));
         // A megaflow that looked at IP fields: the kernel's key is not exact enough.
         let mut ip = l2;

@@ -389,7 +389,11 @@ impl AfXdpPort {
             if !zero_copy {
                 raise_tx_budget(fd);
             }
-            let handle = match prog.as_ref().filter(|_| is_filter).map(UplinkFilter::handle) {
+            let handle = match prog
+                .as_ref()
+                .filter(|_| is_filter)
+                .map(UplinkFilter::handle)
+            {
                 None => None,
                 Some(Ok(h)) => Some(Arc::new(h)),
                 Some(Err(e)) => {

@@ -304,10 +304,7 @@ impl FastPath {
         for k in keys {
             // SAFETY: a key of this map; gone already is fine.
             unsafe {
-                libxdp_sys::bpf_map_delete_elem(
-                    self.fdb.as_raw_fd(),
-                    (&k as *const FdbKey).cast(),
-                )
+                libxdp_sys::bpf_map_delete_elem(self.fdb.as_raw_fd(), (&k as *const FdbKey).cast())
             };
         }
     }

@@ -79,8 +79,7 @@ impl Worker {
         let id = self.cache.lookup(&key);
         // Plain L2 forwarding straight off a port: the kernel may take the next
         // frames of this key (port/fastpath.rs).
-        let fp_key = if depth == 0 && self.links.fastpath.is_some() && self.cache.offloadable(id)
-        {
+        let fp_key = if depth == 0 && self.links.fastpath.is_some() && self.cache.offloadable(id) {
             crate::port::fastpath::FdbKey::of_frame(0, self.pool.data(&frame))
         } else {
             None

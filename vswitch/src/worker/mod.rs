@@ -671,10 +671,7 @@ impl Worker {
             }
             let seen = now.saturating_sub(age);
             let skey = k.src_key();
-            moved |= matches!(
-                self.macs.learn(skey, in_port, seen),
-                Learned::Moved { .. }
-            );
+            moved |= matches!(self.macs.learn(skey, in_port, seen), Learned::Moved { .. });
             if self.links.learn.has_peers() && self.macs.due_for_announce(skey, now, interval) {
                 self.links.learn.announce(LearnEvent {
                     key: skey,
