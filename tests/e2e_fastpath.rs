@@ -270,3 +270,51 @@ fn fastpath_malformed_frames() {
     assert!(ping_ok(&t, 0, 1, 3), "still forwarding");
     assert!(ping_ok(&t, 1, 0, 3), "both ways");
 }
+
+/// The safety net: a pod end without NAPI (GRO off, no XDP program) makes the
+/// kernel drop every frame redirected to it; the switch sees that the interface no
+/// longer accepts redirects, takes that port off the fast path (traffic flows
+/// through user space), and puts it back when GRO is turned on again.
+#[test]
+fn fastpath_port_without_napi_is_taken_off() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let t = topo(2);
+    let p1 = &t.pods[1];
+    t.add_all("xdp-drv").expect("add ports");
+    t.ping_pair(0, 1).expect("ping 0 -> 1");
+    let (_, a) = fp_counts(&t, 0, 1);
+    assert!(a > 0, "pod 1 receives through the fast path");
+    p1.ns
+        .run(&["ethtool", "-K", &p1.ifname, "gro", "off"])
+        .expect("gro off");
+    let off = wait_for(Duration::from_secs(10), || {
+        let s = t.daemon.stats().ok()?;
+        (s.0["switch"]["fastpath_ports_disabled"].as_u64() >= Some(1)).then_some(())
+    });
+    assert!(off.is_some(), "port 1 taken off the fast path");
+    let log = t.daemon.log_text();
+    assert!(log.contains("taking it off the fast path"), "{log}");
+    let (_, b) = fp_counts(&t, 0, 1);
+    assert!(
+        ping_ok(&t, 0, 1, 5),
+        "all pings answered through user space"
+    );
+    let (_, c) = fp_counts(&t, 0, 1);
+    assert_eq!(b, c, "nothing redirected to a port without NAPI");
+    // GRO on again: back on the fast path, the kernel forwards to it.
+    p1.ns
+        .run(&["ethtool", "-K", &p1.ifname, "gro", "on"])
+        .expect("gro on");
+    let back = wait_for(Duration::from_secs(10), || {
+        t.daemon
+            .log_text()
+            .contains("port back on the fast path")
+            .then_some(())
+    });
+    assert!(back.is_some(), "port 1 back on the fast path");
+    assert!(ping_ok(&t, 0, 1, 5), "pings answered");
+    let (_, d) = fp_counts(&t, 0, 1);
+    assert!(d > c, "pod 1 receives through the fast path again");
+}

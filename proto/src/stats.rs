@@ -145,6 +145,16 @@ pub struct SwitchStats {
     /// Connection tracking counters.
     #[serde(default)]
     pub conntrack: crate::ConntrackStats,
+    /// XDP fast path (`--xdp-fastpath`): decisions written to the kernel.
+    #[serde(default)]
+    pub fastpath_installs: u64,
+    /// XDP fast path: epoch bumps (every cached kernel decision made stale).
+    #[serde(default)]
+    pub fastpath_invalidations: u64,
+    /// XDP fast path: ports taken off it because the kernel could not transmit
+    /// redirected frames on them (veth peer without NAPI).
+    #[serde(default)]
+    pub fastpath_ports_disabled: u64,
 }
 
 /// Flow cache hits and misses (OVS's `pmd-stats-show` emc/megaflow/miss lines).

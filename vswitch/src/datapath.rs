@@ -119,6 +119,9 @@ struct PortRecord {
     counters: Arc<PortCounters>,
     /// The uplink filter's parameters and the node addresses last written to it.
     filter: Option<(Arc<port::xdp_filter::FilterHandle>, Vec<std::net::Ipv4Addr>)>,
+    /// The port runs the fast-path program (whether or not it is in `tx_ports`
+    /// now: that follows the kernel's `NDO_XMIT` feature of the interface).
+    fp_eligible: bool,
 }
 
 /// What `check_links` found.
@@ -641,23 +644,15 @@ impl Datapath {
         wh.ports += 1;
         // An AF_XDP pod/gateway port opened while the fast path is on runs its
         // program: the kernel may redirect to it from now on.
-        let fastpath = match &self.fastpath {
-            Some(fp)
-                if kind != PortKind::Uplink
-                    && matches!(att.mode, PortMode::XdpDrv | PortMode::XdpSkb)
-                    && port_no < port::fastpath::MAX_PORTS =>
-            {
-                fp.clear_port_stats(port_no);
-                match fp.add_tx_port(att.ifindex) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(port = name, error = %e, "XDP fast path: cannot add the port to tx_ports; its frames take the slow path");
-                        false
-                    }
-                }
-            }
-            _ => false,
-        };
+        // A reused port number starts from zero in the kernel's counters too.
+        if let Some(fp) = &self.fastpath {
+            fp.clear_port_stats(port_no);
+        }
+        let fp_eligible = self.fastpath.is_some()
+            && kind != PortKind::Uplink
+            && matches!(att.mode, PortMode::XdpDrv | PortMode::XdpSkb)
+            && port_no < port::fastpath::MAX_PORTS;
+        let fastpath = fp_eligible && self.fastpath_capable(name, att.ifindex);
         let route = PortRoute {
             port_no,
             worker: w,
@@ -689,6 +684,7 @@ impl Datapath {
                 info: info.clone(),
                 counters,
                 filter,
+                fp_eligible,
             },
         );
         self.kick_inline();
@@ -764,11 +760,9 @@ impl Datapath {
                 .collect(),
         };
         if let Some(fp) = &self.fastpath {
-            let snap = self.snapshot.load();
+            // Every port's slot is zeroed when it is added; one taken off the fast
+            // path keeps what the kernel forwarded for it before.
             for p in ports.iter_mut() {
-                if !snap.port(p.port_no).is_some_and(|r| r.fastpath) {
-                    continue;
-                }
                 let s = fp.port_stats(p.port_no);
                 p.rx_packets += s.rx_packets;
                 p.rx_bytes += s.rx_bytes;
@@ -804,6 +798,12 @@ impl Datapath {
         switch.flows_per_table = per_table;
         switch.flows_version = self.flows_version();
         switch.conntrack = crate::svcctl::ct_stats(&self.conntrack.table);
+        if let Some(fp) = &self.fastpath {
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            switch.fastpath_installs = l(&fp.counters.installs);
+            switch.fastpath_invalidations = l(&fp.counters.invalidations);
+            switch.fastpath_ports_disabled = l(&fp.counters.ports_disabled);
+        }
         Ok(StatsReply {
             ports,
             switch,
@@ -860,7 +860,85 @@ impl Datapath {
             }
         }
         self.refresh_uplink_filters();
+        self.watch_fastpath_ports();
         ch
+    }
+
+    /// Whether the kernel accepts redirected XDP frames on `ifindex` now, and if
+    /// so puts it into the fast path's `tx_ports` (removes it otherwise).
+    fn fastpath_capable(&self, name: &str, ifindex: u32) -> bool {
+        let Some(fp) = &self.fastpath else {
+            return false;
+        };
+        // A kernel that cannot tell (no netdev netlink family) gets the benefit of
+        // the doubt: the CNI plugin turns GRO on at the pod end.
+        let capable = match port::fastpath::accepts_redirects(ifindex) {
+            Ok(c) => c.unwrap_or(true),
+            Err(e) => {
+                tracing::debug!(port = name, error = %e, "XDP fast path: cannot read xdp-features");
+                true
+            }
+        };
+        if !capable {
+            fp.del_tx_port(ifindex);
+            return false;
+        }
+        match fp.add_tx_port(ifindex) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(port = name, error = %e, "XDP fast path: cannot add the port to tx_ports; its frames take the slow path");
+                false
+            }
+        }
+    }
+
+    /// The fast path's safety net, once a second: a port whose interface stops
+    /// accepting redirected XDP frames (a veth whose peer has no NAPI: no XDP
+    /// program and GRO off; the kernel would drop every redirected frame) is taken
+    /// out of `tx_ports` and the cached decisions invalidated, so its traffic goes
+    /// through the switch; it is put back when the interface accepts them again.
+    /// Each removal is counted (`fastpath_ports_disabled`) and logged.
+    fn watch_fastpath_ports(&mut self) {
+        let Some(fp) = self.fastpath.clone() else {
+            return;
+        };
+        let snap0 = self.snapshot.load_full();
+        let mut snap = (*snap0).clone();
+        let mut changed = false;
+        for (name, rec) in &self.ports {
+            if !rec.fp_eligible || rec.info.state != PortState::Up {
+                continue;
+            }
+            let Some(Some(route)) = snap.ports.get(rec.info.port_no as usize) else {
+                continue;
+            };
+            let was = route.fastpath;
+            let now = self.fastpath_capable(name, route.ifindex);
+            if was == now {
+                continue;
+            }
+            if was {
+                fp.counters
+                    .ports_disabled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    port = %name,
+                    "XDP fast path: the interface no longer accepts redirected frames (its veth \
+                     peer needs GRO on or an XDP program); taking it off the fast path"
+                );
+            } else {
+                tracing::info!(port = %name, "XDP fast path: the interface accepts redirected frames; port back on the fast path");
+            }
+            if let Some(Some(r)) = snap.ports.get_mut(rec.info.port_no as usize) {
+                r.fastpath = now;
+                changed = true;
+            }
+        }
+        if changed {
+            snap.generation += 1;
+            self.snapshot.store(Arc::new(snap));
+            self.fastpath_sync();
+        }
     }
 
     /// Writes the uplinks' current IPv4 addresses into their filter programs when
@@ -925,6 +1003,7 @@ impl Datapath {
                 info,
                 counters: Arc::default(),
                 filter: None,
+                fp_eligible: false,
             },
         );
     }

@@ -185,6 +185,9 @@ pub struct FastPathCounters {
     pub install_errors: AtomicU64,
     /// Epoch bumps (invalidations of every entry).
     pub invalidations: AtomicU64,
+    /// Times a port was taken out of `tx_ports` because the kernel stopped
+    /// accepting redirected frames on it (its veth peer has no NAPI).
+    pub ports_disabled: AtomicU64,
 }
 
 /// The maps every fast-path port shares, and the switch-wide epoch. One per
@@ -395,6 +398,173 @@ impl FastPath {
     }
 }
 
+/// Whether the kernel accepts XDP frames redirected to interface `ifindex`
+/// (`NETDEV_XDP_ACT_NDO_XMIT` in its `xdp-features`, asked through the `netdev`
+/// generic netlink family in the calling thread's namespace). For a veth this is
+/// true only while its *peer* has NAPI (an XDP program, or GRO on); redirects to it
+/// are dropped by the kernel otherwise. `Ok(None)`: the kernel cannot tell (no
+/// `netdev` family, before Linux 6.3).
+pub fn accepts_redirects(ifindex: u32) -> io::Result<Option<bool>> {
+    const NETDEV_XDP_ACT_NDO_XMIT: u64 = 1 << 2;
+    let mut nl = Genl::open()?;
+    let Some(family) = nl.family_id(b"netdev\0")? else {
+        return Ok(None);
+    };
+    // NETDEV_CMD_DEV_GET (1) with NETDEV_A_DEV_IFINDEX (1).
+    let reply = nl.request(family, 1, &[(1, &ifindex.to_ne_bytes())])?;
+    // NETDEV_A_DEV_XDP_FEATURES (3), u64.
+    Ok(attr(&reply, 3)
+        .and_then(|v| v.get(..8))
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_ne_bytes)
+        .map(|f| f & NETDEV_XDP_ACT_NDO_XMIT != 0))
+}
+
+/// The payload of attribute `kind` among the generic netlink attributes `attrs`.
+fn attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
+    let mut at = 0usize;
+    while at + 4 <= attrs.len() {
+        let len = usize::from(u16::from_ne_bytes([attrs[at], attrs[at + 1]]));
+        let ty = u16::from_ne_bytes([attrs[at + 2], attrs[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > attrs.len() {
+            return None;
+        }
+        if ty == kind {
+            return attrs.get(at + 4..at + len);
+        }
+        at += len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// A generic netlink socket for one request at a time.
+struct Genl {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Genl {
+    fn open() -> io::Result<Genl> {
+        // SAFETY: plain socket(2); owned right below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_GENERIC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt reads a timeval from a live local.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        Ok(Genl { fd, seq: 0 })
+    }
+
+    /// The id of generic netlink family `name` (NUL-terminated), `None` if absent.
+    fn family_id(&mut self, name: &[u8]) -> io::Result<Option<u16>> {
+        // GENL_ID_CTRL (0x10), CTRL_CMD_GETFAMILY (3), CTRL_ATTR_FAMILY_NAME (2).
+        match self.request(0x10, 3, &[(2, name)]) {
+            // CTRL_ATTR_FAMILY_ID (1), u16.
+            Ok(a) => Ok(attr(&a, 1)
+                .and_then(|v| v.get(..2))
+                .map(|v| u16::from_ne_bytes([v[0], v[1]]))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one request and returns the attributes of its reply.
+    fn request(&mut self, family: u16, cmd: u8, attrs: &[(u16, &[u8])]) -> io::Result<Vec<u8>> {
+        const NLM_F_REQUEST: u16 = 1;
+        const NLMSG_ERROR: u16 = 2;
+        self.seq = self.seq.wrapping_add(1);
+        let mut msg = vec![0u8; 20];
+        for (ty, v) in attrs {
+            let len = 4 + v.len();
+            msg.extend_from_slice(&(len as u16).to_ne_bytes());
+            msg.extend_from_slice(&ty.to_ne_bytes());
+            msg.extend_from_slice(v);
+            msg.resize(msg.len().div_ceil(4) * 4, 0);
+        }
+        let total = msg.len() as u32;
+        msg[0..4].copy_from_slice(&total.to_ne_bytes());
+        msg[4..6].copy_from_slice(&family.to_ne_bytes());
+        msg[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        msg[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        msg[16] = cmd;
+        msg[17] = 1; // version
+        // SAFETY: sockaddr_nl is plain data; all-zero addresses the kernel.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: msg and sa are live for the call; lengths are theirs.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&sa as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 16384];
+        loop {
+            // SAFETY: recv writes at most buf.len() bytes into buf.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let got = &buf[..n as usize];
+            let mut at = 0usize;
+            while at + 16 <= got.len() {
+                let len =
+                    u32::from_ne_bytes([got[at], got[at + 1], got[at + 2], got[at + 3]]) as usize;
+                let ty = u16::from_ne_bytes([got[at + 4], got[at + 5]]);
+                let seq =
+                    u32::from_ne_bytes([got[at + 8], got[at + 9], got[at + 10], got[at + 11]]);
+                if len < 16 || at + len > got.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink reply",
+                    ));
+                }
+                let body = &got[at + 16..at + len];
+                at += len.div_ceil(4) * 4;
+                if seq != self.seq {
+                    continue;
+                }
+                if ty == NLMSG_ERROR {
+                    let code = body
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(-libc::EIO);
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                return Ok(body.get(4..).unwrap_or(&[]).to_vec());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +600,18 @@ mod tests {
         let b = &OBJECT.0;
         assert_eq!(&b[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([b[18], b[19]]), 247);
+    }
+
+    #[test]
+    fn netlink_attributes() {
+        // Two attributes, the first padded to 4 bytes.
+        let a = [6u8, 0, 2, 0, b'h', b'i', 0, 0, 8, 0, 1, 0, 7, 0, 0, 0];
+        assert_eq!(attr(&a, 2), Some(&b"hi"[..]));
+        assert_eq!(attr(&a, 1), Some(&[7u8, 0, 0, 0][..]));
+        assert_eq!(attr(&a, 3), None);
+        // Lies about its length: not read past the end.
+        assert_eq!(attr(&[200, 0, 1, 0, 0, 0], 1), None);
+        assert_eq!(attr(&[], 1), None);
     }
 
     #[test]
