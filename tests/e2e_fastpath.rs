@@ -318,3 +318,44 @@ fn fastpath_port_without_napi_is_taken_off() {
     let (_, d) = fp_counts(&t, 0, 1);
     assert!(d > c, "pod 1 receives through the fast path again");
 }
+
+/// After SIGKILL the fast-path programs stay on the interfaces (nobody detaches
+/// them); the next vswitchd recognises them as its own, replaces them when it
+/// restores the ports, and forwards (through the kernel again).
+#[test]
+fn fastpath_restart_after_sigkill_replaces_leftovers() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let mut t = topo(2);
+    t.add_all("xdp-drv").expect("add ports");
+    t.ping_pair(0, 1).expect("ping 0 -> 1");
+    let pid = t.daemon.pid().expect("pid");
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let dead = wait_for(Duration::from_secs(5), || {
+        (!t.daemon.is_running()).then_some(())
+    });
+    assert!(dead.is_some(), "vswitchd killed");
+    assert!(
+        t.sw.xdp_attached(&t.pods[0].switch_if).expect("ip link"),
+        "SIGKILL leaves the program behind"
+    );
+    t.daemon.restart().expect("restart with the same state dir");
+    let restored = wait_for(Duration::from_secs(10), || {
+        let n = t.daemon.ports().ok()?.len();
+        (n == 2).then_some(())
+    });
+    assert!(restored.is_some(), "ports restored after SIGKILL");
+    assert_fastpath_prog(&t);
+    t.ping_pair(0, 1).expect("ping after restart");
+    let (rx, tx) = fp_counts(&t, 0, 1);
+    assert!(rx > 0 && tx > 0, "the new daemon's fast path forwards");
+    let status = t.daemon.stop().expect("SIGTERM");
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        t.sw.links_with_xdp().expect("ip link"),
+        Vec::<String>::new(),
+        "no XDP program left"
+    );
+}

@@ -391,7 +391,9 @@ impl UplinkFilter {
         } else {
             let (fd, name) = prog_by_id(existing)
                 .map_err(|e| format!("the interface has XDP program {existing}: {e}"))?;
-            if name != self.prog_name {
+            // The kernel keeps 15 characters of a program's name.
+            let ours = self.prog_name.get(..15).unwrap_or(self.prog_name);
+            if name != ours {
                 return Err(format!(
                     "the interface already has XDP program {existing} ('{name}'); not replacing it"
                 ));
