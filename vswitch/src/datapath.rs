@@ -660,6 +660,7 @@ impl Datapath {
             max_frame: att.mtu + 18,
             ifindex: att.ifindex,
             fastpath,
+            fp_ingress: fp_eligible,
         };
         let next = self.snapshot.load().with_port(route);
         self.snapshot.store(Arc::new(next));

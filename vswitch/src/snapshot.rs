@@ -17,9 +17,12 @@ pub struct PortRoute {
     pub max_frame: u32,
     /// Interface index (0 for memory ports).
     pub ifindex: u32,
-    /// The port runs the in-kernel XDP fast path (port/fastpath.rs) and is in its
-    /// `tx_ports`: decisions between two such ports may be offloaded.
+    /// The port is in the XDP fast path's `tx_ports` (port/fastpath.rs): the kernel
+    /// may redirect to it (its interface accepts redirected frames).
     pub fastpath: bool,
+    /// The port runs the fast-path program: frames it receives may be forwarded
+    /// by the kernel (to ports with `fastpath`).
+    pub fp_ingress: bool,
 }
 
 /// One generation of the switch configuration.
@@ -85,6 +88,7 @@ mod tests {
             max_frame: 1518,
             ifindex: 0,
             fastpath: false,
+            fp_ingress: false,
         }
     }
 

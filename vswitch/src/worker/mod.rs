@@ -618,7 +618,8 @@ impl Worker {
         let (Some(ri), Some(ro)) = (self.snap.port(in_port), self.snap.port(out_port)) else {
             return;
         };
-        if !(ri.fastpath && ro.fastpath) || ri.ifindex == 0 || ro.ifindex == 0 {
+        // The ingress runs the program; the egress accepts redirects (tx_ports).
+        if !(ri.fp_ingress && ro.fastpath) || ri.ifindex == 0 || ro.ifindex == 0 {
             return;
         }
         k.in_ifindex = ri.ifindex;
