@@ -258,6 +258,8 @@ fn add_two_pods_traffic_del_twice() {
         let k = p.ns.run(&["ethtool", "-k", "eth0"]).expect("ethtool");
         assert!(k.contains("tx-checksumming: off"), "{k}");
         assert!(k.contains("generic-segmentation-offload: off"), "{k}");
+        // GRO on: NAPI for frames the XDP fast path redirects to the pod.
+        assert!(k.contains("generic-receive-offload: on"), "{k}");
         // On the switch: a pod port that knows its pod.
         let port = net
             .daemon

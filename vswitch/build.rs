@@ -1,5 +1,6 @@
-//! Compiles the uplink's XDP filter program (`bpf/uplink_filter.c`) to a BPF object
-//! that vswitchd embeds (`include_bytes!`) and loads with libbpf at run time.
+//! Compiles the switch's own XDP programs (`bpf/uplink_filter.c`, the uplink's
+//! filter, and `bpf/port_fastpath.c`, the in-kernel fast path of pod ports) to BPF
+//! objects that vswitchd embeds (`include_bytes!`) and loads with libbpf at run time.
 //!
 //! clang is already required by the vendored libxdp (xsk-rs builds its BPF objects
 //! with it); `CLANG` names another binary. The program is self-contained (no kernel
@@ -9,15 +10,21 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let src = "bpf/uplink_filter.c";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
+    for name in ["uplink_filter", "port_fastpath"] {
+        compile(name);
+    }
+}
+
+fn compile(name: &str) {
+    let src = format!("bpf/{name}.c");
+    println!("cargo:rerun-if-changed={src}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let obj = out.join("uplink_filter.o");
+    let obj = out.join(format!("{name}.o"));
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
         .args([
-            "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-c", src, "-o",
+            "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-c", &src, "-o",
         ])
         .arg(&obj)
         .status();

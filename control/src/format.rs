@@ -128,6 +128,13 @@ pub fn stats(s: &StatsReply, one_port: bool) -> String {
         let pad = " ".repeat(head_width);
         let _ = writeln!(out, "{head}rx pkts={}, bytes={}", p.rx_packets, p.rx_bytes);
         let _ = writeln!(out, "{pad}tx pkts={}, bytes={}", p.tx_packets, p.tx_bytes);
+        if p.fastpath_rx_packets | p.fastpath_tx_packets != 0 {
+            let _ = writeln!(
+                out,
+                "{pad}xdp fastpath rx pkts={}, tx pkts={}",
+                p.fastpath_rx_packets, p.fastpath_tx_packets
+            );
+        }
         let _ = writeln!(out, "{pad}{}", drops(&p.drops));
     }
     if one_port {
@@ -684,6 +691,8 @@ vswitchd 0.1.0 (pid 42, protocol 1)
                     rx_bytes: 420,
                     tx_packets: 0,
                     tx_bytes: 0,
+                    fastpath_rx_packets: 0,
+                    fastpath_tx_packets: 0,
                     drops: DropCounters::default(),
                 },
                 PortStats {
@@ -693,6 +702,8 @@ vswitchd 0.1.0 (pid 42, protocol 1)
                     rx_bytes: 10080,
                     tx_packets: 118,
                     tx_bytes: 9912,
+                    fastpath_rx_packets: 0,
+                    fastpath_tx_packets: 0,
                     drops,
                 },
             ],

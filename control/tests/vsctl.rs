@@ -47,6 +47,8 @@ fn stats_reply(filter: Option<&str>) -> StatsReply {
         rx_bytes: 840,
         tx_packets: 9,
         tx_bytes: 756,
+        fastpath_rx_packets: 0,
+        fastpath_tx_packets: 0,
         drops,
     }];
     StatsReply {

@@ -105,6 +105,13 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Of `rx_packets`: frames the in-kernel XDP fast path forwarded from this port
+    /// without the switch's user space seeing them (`--xdp-fastpath`).
+    #[serde(default)]
+    pub fastpath_rx_packets: u64,
+    /// Of `tx_packets`: frames the XDP fast path redirected to this port.
+    #[serde(default)]
+    pub fastpath_tx_packets: u64,
     /// Drops attributed to this port (ingress or egress).
     pub drops: DropCounters,
 }
@@ -138,6 +145,16 @@ pub struct SwitchStats {
     /// Connection tracking counters.
     #[serde(default)]
     pub conntrack: crate::ConntrackStats,
+    /// XDP fast path (`--xdp-fastpath`): decisions written to the kernel.
+    #[serde(default)]
+    pub fastpath_installs: u64,
+    /// XDP fast path: epoch bumps (every cached kernel decision made stale).
+    #[serde(default)]
+    pub fastpath_invalidations: u64,
+    /// XDP fast path: ports taken off it because the kernel could not transmit
+    /// redirected frames on them (veth peer without NAPI).
+    #[serde(default)]
+    pub fastpath_ports_disabled: u64,
 }
 
 /// Flow cache hits and misses (OVS's `pmd-stats-show` emc/megaflow/miss lines).

@@ -6,6 +6,8 @@
 //! idle_spin_us = 200      # keep polling this long after the last frame
 //! max_sleep_ms = 10       # longest idle sleep in poll(2)
 //! afxdp = true            # false: never create UMEMs (packet mode only)
+//! xdp_fastpath = false    # true: in-kernel XDP fast path for cached L2 decisions
+//!                         # on pod/gateway AF_XDP ports (port/fastpath.rs)
 //!
 //! [bridge]
 //! mac_aging_s = 300
@@ -173,6 +175,7 @@ pub struct DatapathSection {
     pub idle_spin_us: u64,
     pub max_sleep_ms: u64,
     pub afxdp: bool,
+    pub xdp_fastpath: bool,
 }
 
 impl Default for DatapathSection {
@@ -183,6 +186,7 @@ impl Default for DatapathSection {
             idle_spin_us: d.idle_spin.as_micros() as u64,
             max_sleep_ms: d.max_sleep.as_millis() as u64,
             afxdp: d.use_umem,
+            xdp_fastpath: d.xdp_fastpath,
         }
     }
 }
@@ -263,6 +267,7 @@ impl DaemonConfig {
                 .and_then(|o| self.uplink.program(o.port))
                 .unwrap_or_else(|_| crate::port::XdpProgram::Filter(Default::default())),
             policy_audit_per_s: self.policy.audit_per_s,
+            xdp_fastpath: self.datapath.xdp_fastpath,
         }
     }
 }
@@ -310,6 +315,9 @@ mod tests {
             .expect("parse");
         assert_eq!(c.bridge.mac_aging_s, 10);
         assert_eq!(c.datapath.idle_spin_us, 0);
+        assert!(!c.datapath(vec![None]).xdp_fastpath, "off unless asked for");
+        let on = DaemonConfig::parse("[datapath]\nxdp_fastpath = true\n").expect("valid");
+        assert!(on.datapath(vec![None]).xdp_fastpath);
         assert!(DaemonConfig::parse("[bridge]\nmac_table_size = 0").is_err());
         assert!(DaemonConfig::parse("[bridge]\nunknown = 1").is_err());
         assert!(DaemonConfig::parse("[datapath]\npool_frames = 10").is_err());

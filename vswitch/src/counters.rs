@@ -63,6 +63,8 @@ impl PortCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
+            fastpath_rx_packets: 0,
+            fastpath_tx_packets: 0,
             drops: self.drops.read(),
         }
     }

@@ -228,6 +228,63 @@ impl Daemon {
 
 impl Handler for Daemon {
     fn handle(&mut self, op: Op) -> Result<Value, ErrorReply> {
+        let r = self.handle_op(op);
+        // Whatever the request changed (flows, ports, desired state, a capture),
+        // the kernel's cached decisions are stale before the reply goes out.
+        self.dp.fastpath_sync();
+        r
+    }
+
+    fn note_error(&mut self, e: &ErrorReply) {
+        let code = serde_json::to_value(e.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", e.code));
+        *self.control_errors.entry(code).or_insert(0) += 1;
+    }
+
+    fn tick(&mut self) {
+        if let Some(m) = &self.metrics
+            && m.wanted()
+        {
+            let text = self.render_metrics();
+            m.publish(text);
+        }
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|a| a.last_read.elapsed() >= crate::capture::IDLE_TIMEOUT)
+        {
+            tracing::info!("capture not read for a while; its client is gone");
+            self.capture_stop();
+        }
+        self.dp.fastpath_sync();
+        if self.last_link_check.elapsed() < LINK_CHECK {
+            return;
+        }
+        self.last_link_check = Instant::now();
+        let expired = self.dp.expire_flows();
+        if expired > 0 {
+            tracing::debug!(expired, "flows timed out");
+        }
+        let before = self.dp.ports();
+        let ch = self.dp.check_links();
+        self.desired.tick(&mut self.dp);
+        if !ch.removed.is_empty() {
+            self.save();
+        }
+        for info in before.iter().filter(|i| ch.removed.contains(&i.name)) {
+            self.desired.port_changed(info, false, &mut self.dp);
+        }
+        for info in self.dp.ports().iter().filter(|i| ch.up.contains(&i.name)) {
+            self.desired.port_changed(info, true, &mut self.dp);
+        }
+        self.dp.fastpath_sync();
+    }
+}
+
+impl Daemon {
+    fn handle_op(&mut self, op: Op) -> Result<Value, ErrorReply> {
         match op {
             Op::Hello => to_value(&crate::control::hello_reply()),
             Op::AddPort(p) => {
@@ -278,51 +335,6 @@ impl Handler for Daemon {
                 self.capture_stop();
                 Ok(Value::Object(Default::default()))
             }
-        }
-    }
-
-    fn note_error(&mut self, e: &ErrorReply) {
-        let code = serde_json::to_value(e.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("{:?}", e.code));
-        *self.control_errors.entry(code).or_insert(0) += 1;
-    }
-
-    fn tick(&mut self) {
-        if let Some(m) = &self.metrics
-            && m.wanted()
-        {
-            let text = self.render_metrics();
-            m.publish(text);
-        }
-        if self
-            .capture
-            .as_ref()
-            .is_some_and(|a| a.last_read.elapsed() >= crate::capture::IDLE_TIMEOUT)
-        {
-            tracing::info!("capture not read for a while; its client is gone");
-            self.capture_stop();
-        }
-        if self.last_link_check.elapsed() < LINK_CHECK {
-            return;
-        }
-        self.last_link_check = Instant::now();
-        let expired = self.dp.expire_flows();
-        if expired > 0 {
-            tracing::debug!(expired, "flows timed out");
-        }
-        let before = self.dp.ports();
-        let ch = self.dp.check_links();
-        self.desired.tick(&mut self.dp);
-        if !ch.removed.is_empty() {
-            self.save();
-        }
-        for info in before.iter().filter(|i| ch.removed.contains(&i.name)) {
-            self.desired.port_changed(info, false, &mut self.dp);
-        }
-        for info in self.dp.ports().iter().filter(|i| ch.up.contains(&i.name)) {
-            self.desired.port_changed(info, true, &mut self.dp);
         }
     }
 }

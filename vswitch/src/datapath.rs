@@ -61,6 +61,9 @@ pub struct DatapathConfig {
     /// Audit log of connections NetworkPolicy denied: events per second per worker
     /// (0: off). See [`crate::policy::audit`].
     pub policy_audit_per_s: u32,
+    /// Non-uplink AF_XDP ports run the in-kernel XDP fast path for cached L2
+    /// decisions (`[datapath] xdp_fastpath`, `--xdp-fastpath`; port/fastpath.rs).
+    pub xdp_fastpath: bool,
 }
 
 impl Default for DatapathConfig {
@@ -78,6 +81,7 @@ impl Default for DatapathConfig {
             services: crate::services::realize::ServicesConfig::default(),
             uplink_xdp: port::XdpProgram::Filter(Default::default()),
             policy_audit_per_s: 0,
+            xdp_fastpath: false,
         }
     }
 }
@@ -115,6 +119,9 @@ struct PortRecord {
     counters: Arc<PortCounters>,
     /// The uplink filter's parameters and the node addresses last written to it.
     filter: Option<(Arc<port::xdp_filter::FilterHandle>, Vec<std::net::Ipv4Addr>)>,
+    /// The port runs the fast-path program (whether or not it is in `tx_ports`
+    /// now: that follows the kernel's `NDO_XMIT` feature of the interface).
+    fp_eligible: bool,
 }
 
 /// What `check_links` found.
@@ -142,6 +149,22 @@ pub struct Datapath {
     services: crate::services::SharedLb,
     tunnel: Arc<crate::overlay::TunnelParams>,
     capture: Arc<crate::capture::Tap>,
+    /// The in-kernel fast path's shared maps and epoch (`xdp_fastpath`).
+    fastpath: Option<Arc<port::fastpath::FastPath>>,
+    /// What the fast path's entries were computed from, last time we looked: a
+    /// change bumps the epoch ([`Datapath::fastpath_sync`]).
+    fp_state: FpState,
+}
+
+/// Fingerprint of the state cached forwarding decisions depend on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct FpState {
+    flows_version: u64,
+    snapshot: u64,
+    policy: usize,
+    services: usize,
+    tunnel: crate::overlay::TunnelConfig,
+    capture: bool,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorReply {
@@ -178,6 +201,14 @@ impl Datapath {
             crate::overlay::TunnelConfig::default(),
         ));
         let capture = Arc::new(crate::capture::Tap::default());
+        let fastpath = if cfg.xdp_fastpath && cfg.use_umem {
+            let fp = port::fastpath::FastPath::new()
+                .map_err(|e| std::io::Error::other(format!("XDP fast path: {e}")))?;
+            tracing::info!("XDP fast path enabled for non-uplink AF_XDP ports");
+            Some(Arc::new(fp))
+        } else {
+            None
+        };
         let (mut flows, reader): (FlowTables, PipelineReader) = FlowTables::new();
         // A new switch is a learning bridge: the skeleton chains the tables the
         // features use and ends in NORMAL (see flow::layout).
@@ -212,6 +243,7 @@ impl Datapath {
             let links = WorkerLinks {
                 policy: policy.clone(),
                 capture: capture.clone(),
+                fastpath: fastpath.clone(),
                 pipeline: reader.clone(),
                 conntrack: conntrack.clone(),
                 services: services.clone(),
@@ -279,7 +311,45 @@ impl Datapath {
             services,
             tunnel,
             capture,
+            fastpath,
+            fp_state: FpState::default(),
         })
+    }
+
+    /// The in-kernel fast path, when enabled.
+    pub fn fastpath(&self) -> Option<&Arc<port::fastpath::FastPath>> {
+        self.fastpath.as_ref()
+    }
+
+    /// Makes every decision the kernel cached stale (no-op without the fast path).
+    pub fn fastpath_invalidate(&mut self) {
+        if let Some(fp) = &self.fastpath {
+            fp.invalidate();
+            self.fp_state = self.fp_fingerprint();
+        }
+    }
+
+    fn fp_fingerprint(&self) -> FpState {
+        FpState {
+            flows_version: self.flows_version(),
+            snapshot: self.snapshot.load().generation,
+            policy: Arc::as_ptr(&self.policy.load_full()) as usize,
+            services: Arc::as_ptr(&self.services.load_full()) as usize,
+            tunnel: self.tunnel.get(),
+            capture: self.capture.armed(),
+        }
+    }
+
+    /// Bumps the fast path's epoch if anything its entries depend on changed
+    /// since the last look: flows, ports, policy, services, tunnel, capture. The
+    /// daemon calls it after every control request (before the reply) and tick.
+    pub fn fastpath_sync(&mut self) {
+        if self.fastpath.is_none() {
+            return;
+        }
+        if self.fp_fingerprint() != self.fp_state {
+            self.fastpath_invalidate();
+        }
     }
 
     /// The NetworkPolicy engine workers evaluate `policy(DIR)` against.
@@ -305,7 +375,10 @@ impl Datapath {
 
     pub fn flow_mods(&mut self, mods: Vec<FlowMod>) -> Result<BundleOutcome, BundleError> {
         let now = self.now_ns();
-        self.flows.apply(mods, now)
+        let r = self.flows.apply(mods, now);
+        // Published: the kernel must not act on a decision made before.
+        self.fastpath_sync();
+        r
     }
 
     /// The connection table the workers share.
@@ -321,6 +394,7 @@ impl Datapath {
     /// Publishes a new frontend map (workers pick it up on their next packet).
     pub fn publish_services(&mut self, t: crate::services::LbTable) {
         self.services.store(Arc::new(t));
+        self.fastpath_sync();
     }
 
     /// Makes every worker push the hits its caches owe to flows, so counters read
@@ -448,7 +522,9 @@ impl Datapath {
         let w = self.least_loaded_worker();
         let port_no = self.free_port_no();
         let prog = if p.kind == PortKind::Uplink {
-            self.cfg.uplink_xdp
+            self.cfg.uplink_xdp.clone()
+        } else if let Some(fp) = &self.fastpath {
+            port::XdpProgram::FastPath(fp.clone())
         } else {
             port::XdpProgram::RedirectAll
         };
@@ -457,7 +533,7 @@ impl Datapath {
             p.mode,
             self.workers[w].umem.as_ref(),
             port_no,
-            prog,
+            &prog,
         )
         .map_err(|e| match e {
             PortError::NoSuchInterface(_) => err(ErrorCode::Failed, e.to_string()),
@@ -566,14 +642,29 @@ impl Datapath {
         });
         wh.waker.wake();
         wh.ports += 1;
+        // An AF_XDP pod/gateway port opened while the fast path is on runs its
+        // program: the kernel may redirect to it from now on.
+        // A reused port number starts from zero in the kernel's counters too.
+        if let Some(fp) = &self.fastpath {
+            fp.clear_port_stats(port_no);
+        }
+        let fp_eligible = self.fastpath.is_some()
+            && kind != PortKind::Uplink
+            && matches!(att.mode, PortMode::XdpDrv | PortMode::XdpSkb)
+            && port_no < port::fastpath::MAX_PORTS;
+        let fastpath = fp_eligible && self.fastpath_capable(name, att.ifindex);
         let route = PortRoute {
             port_no,
             worker: w,
             kind,
             max_frame: att.mtu + 18,
+            ifindex: att.ifindex,
+            fastpath,
+            fp_ingress: fp_eligible,
         };
         let next = self.snapshot.load().with_port(route);
         self.snapshot.store(Arc::new(next));
+        self.fastpath_sync();
         let info = PortInfo {
             name: name.to_string(),
             port_no,
@@ -594,6 +685,7 @@ impl Datapath {
                 info: info.clone(),
                 counters,
                 filter,
+                fp_eligible,
             },
         );
         self.kick_inline();
@@ -616,8 +708,17 @@ impl Datapath {
     }
 
     fn detach(&mut self, info: &PortInfo) {
+        // The kernel stops redirecting to it first, then every cached decision
+        // that named it goes stale.
+        if let Some(fp) = &self.fastpath
+            && let Some(route) = self.snapshot.load().port(info.port_no)
+            && route.fastpath
+        {
+            fp.del_tx_port(route.ifindex);
+        }
         let next = self.snapshot.load().without_port(info.port_no);
         self.snapshot.store(Arc::new(next));
+        self.fastpath_sync();
         let wh = &mut self.workers[info.worker];
         wh.ports = wh.ports.saturating_sub(1);
         let (done_tx, done_rx) = bounded(1);
@@ -659,6 +760,19 @@ impl Datapath {
                 .map(|(n, r)| r.counters.read(n, r.info.port_no))
                 .collect(),
         };
+        if let Some(fp) = &self.fastpath {
+            // Every port's slot is zeroed when it is added; one taken off the fast
+            // path keeps what the kernel forwarded for it before.
+            for p in ports.iter_mut() {
+                let s = fp.port_stats(p.port_no);
+                p.rx_packets += s.rx_packets;
+                p.rx_bytes += s.rx_bytes;
+                p.tx_packets += s.tx_packets;
+                p.tx_bytes += s.tx_bytes;
+                p.fastpath_rx_packets = s.rx_packets;
+                p.fastpath_tx_packets = s.tx_packets;
+            }
+        }
         ports.sort_by_key(|p| p.port_no);
         let mut switch = SwitchStats {
             mac_capacity: self.cfg.mac_capacity as u64,
@@ -685,6 +799,12 @@ impl Datapath {
         switch.flows_per_table = per_table;
         switch.flows_version = self.flows_version();
         switch.conntrack = crate::svcctl::ct_stats(&self.conntrack.table);
+        if let Some(fp) = &self.fastpath {
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            switch.fastpath_installs = l(&fp.counters.installs);
+            switch.fastpath_invalidations = l(&fp.counters.invalidations);
+            switch.fastpath_ports_disabled = l(&fp.counters.ports_disabled);
+        }
         Ok(StatsReply {
             ports,
             switch,
@@ -741,7 +861,85 @@ impl Datapath {
             }
         }
         self.refresh_uplink_filters();
+        self.watch_fastpath_ports();
         ch
+    }
+
+    /// Whether the kernel accepts redirected XDP frames on `ifindex` now, and if
+    /// so puts it into the fast path's `tx_ports` (removes it otherwise).
+    fn fastpath_capable(&self, name: &str, ifindex: u32) -> bool {
+        let Some(fp) = &self.fastpath else {
+            return false;
+        };
+        // A kernel that cannot tell (no netdev netlink family) gets the benefit of
+        // the doubt: the CNI plugin turns GRO on at the pod end.
+        let capable = match port::fastpath::accepts_redirects(ifindex) {
+            Ok(c) => c.unwrap_or(true),
+            Err(e) => {
+                tracing::debug!(port = name, error = %e, "XDP fast path: cannot read xdp-features");
+                true
+            }
+        };
+        if !capable {
+            fp.del_tx_port(ifindex);
+            return false;
+        }
+        match fp.add_tx_port(ifindex) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(port = name, error = %e, "XDP fast path: cannot add the port to tx_ports; its frames take the slow path");
+                false
+            }
+        }
+    }
+
+    /// The fast path's safety net, once a second: a port whose interface stops
+    /// accepting redirected XDP frames (a veth whose peer has no NAPI: no XDP
+    /// program and GRO off; the kernel would drop every redirected frame) is taken
+    /// out of `tx_ports` and the cached decisions invalidated, so its traffic goes
+    /// through the switch; it is put back when the interface accepts them again.
+    /// Each removal is counted (`fastpath_ports_disabled`) and logged.
+    fn watch_fastpath_ports(&mut self) {
+        let Some(fp) = self.fastpath.clone() else {
+            return;
+        };
+        let snap0 = self.snapshot.load_full();
+        let mut snap = (*snap0).clone();
+        let mut changed = false;
+        for (name, rec) in &self.ports {
+            if !rec.fp_eligible || rec.info.state != PortState::Up {
+                continue;
+            }
+            let Some(Some(route)) = snap.ports.get(rec.info.port_no as usize) else {
+                continue;
+            };
+            let was = route.fastpath;
+            let now = self.fastpath_capable(name, route.ifindex);
+            if was == now {
+                continue;
+            }
+            if was {
+                fp.counters
+                    .ports_disabled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    port = %name,
+                    "XDP fast path: the interface no longer accepts redirected frames (its veth \
+                     peer needs GRO on or an XDP program); taking it off the fast path"
+                );
+            } else {
+                tracing::info!(port = %name, "XDP fast path: the interface accepts redirected frames; port back on the fast path");
+            }
+            if let Some(Some(r)) = snap.ports.get_mut(rec.info.port_no as usize) {
+                r.fastpath = now;
+                changed = true;
+            }
+        }
+        if changed {
+            snap.generation += 1;
+            self.snapshot.store(Arc::new(snap));
+            self.fastpath_sync();
+        }
     }
 
     /// Writes the uplinks' current IPv4 addresses into their filter programs when
@@ -806,6 +1004,7 @@ impl Datapath {
                 info,
                 counters: Arc::default(),
                 filter: None,
+                fp_eligible: false,
             },
         );
     }

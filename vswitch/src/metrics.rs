@@ -278,6 +278,30 @@ pub fn render(i: &Inputs) -> String {
         t.sample("port_tx_bytes_total", &[("port", &p.name)], p.tx_bytes);
     }
     t.family(
+        "port_fastpath_rx_packets_total",
+        "counter",
+        "Of the frames received on the port: forwarded by the in-kernel XDP fast path",
+    );
+    for p in &st.ports {
+        t.sample(
+            "port_fastpath_rx_packets_total",
+            &[("port", &p.name)],
+            p.fastpath_rx_packets,
+        );
+    }
+    t.family(
+        "port_fastpath_tx_packets_total",
+        "counter",
+        "Of the frames sent on the port: redirected to it by the in-kernel XDP fast path",
+    );
+    for p in &st.ports {
+        t.sample(
+            "port_fastpath_tx_packets_total",
+            &[("port", &p.name)],
+            p.fastpath_tx_packets,
+        );
+    }
+    t.family(
         "port_drops_total",
         "counter",
         "Frames dropped, attributed to the port, by reason",

@@ -15,6 +15,14 @@ pub struct PortRoute {
     pub kind: PortKind,
     /// Largest frame the port accepts: MTU + Ethernet header + one VLAN tag.
     pub max_frame: u32,
+    /// Interface index (0 for memory ports).
+    pub ifindex: u32,
+    /// The port is in the XDP fast path's `tx_ports` (port/fastpath.rs): the kernel
+    /// may redirect to it (its interface accepts redirected frames).
+    pub fastpath: bool,
+    /// The port runs the fast-path program: frames it receives may be forwarded
+    /// by the kernel (to ports with `fastpath`).
+    pub fp_ingress: bool,
 }
 
 /// One generation of the switch configuration.
@@ -87,6 +95,9 @@ mod tests {
             worker: 0,
             kind: PortKind::Pod,
             max_frame: 1518,
+            ifindex: 0,
+            fastpath: false,
+            fp_ingress: false,
         }
     }
 

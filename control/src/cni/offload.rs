@@ -8,9 +8,16 @@
 //! asks for the same. The pod's kernel then does the work itself, as for any NIC
 //! without offloads.
 //!
+//! It also turns GRO *on* (`ETHTOOL_SGRO`): that enables NAPI on the pod's end of
+//! the veth, without which the kernel drops every frame an XDP program redirects to
+//! the switch's end (`veth_xdp_xmit` needs the peer's NAPI). The switch's in-kernel
+//! fast path (`vswitchd --xdp-fastpath`, vswitch/src/port/fastpath.rs) relies on
+//! it; it also lets the pod's TCP receive coalesced segments. Best effort: a device
+//! without GRO simply gets no fast path.
+//!
 //! Uses the legacy ethtool ioctls (`ETHTOOL_STXCSUM`, `ETHTOOL_STSO`,
-//! `ETHTOOL_SGSO`), which every kernel still maps onto the feature flags; no
-//! `ethtool` binary is run.
+//! `ETHTOOL_SGSO`, `ETHTOOL_SGRO`), which every kernel still maps onto the feature
+//! flags; no `ethtool` binary is run.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,6 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
 const ETHTOOL_STSO: u32 = 0x0000_001f;
 const ETHTOOL_SGSO: u32 = 0x0000_0024;
+const ETHTOOL_SGRO: u32 = 0x0000_002c;
 
 /// `struct ethtool_value`.
 #[repr(C)]
@@ -34,7 +42,8 @@ struct IfreqData {
     _pad: [u8; 16],
 }
 
-/// Disables the offloads on `ifname` in the calling thread's namespace.
+/// Disables the offloads on `ifname` in the calling thread's namespace, and
+/// enables GRO (see the module note).
 pub fn disable(ifname: &str) -> io::Result<()> {
     if ifname.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
@@ -50,8 +59,13 @@ pub fn disable(ifname: &str) -> io::Result<()> {
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // Checksum first: TSO depends on it and the kernel drops it along with it.
-    for cmd in [ETHTOOL_STXCSUM, ETHTOOL_STSO, ETHTOOL_SGSO] {
-        let mut val = EthtoolValue { cmd, data: 0 };
+    for (cmd, data) in [
+        (ETHTOOL_STXCSUM, 0),
+        (ETHTOOL_STSO, 0),
+        (ETHTOOL_SGSO, 0),
+        (ETHTOOL_SGRO, 1),
+    ] {
+        let mut val = EthtoolValue { cmd, data };
         let mut req = IfreqData {
             name: [0; libc::IFNAMSIZ],
             data: (&mut val as *mut EthtoolValue).cast(),
@@ -65,7 +79,7 @@ pub fn disable(ifname: &str) -> io::Result<()> {
         let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
         if rc != 0 {
             let e = io::Error::last_os_error();
-            // A device without the feature has nothing to turn off.
+            // A device without the feature has nothing to turn off (or on).
             if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
                 return Err(io::Error::new(
                     e.kind(),

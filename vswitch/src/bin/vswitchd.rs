@@ -36,6 +36,12 @@ struct Args {
     /// 0: off (the default).
     #[arg(long, value_name = "N")]
     policy_audit_per_s: Option<u32>,
+    /// Run the in-kernel XDP fast path on pod/gateway AF_XDP ports: forwarding
+    /// decisions the switch cached (plain L2 forwarding between two such ports) are
+    /// executed by our XDP program, redirecting between veths in the kernel; the
+    /// switch stays the slow path. Same as `[datapath] xdp_fastpath = true`.
+    #[arg(long)]
+    xdp_fastpath: bool,
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -72,6 +78,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut dp_cfg = cfg.datapath(cores);
     if let Some(n) = args.policy_audit_per_s {
         dp_cfg.policy_audit_per_s = n;
+    }
+    if args.xdp_fastpath {
+        dp_cfg.xdp_fastpath = true;
     }
     let dp = Datapath::new(dp_cfg).map_err(|e| format!("datapath: {e}"))?;
     // Desired state first: policy (and every other feature's flows) is realised

@@ -41,6 +41,8 @@ pub struct CachedFlow {
     actions: Option<Box<[DpAction]>>,
     /// Index of the last action that consumes the frame (earlier ones get copies).
     pub last_consumer: Option<usize>,
+    /// The in-kernel fast path may execute this entry (see [`offloadable`]).
+    pub offloadable: bool,
     tables: u128,
     built_at: u64,
     rules: Box<[Arc<Rule>]>,
@@ -76,6 +78,28 @@ pub fn consumes_frame(a: &DpAction) -> bool {
             | DpAction::ServiceLb { .. }
             | DpAction::Punt(_)
     )
+}
+
+/// Whether the XDP fast path (port/fastpath.rs) can execute a cached decision:
+/// its actions are only `normal` or only `output:P` (no rewrite, ct, policy,
+/// service, tunnel, punt, clone, flood), and the megaflow consulted nothing but
+/// in_port, the Ethernet addresses, eth_type, vlan_tci and recirc_id. The kernel's
+/// key (ingress interface, dst, src, ethertype, untagged only) is then at least as
+/// specific as the megaflow, so every frame it matches would get these actions.
+pub fn offloadable(actions: &[DpAction], consulted: &Key) -> bool {
+    use super::key::{W_ETH_DST, W_ETH_SRC, W_PORT_TYPE_VLAN, W_RECIRC};
+    if !matches!(actions, [DpAction::Normal] | [DpAction::Output(_)]) {
+        return false;
+    }
+    const MAC: u64 = (1 << 48) - 1;
+    consulted.0.iter().enumerate().all(|(w, &bits)| {
+        let allowed = match w {
+            W_PORT_TYPE_VLAN | W_RECIRC => u64::MAX,
+            W_ETH_SRC | W_ETH_DST => MAC,
+            _ => 0,
+        };
+        bits & !allowed == 0
+    })
 }
 
 /// Hit/miss counters of one worker's caches (single writer: the worker).
@@ -218,9 +242,11 @@ impl FlowCache {
             tr.actions
         };
         let last_consumer = actions.iter().rposition(consumes_frame);
+        let offloadable = offloadable(&actions, &tr.consulted);
         let f = CachedFlow {
             actions: Some(actions.into_boxed_slice()),
             last_consumer,
+            offloadable,
             tables: tr.tables,
             built_at: tr.built_at,
             rules: tr.rules.into_boxed_slice(),
@@ -245,6 +271,12 @@ impl FlowCache {
         f.bytes += u64::from(bytes);
         f.last_hit = now;
         Some((f.actions.take()?, f.last_consumer))
+    }
+
+    /// Whether the entry may be executed by the XDP fast path.
+    #[inline]
+    pub fn offloadable(&self, id: MegaflowId) -> bool {
+        self.mf.get(id).is_some_and(|f| f.offloadable)
     }
 
     #[inline]
@@ -312,5 +344,42 @@ impl FlowCache {
             false
         });
         self.emc.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::field::Field;
+
+    #[test]
+    fn offloadable_only_plain_l2() {
+        let mut l2 = Key::ZERO;
+        Field::InPort.set_masked(&mut l2, u128::MAX, u128::MAX);
+        Field::EthDst.set_masked(&mut l2, u128::MAX, u128::MAX);
+        Field::EthType.set_masked(&mut l2, u128::MAX, u128::MAX);
+        assert!(offloadable(&[DpAction::Normal], &l2));
+        assert!(offloadable(&[DpAction::Output(3)], &l2));
+        assert!(offloadable(&[DpAction::Normal], &Key::ZERO));
+        // Anything beyond one plain forwarding action.
+        assert!(!offloadable(&[DpAction::Flood], &l2));
+        assert!(!offloadable(&[], &l2));
+        assert!(!offloadable(
+            &[DpAction::Output(2), DpAction::Output(3)],
+            &l2
+        ));
+        assert!(!offloadable(&[DpAction::DecTtl, DpAction::Normal], &l2));
+        // A megaflow that looked at IP fields: the kernel's key is not exact enough.
+        let mut ip = l2;
+        Field::by_name("ip_dst")
+            .expect("field")
+            .set_masked(&mut ip, u128::MAX, u128::MAX);
+        assert!(!offloadable(&[DpAction::Normal], &ip));
+        let mut reg = l2;
+        Field::by_name("reg0")
+            .expect("field")
+            .set_masked(&mut reg, u128::MAX, u128::MAX);
+        assert!(!offloadable(&[DpAction::Normal], &reg));
+        assert!(!offloadable(&[DpAction::Normal], &Key::ALL_ONES));
     }
 }

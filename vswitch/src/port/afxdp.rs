@@ -86,6 +86,7 @@
 //! worker's first AF_XDP port a long-lived one (the uplink or gateway), or by
 //! binding the UMEM's own socket to an interface the switch keeps for that purpose.
 
+use super::fastpath::FastPath;
 use super::xdp_filter::{self, FilterParams, UplinkFilter};
 use super::{Port, PortAttachment, PortError, TxOutcome, netdev};
 use crate::pool::{AsUmem, Frame, FramePool, UmemHandle};
@@ -118,6 +119,15 @@ const REFILL_BATCH: u32 = 32;
 /// `setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET)` (Linux 6.17+): frames one copy-mode
 /// `sendto` may transmit; older kernels answer ENOPROTOOPT and keep 32.
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// One of the switch's own XDP programs, instead of libxdp's redirect-everything one.
+#[derive(Debug, Clone)]
+pub enum OwnProgram {
+    /// The uplink filter (port/xdp_filter.rs).
+    Filter(FilterParams),
+    /// The in-kernel fast path (port/fastpath.rs), sharing these maps.
+    FastPath(Arc<FastPath>),
+}
 
 /// Interfaces (by network namespace and index) that have a port in this process.
 ///
@@ -237,8 +247,9 @@ impl AfXdpPort {
         Self::open_with(name, mode, pool, port_no, None)
     }
 
-    /// [`open`](Self::open), with the uplink filter program ([`xdp_filter`]) instead
-    /// of libxdp's redirect-everything program when `filter` is given: the socket is
+    /// [`open`](Self::open), with one of our own programs (the uplink filter,
+    /// [`xdp_filter`], or the fast path, [`super::fastpath`]) instead of libxdp's
+    /// redirect-everything program when `own` is given: the socket is
     /// bound with `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD`, put into the program's
     /// socket map, and the program attached in `mode` (the node addresses are the
     /// interface's IPv4 addresses now; [`xdp_filter::FilterHandle`] updates them).
@@ -248,7 +259,7 @@ impl AfXdpPort {
         mode: PortMode,
         pool: &impl AsUmem,
         port_no: u32,
-        filter: Option<FilterParams>,
+        own: Option<OwnProgram>,
     ) -> Result<(AfXdpPort, PortAttachment), PortError> {
         let unsupported = |reason: String| PortError::Unsupported {
             name: name.to_string(),
@@ -304,13 +315,23 @@ impl AfXdpPort {
         };
 
         let before = query_xdp_prog(ifindex, xdp_flags);
-        let mut prog = match filter {
-            Some(params) => {
+        let is_filter = matches!(own, Some(OwnProgram::Filter(_)));
+        let what_prog = if is_filter {
+            "uplink XDP filter"
+        } else {
+            "XDP fast path"
+        };
+        let mut prog = match own {
+            Some(OwnProgram::Filter(params)) => {
                 let ips = netdev::ipv4_addrs(name, xdp_filter::MAX_NODE_IPS);
                 let f = UplinkFilter::load(params, &ips)
                     .map_err(|e| unsupported(format!("uplink XDP filter: {e}")))?;
                 Some(f)
             }
+            Some(OwnProgram::FastPath(fp)) => Some(
+                fp.load_port_program()
+                    .map_err(|e| unsupported(format!("XDP fast path: {e}")))?,
+            ),
             None => None,
         };
         let libxdp_flags = if prog.is_some() {
@@ -350,10 +371,10 @@ impl AfXdpPort {
                 // empty map (it would pass everything anyway).
                 let hooked = f
                     .add_socket(QUEUE_ID, fd)
-                    .map_err(|e| format!("uplink XDP filter: adding the socket to its map: {e}"))
+                    .map_err(|e| format!("{what_prog}: adding the socket to its map: {e}"))
                     .and_then(|()| {
                         f.attach(ifindex, xdp_flags.bits())
-                            .map_err(|e| format!("uplink XDP filter: {e}"))
+                            .map_err(|e| format!("{what_prog}: {e}"))
                     });
                 if let Err(e) = hooked {
                     // The socket (and its rings) go here; nothing was attached.
@@ -368,7 +389,11 @@ impl AfXdpPort {
             if !zero_copy {
                 raise_tx_budget(fd);
             }
-            let handle = match prog.as_ref().map(UplinkFilter::handle) {
+            let handle = match prog
+                .as_ref()
+                .filter(|_| is_filter)
+                .map(UplinkFilter::handle)
+            {
                 None => None,
                 Some(Ok(h)) => Some(Arc::new(h)),
                 Some(Err(e)) => {

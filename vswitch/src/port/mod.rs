@@ -11,6 +11,7 @@
 
 pub mod afxdp;
 pub mod anchor;
+pub mod fastpath;
 pub mod memory;
 pub mod netdev;
 pub mod packet;
@@ -79,7 +80,7 @@ pub struct PortAttachment {
 }
 
 /// Which XDP program an AF_XDP port runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum XdpProgram {
     /// libxdp's default: every frame of the queue goes to the socket (pods).
     #[default]
@@ -88,7 +89,23 @@ pub enum XdpProgram {
     Filter(xdp_filter::FilterParams),
     /// The uplink filter, or `RedirectAll` (with a warning) if it cannot be had.
     FilterOrAll(xdp_filter::FilterParams),
+    /// The in-kernel fast path (`bpf/port_fastpath.c`) sharing these maps; the port
+    /// fails if it cannot be loaded or attached (see port/fastpath.rs).
+    FastPath(std::sync::Arc<fastpath::FastPath>),
 }
+
+impl PartialEq for XdpProgram {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (XdpProgram::RedirectAll, XdpProgram::RedirectAll) => true,
+            (XdpProgram::Filter(a), XdpProgram::Filter(b)) => a == b,
+            (XdpProgram::FilterOrAll(a), XdpProgram::FilterOrAll(b)) => a == b,
+            (XdpProgram::FastPath(a), XdpProgram::FastPath(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+impl Eq for XdpProgram {}
 
 /// A switch port as a poll worker drives it.
 ///
@@ -146,7 +163,7 @@ pub fn open(
     mode: PortMode,
     umem: Option<&UmemHandle>,
     port_no: u32,
-    prog: XdpProgram,
+    prog: &XdpProgram,
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
@@ -158,11 +175,23 @@ pub fn open(
                 })?;
                 match prog {
                     XdpProgram::RedirectAll => afxdp::AfXdpPort::open(name, mode, umem, port_no)?,
-                    XdpProgram::Filter(p) => {
-                        afxdp::AfXdpPort::open_with(name, mode, umem, port_no, Some(p))?
-                    }
+                    XdpProgram::Filter(p) => afxdp::AfXdpPort::open_with(
+                        name,
+                        mode,
+                        umem,
+                        port_no,
+                        Some(afxdp::OwnProgram::Filter(*p)),
+                    )?,
+                    XdpProgram::FastPath(fp) => afxdp::AfXdpPort::open_with(
+                        name,
+                        mode,
+                        umem,
+                        port_no,
+                        Some(afxdp::OwnProgram::FastPath(fp.clone())),
+                    )?,
                     XdpProgram::FilterOrAll(p) => {
-                        match afxdp::AfXdpPort::open_with(name, mode, umem, port_no, Some(p)) {
+                        let own = Some(afxdp::OwnProgram::Filter(*p));
+                        match afxdp::AfXdpPort::open_with(name, mode, umem, port_no, own) {
                             Ok(x) => x,
                             Err(PortError::NoSuchInterface(n)) => {
                                 return Err(PortError::NoSuchInterface(n));
@@ -200,7 +229,7 @@ pub fn open_with_fallback(
     requested: PortMode,
     umem: Option<&UmemHandle>,
     port_no: u32,
-    prog: XdpProgram,
+    prog: &XdpProgram,
 ) -> Result<(Box<dyn Port>, PortAttachment, Vec<String>), PortError> {
     if requested != PortMode::Auto {
         return open(name, requested, umem, port_no, prog).map(|(p, a)| (p, a, Vec::new()));

@@ -222,6 +222,8 @@ pub struct UplinkFilter {
     cfg_fd: RawFd,
     params: FilterParams,
     prog_id: u32,
+    /// The program's name (what `attach` recognises as a leftover of ours).
+    prog_name: &'static str,
     /// (ifindex, mode flags) while attached.
     attached: Option<(u32, u32)>,
 }
@@ -234,7 +236,23 @@ impl UplinkFilter {
     /// Loads the program into the kernel (not attached yet) with `params` and the
     /// node addresses `ips`.
     pub fn load(params: FilterParams, ips: &[Ipv4Addr]) -> Result<UplinkFilter, String> {
-        let buf = &OBJECT.0;
+        let mut f = Self::load_object(&OBJECT.0, PROG_NAME, &[])?;
+        f.params = params;
+        f.cfg_fd = f.map_fd(c"config")?;
+        write_config(f.cfg_fd, &FilterConfig::new(&params, ips))
+            .map_err(|e| format!("writing the filter's configuration: {e}"))?;
+        Ok(f)
+    }
+
+    /// Loads one of the switch's own XDP programs from the ELF image `buf`: the
+    /// program named `prog` with its maps, except those named in `reuse`, which
+    /// use the given (shared) map descriptors instead. The object must have an
+    /// `xsks_map`. Not attached yet.
+    pub(crate) fn load_object(
+        buf: &'static [u8],
+        prog: &'static str,
+        reuse: &[(&std::ffi::CStr, RawFd)],
+    ) -> Result<UplinkFilter, String> {
         // SAFETY: the buffer is a static ELF image that outlives the object; opts
         // may be null.
         let obj = unsafe {
@@ -251,10 +269,25 @@ impl UplinkFilter {
             prog_fd: -1,
             xsks_fd: -1,
             cfg_fd: -1,
-            params,
+            params: FilterParams::default(),
             prog_id: 0,
+            prog_name: prog,
             attached: None,
         };
+        for (name, fd) in reuse {
+            // SAFETY: valid, opened (not loaded) object and NUL-terminated name; the
+            // map belongs to obj; libbpf dups `fd`.
+            let rc = unsafe {
+                let m = libxdp_sys::bpf_object__find_map_by_name(obj.as_ptr(), name.as_ptr());
+                if m.is_null() {
+                    return Err(format!("the BPF object has no map {name:?}"));
+                }
+                libxdp_sys::bpf_map__reuse_fd(m, *fd)
+            };
+            if rc != 0 {
+                return Err(format!("sharing map {name:?}: {}", os_err(rc)));
+            }
+        }
         // SAFETY: obj is a valid, opened object.
         let rc = unsafe { libxdp_sys::bpf_object__load(obj.as_ptr()) };
         if rc != 0 {
@@ -263,30 +296,11 @@ impl UplinkFilter {
                 os_err(rc)
             ));
         }
-        let fd_of_map = |name: &std::ffi::CStr| {
-            // SAFETY: valid object and NUL-terminated name; the map belongs to obj.
-            let fd = unsafe {
-                let m = libxdp_sys::bpf_object__find_map_by_name(obj.as_ptr(), name.as_ptr());
-                if m.is_null() {
-                    -1
-                } else {
-                    libxdp_sys::bpf_map__fd(m)
-                }
-            };
-            if fd < 0 {
-                Err(format!("the BPF object has no loaded map {name:?}"))
-            } else {
-                Ok(fd)
-            }
-        };
-        f.xsks_fd = fd_of_map(c"xsks_map")?;
-        f.cfg_fd = fd_of_map(c"config")?;
+        f.xsks_fd = f.map_fd(c"xsks_map")?;
+        let cname = std::ffi::CString::new(prog).map_err(|e| e.to_string())?;
         // SAFETY: valid object and NUL-terminated name.
         f.prog_fd = unsafe {
-            let p = libxdp_sys::bpf_object__find_program_by_name(
-                obj.as_ptr(),
-                c"vswitch_uplink".as_ptr(),
-            );
+            let p = libxdp_sys::bpf_object__find_program_by_name(obj.as_ptr(), cname.as_ptr());
             if p.is_null() {
                 -1
             } else {
@@ -294,12 +308,28 @@ impl UplinkFilter {
             }
         };
         if f.prog_fd < 0 {
-            return Err("the BPF object has no loaded program vswitch_uplink".into());
+            return Err(format!("the BPF object has no loaded program {prog}"));
         }
         f.prog_id = prog_id_of_fd(f.prog_fd).unwrap_or(0);
-        write_config(f.cfg_fd, &FilterConfig::new(&params, ips))
-            .map_err(|e| format!("writing the filter's configuration: {e}"))?;
         Ok(f)
+    }
+
+    /// The descriptor of the loaded map `name` (owned by the object).
+    pub(crate) fn map_fd(&self, name: &std::ffi::CStr) -> Result<RawFd, String> {
+        // SAFETY: valid object and NUL-terminated name; the map belongs to obj.
+        let fd = unsafe {
+            let m = libxdp_sys::bpf_object__find_map_by_name(self.obj.as_ptr(), name.as_ptr());
+            if m.is_null() {
+                -1
+            } else {
+                libxdp_sys::bpf_map__fd(m)
+            }
+        };
+        if fd < 0 {
+            Err(format!("the BPF object has no loaded map {name:?}"))
+        } else {
+            Ok(fd)
+        }
     }
 
     /// A handle the control thread keeps to update the node addresses.
@@ -361,7 +391,9 @@ impl UplinkFilter {
         } else {
             let (fd, name) = prog_by_id(existing)
                 .map_err(|e| format!("the interface has XDP program {existing}: {e}"))?;
-            if name != PROG_NAME {
+            // The kernel keeps 15 characters of a program's name.
+            let ours = self.prog_name.get(..15).unwrap_or(self.prog_name);
+            if name != ours {
                 return Err(format!(
                     "the interface already has XDP program {existing} ('{name}'); not replacing it"
                 ));
@@ -369,7 +401,8 @@ impl UplinkFilter {
             tracing::warn!(
                 ifindex,
                 prog = existing,
-                "replacing an uplink filter a previous vswitchd left attached"
+                prog_name = self.prog_name,
+                "replacing an XDP program of ours a previous vswitchd left attached"
             );
             flags |= XDP_FLAGS_REPLACE;
             old = Some(fd);
@@ -397,7 +430,7 @@ impl UplinkFilter {
             libxdp_sys::bpf_xdp_detach(ifindex as i32, mode_flags | XDP_FLAGS_REPLACE, &*opts)
         };
         if rc != 0 {
-            tracing::warn!(ifindex, error = %os_err(rc), "could not detach the uplink filter (gone with its interface, or replaced)");
+            tracing::warn!(ifindex, error = %os_err(rc), prog_name = self.prog_name, "could not detach our XDP program (gone with its interface, or replaced)");
             return false;
         }
         true

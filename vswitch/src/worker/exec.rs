@@ -77,11 +77,25 @@ impl Worker {
         // The sender's MAC as received: where an ICMP error for this packet goes.
         self.ingress_src = Field::EthSrc.get(&key) as u64;
         let id = self.cache.lookup(&key);
+        // Plain L2 forwarding straight off a port: the kernel may take the next
+        // frames of this key (port/fastpath.rs).
+        let fp_key = if depth == 0 && self.links.fastpath.is_some() && self.cache.offloadable(id) {
+            crate::port::fastpath::FdbKey::of_frame(0, self.pool.data(&frame))
+        } else {
+            None
+        };
+        let in_port = key.in_port();
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
+        self.fp.out = None;
         self.execute(frame, &mut key, off, &actions, last, depth, now, tally);
         self.cache.put_actions(id, actions);
+        if let Some(k) = fp_key
+            && let Some(out) = self.fp.out.take()
+        {
+            self.fastpath_install(k, in_port, out);
+        }
     }
 
     /// Executes datapath actions in order; the action at `last` (the last one
@@ -255,7 +269,10 @@ impl Worker {
     ) {
         let in_port = key.in_port();
         match a {
-            DpAction::Output(p) => self.output(f, *p, tally),
+            DpAction::Output(p) => {
+                self.fp.out = Some(*p);
+                self.output(f, *p, tally)
+            }
             DpAction::Normal => self.normal(f, key, now, tally),
             DpAction::Flood => self.flood(f, in_port, tally),
             DpAction::Clone(inner) => {
@@ -432,7 +449,10 @@ impl Worker {
         match self.macs.learn(skey, in_port, now) {
             Learned::Refreshed => {}
             Learned::New => WorkerCounters::add(&self.links.counters.mac_learned, 1),
-            Learned::Moved { .. } => WorkerCounters::add(&self.links.counters.mac_moved, 1),
+            Learned::Moved { .. } => {
+                WorkerCounters::add(&self.links.counters.mac_moved, 1);
+                self.fastpath_invalidate();
+            }
             Learned::Full => WorkerCounters::add(&self.links.counters.mac_table_full, 1),
         }
         if self.links.learn.has_peers()
@@ -466,7 +486,10 @@ impl Worker {
         }
         match self.macs.lookup(dst | (vlan << 48), now) {
             Some(p) if p == in_port => self.drop_frame(f, DropReason::SamePort, tally),
-            Some(p) => self.output(f, p, tally),
+            Some(p) => {
+                self.fp.out = Some(p);
+                self.output(f, p, tally)
+            }
             None => {
                 self.flooded += 1;
                 self.flood(f, in_port, tally)

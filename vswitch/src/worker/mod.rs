@@ -103,6 +103,25 @@ pub struct WorkerLinks {
     pub tunnel: Arc<crate::overlay::TunnelParams>,
     /// Packet capture (`vsctl capture`), checked once per batch.
     pub capture: Arc<crate::capture::Tap>,
+    /// The in-kernel XDP fast path (`xdp_fastpath`), when enabled.
+    pub fastpath: Option<Arc<crate::port::fastpath::FastPath>>,
+}
+
+/// A worker's side of the XDP fast path (port/fastpath.rs).
+#[derive(Default)]
+struct FpWorker {
+    /// The epoch read at the start of this loop iteration, before the snapshot,
+    /// the flow caches and the MAC table were looked at: entries installed during
+    /// the iteration carry it.
+    epoch: u32,
+    /// Keys this worker wrote with epoch `installed_epoch`, with the ingress port
+    /// (written once per key and epoch; read back by the aging sweep).
+    installed: std::collections::HashMap<crate::port::fastpath::FdbKey, u32>,
+    installed_epoch: u32,
+    /// The egress port the frame being processed was forwarded to by `normal`
+    /// (one known unicast port) or `output`.
+    out: Option<u32>,
+    last_sweep: u64,
 }
 
 struct Slot {
@@ -157,6 +176,7 @@ pub struct Worker {
     /// between two iteration starts is booked as busy or idle.
     iter_start: u64,
     iter_busy: bool,
+    fp: FpWorker,
 }
 
 impl Worker {
@@ -195,6 +215,7 @@ impl Worker {
             ingress_src: 0,
             iter_start: 0,
             iter_busy: false,
+            fp: FpWorker::default(),
         }
     }
 
@@ -250,6 +271,11 @@ impl Worker {
     /// One loop iteration: commands, snapshot, peers, every port once. Returns the
     /// number of frames received (from ports or other workers).
     pub fn run_once(&mut self) -> usize {
+        // First: everything decided in this iteration is tagged with this epoch,
+        // so a change published after it makes those decisions stale.
+        if let Some(fp) = &self.links.fastpath {
+            self.fp.epoch = fp.epoch();
+        }
         self.handle_commands();
         self.refresh_snapshot();
         self.cache.refresh();
@@ -552,12 +578,110 @@ impl Worker {
     fn apply_learn_events(&mut self, now: u64) {
         let interval = self.macs.aging_ns() / 4;
         let macs = &mut self.macs;
+        let mut moved = false;
         self.links.learn.drain(|ev| {
-            if macs.learn(ev.key, ev.port, ev.seen) != Learned::Full {
+            let l = macs.learn(ev.key, ev.port, ev.seen);
+            moved |= matches!(l, Learned::Moved { .. });
+            if l != Learned::Full {
                 // Mark as announced so the event is not echoed back.
                 macs.due_for_announce(ev.key, now, interval);
             }
         });
+        if moved {
+            self.fastpath_invalidate();
+        }
+    }
+
+    /// A MAC moved or expired: decisions the kernel cached may name the old port.
+    fn fastpath_invalidate(&self) {
+        if let Some(fp) = &self.links.fastpath {
+            fp.invalidate();
+        }
+    }
+
+    /// Writes the decision just taken for a frame with fdb key `k` (ingress
+    /// interface not set yet) into the kernel, if both ports run the fast path,
+    /// no capture is on, and it was not written in this epoch already.
+    pub(super) fn fastpath_install(
+        &mut self,
+        mut k: crate::port::fastpath::FdbKey,
+        in_port: u32,
+        out_port: u32,
+    ) {
+        use crate::port::fastpath::{FdbValue, MAX_INSTALLED, monotonic_ns};
+        let Some(fp) = &self.links.fastpath else {
+            return;
+        };
+        if out_port == in_port || self.links.capture.armed() {
+            return;
+        }
+        let (Some(ri), Some(ro)) = (self.snap.port(in_port), self.snap.port(out_port)) else {
+            return;
+        };
+        // The ingress runs the program; the egress accepts redirects (tx_ports).
+        if !(ri.fp_ingress && ro.fastpath) || ri.ifindex == 0 || ro.ifindex == 0 {
+            return;
+        }
+        k.in_ifindex = ri.ifindex;
+        if self.fp.installed_epoch != self.fp.epoch {
+            self.fp.installed.clear();
+            self.fp.installed_epoch = self.fp.epoch;
+        }
+        if self.fp.installed.len() >= MAX_INSTALLED || self.fp.installed.contains_key(&k) {
+            return;
+        }
+        let v = FdbValue {
+            out_ifindex: ro.ifindex,
+            out_port,
+            in_port,
+            epoch: self.fp.epoch,
+            last_seen: monotonic_ns(),
+        };
+        if fp.install(&k, &v).is_ok() {
+            self.fp.installed.insert(k, in_port);
+        }
+    }
+
+    /// MAC learning for frames the kernel forwarded: refreshes the source MAC of
+    /// every entry of ours used since the last sweep (as OVS's revalidator does
+    /// from datapath flow statistics). Returns whether a MAC moved.
+    fn fastpath_aging_sweep(&mut self, now: u64) -> bool {
+        use crate::port::fastpath::{AGING_SWEEP_NS, monotonic_ns};
+        let Some(fp) = &self.links.fastpath else {
+            return false;
+        };
+        if now.saturating_sub(self.fp.last_sweep) < AGING_SWEEP_NS {
+            return false;
+        }
+        self.fp.last_sweep = now;
+        if self.fp.installed_epoch != fp.epoch() {
+            return false;
+        }
+        let mono = monotonic_ns();
+        let aging = self.macs.aging_ns();
+        let interval = aging / 4;
+        let mut moved = false;
+        for (k, &in_port) in &self.fp.installed {
+            let Some(v) = fp.lookup(k) else { continue };
+            if v.epoch != self.fp.installed_epoch {
+                continue;
+            }
+            let age = mono.saturating_sub(v.last_seen);
+            if age >= aging {
+                continue;
+            }
+            let seen = now.saturating_sub(age);
+            let skey = k.src_key();
+            moved |= matches!(self.macs.learn(skey, in_port, seen), Learned::Moved { .. });
+            if self.links.learn.has_peers() && self.macs.due_for_announce(skey, now, interval) {
+                self.links.learn.announce(LearnEvent {
+                    key: skey,
+                    port: in_port,
+                    seen,
+                });
+            }
+        }
+        moved
     }
 
     fn housekeeping(&mut self, now: u64) {
@@ -570,7 +694,11 @@ impl Worker {
             .store(self.slots.len() as u64, relaxed);
         self.cache.housekeeping();
         self.conntrack.expire_some(now);
+        let moved = self.fastpath_aging_sweep(now);
         let aged = self.macs.expire(now);
+        if moved || aged > 0 {
+            self.fastpath_invalidate();
+        }
         let c = &self.links.counters;
         WorkerCounters::add(&c.mac_aged, aged as u64);
         c.mac_entries
