@@ -251,7 +251,7 @@ fn run(mut cr: Criterion) {
     g.finish();
     let mut g = cr.benchmark_group("policy_verdict_ipblock");
     g.throughput(Throughput::Elements(pkts.len() as u64));
-    for n_pol in [1usize, 100, 1000, 10_000] {
+    for n_pol in [1usize, 10, 100, 1000] {
         let mut c = cluster(0);
         for i in 0..n_pol {
             c.set_policy(&block_policy(i));
