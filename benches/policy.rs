@@ -12,6 +12,11 @@
 //!   clone, as the realizer stores it for the workers; the previous one stays
 //!   alive meanwhile, as in the daemon, so copy-on-write copies are paid).
 //!
+//! - `policy_verdict_ipblock/N`: one verdict for a pod selected by N policies
+//!   whose rules all admit one ipBlock (a /24 minus its upper /25) on port 80,
+//!   the peers drawn from all those blocks (half allowed): the cost of finding
+//!   the block that holds the peer among N in one port slot.
+//!
 //! Memory (live heap bytes, counted by this binary's allocator) is printed to
 //! stderr: per policy (its rule, groups share, and the pods' rule indexes), and per
 //! address-group member.
@@ -94,6 +99,34 @@ fn policy(i: usize) -> NetworkPolicy {
                 ports: vec![PolicyPort {
                     protocol: None,
                     port: Some(PortRef::Number(80 + (i % 20) as i32)),
+                    end_port: None,
+                }],
+            }],
+            ..NetworkPolicySpec::default()
+        },
+    }
+}
+
+/// Policy `i` of the ipBlock bench: pods app0 of ns0 admit 11.a.b.0/24 (i =
+/// a * 256 + b) except its upper half, on TCP 80.
+fn block_policy(i: usize) -> NetworkPolicy {
+    let net = format!("11.{}.{}", i >> 8, i & 255);
+    NetworkPolicy {
+        namespace: "ns0".into(),
+        name: format!("b{i}"),
+        spec: NetworkPolicySpec {
+            pod_selector: sel("app", "app0".into()),
+            ingress: vec![IngressRule {
+                from: vec![PolicyPeer {
+                    ip_block: Some(IpBlock {
+                        cidr: format!("{net}.0/24"),
+                        except: vec![format!("{net}.128/25")],
+                    }),
+                    ..PolicyPeer::default()
+                }],
+                ports: vec![PolicyPort {
+                    protocol: None,
+                    port: Some(PortRef::Number(80)),
                     end_port: None,
                 }],
             }],
@@ -209,6 +242,46 @@ fn run(mut cr: Criterion) {
             b.iter(|| {
                 let mut n = 0u32;
                 for p in &pkts {
+                    n += u32::from(e.decide(Dir::Ingress, black_box(p)).allows());
+                }
+                n
+            })
+        });
+    }
+    g.finish();
+    let mut g = cr.benchmark_group("policy_verdict_ipblock");
+    g.throughput(Throughput::Elements(pkts.len() as u64));
+    for n_pol in [1usize, 10, 100, 1000] {
+        let mut c = cluster(0);
+        for i in 0..n_pol {
+            c.set_policy(&block_policy(i));
+        }
+        let e = c.engine().clone();
+        // To pods 0, 100, ... 900 (app0 in ns0) from a host in one of the
+        // blocks, in the admitted or the excepted half.
+        let pk: Vec<Packet> = (0..1024u32)
+            .map(|k| {
+                let b = (k.wrapping_mul(2_654_435_761) >> 7) % n_pol as u32;
+                Packet {
+                    src: v4(0x0b00_0000 | (b << 8) | ((k * 37) & 255)),
+                    dst: v4(0x0a00_0000 + 100 * (k % 10)),
+                    proto: 6,
+                    dport: 80,
+                }
+            })
+            .collect();
+        let allowed = pk
+            .iter()
+            .filter(|p| e.decide(Dir::Ingress, p).allows())
+            .count();
+        eprintln!(
+            "policy_verdict_ipblock/{n_pol}: {allowed} of {} allowed",
+            pk.len()
+        );
+        g.bench_with_input(BenchmarkId::from_parameter(n_pol), &e, |b, e| {
+            b.iter(|| {
+                let mut n = 0u32;
+                for p in &pk {
                     n += u32::from(e.decide(Dir::Ingress, black_box(p)).allows());
                 }
                 n

@@ -5,6 +5,8 @@
 //!   datapath (flows in a bundle, frontend map published) while it holds
 //!   10,000 services x 10 endpoints (and their 100,000 pods);
 //! - `conntrack/*`: insert and lookup in the shared connection table;
+//! - `conntrack_flush/*`: removing one vanished endpoint's connections from a
+//!   table of 1M, through the backend index and by the old full scan;
 //! - `maglev/*`: building one service's Maglev table.
 //!
 //!     cargo bench --bench services
@@ -16,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vswitch::conntrack::config::CtConfig;
-use vswitch::conntrack::table::{Conn, CtTable};
+use vswitch::conntrack::table::{BackendKey, Conn, CtTable};
 use vswitch::conntrack::tuple::Tuple;
 use vswitch::desired::realize::{Change, RealizeCtx, Realizer};
 use vswitch::services::maglev;
@@ -227,6 +229,83 @@ fn conntrack(c: &mut Criterion) {
     g.finish();
 }
 
+/// Connection `i` of the flush bench: client 10.250.x.y:port to the VIP of
+/// service `1 + i / 100` (frontend id), DNATed to backend `i % 10` of that
+/// service (10.64.s.b:8080): 1M connections = 10k services x 10 endpoints x
+/// 10 connections.
+fn lb_conn(i: u32) -> Conn {
+    let svc = 1 + i / 100;
+    let b = i % 10;
+    let orig = Tuple {
+        src: [0, 0, 0, 0x0afa_0000 | (i >> 16)],
+        dst: [0, 0, 0, 0xac10_0000 | svc],
+        sport: i as u16,
+        dport: 80,
+        zone: 1,
+        proto: 6,
+        v6: false,
+    };
+    let mut reply = orig.reversed();
+    reply.src = [0, 0, 0, 0x0a40_0000 | (svc << 4) | b];
+    reply.sport = 8080;
+    let mut c = Conn::new(orig, reply, 1, 3600);
+    c.service = svc;
+    c.backend = b;
+    c
+}
+
+fn backend_key(c: &Conn) -> BackendKey {
+    BackendKey {
+        service: c.service,
+        addr: c.reply.src,
+        port: c.reply.sport,
+    }
+}
+
+/// Removing the connections of one vanished endpoint (10 of them) from a table
+/// of 1M: the backend index (`remove_backends`) against the scan it replaced
+/// (`remove_where`). Each iteration puts the 10 connections back (same cost in
+/// both).
+fn conntrack_flush(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conntrack_flush");
+    g.sample_size(20);
+    const N: u32 = 1_000_000;
+    let t = CtTable::new(CtConfig {
+        max_entries: 2 * N as usize,
+        ..CtConfig::default()
+    });
+    for i in 0..N {
+        assert!(t.insert(lb_conn(i)), "insert {i}");
+    }
+    assert_eq!(t.len(), N as usize);
+    // Backend 3 of service 4242: connections 424_103, 424_113, ... 424_193.
+    let victims: Vec<Conn> = (0..10).map(|k| lb_conn(424_103 + 10 * k)).collect();
+    let key = backend_key(&victims[0]);
+    let put_back = |t: &CtTable| {
+        for v in &victims {
+            t.insert(*v);
+        }
+    };
+    g.bench_function("remove_endpoint_index_1m", |b| {
+        b.iter(|| {
+            let n = t.remove_backends(&[key]);
+            assert_eq!(n, 10);
+            put_back(&t);
+        })
+    });
+    g.bench_function("remove_endpoint_scan_1m", |b| {
+        b.iter(|| {
+            let n = t.remove_where(|c| {
+                c.service == key.service && c.reply.src == key.addr && c.reply.sport == key.port
+            });
+            assert_eq!(n, 10);
+            put_back(&t);
+        })
+    });
+    g.finish();
+    assert_eq!(t.len(), N as usize);
+}
+
 fn maglev_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("maglev");
     for n in [10usize, 100] {
@@ -245,5 +324,5 @@ fn maglev_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, realize, conntrack, maglev_build);
+criterion_group!(benches, realize, conntrack, conntrack_flush, maglev_build);
 criterion_main!(benches);

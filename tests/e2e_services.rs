@@ -626,3 +626,137 @@ fn node_port_via_gateway_local_policies_and_full_table() {
     let text = d.vsctl(&["stats"]).expect("stats");
     assert!(text.contains("conntrack: entries="), "{text}");
 }
+
+/// A pod with IPv6 address fd00:250::`last`/64 besides its IPv4 one (no DAD,
+/// so the address is usable at once; neighbour discovery still runs).
+fn attach_v6(sw: &Netns, d: &Vswitchd, last: u8) -> (Pod, String) {
+    let p = attach_cni(sw, d, last);
+    let v6 = format!("fd00:250::{last:x}");
+    p.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        &p.ifname,
+        "nodad",
+    ])
+    .expect("ipv6 address");
+    (p, v6)
+}
+
+fn dual_pod(name: &str, ip: &str, v6: &str, role: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: shop, uid: uid-{name}, labels: {{role: {role}}}}}
+spec: {{nodeName: node-a, containers: [{{name: c, image: x}}]}}
+status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}, {{ip: '{v6}'}}]}}
+---
+"
+    )
+}
+
+fn ping6(p: &Pod, to: &str) -> bool {
+    p.command("ping")
+        .args(["-6", "-c", "2", "-i", "0.2", "-W", "2", to])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// IPv6 between pods while a Service (and so conntrack over all pod traffic)
+/// is configured: neighbour discovery is left untracked instead of `+inv`
+/// and dropped, so `ping -6` works; with a NetworkPolicy isolating one pod,
+/// neighbour discovery still passes (only TCP 8080 from the client is
+/// allowed in, and the client must resolve the server for it), echo does not.
+#[test]
+fn ipv6_neighbour_discovery_and_ping_with_services_and_policy() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let sw = Netns::new("sw").expect("switch namespace");
+    let d = Vswitchd::start(&sw, DaemonOpts::default()).expect("vswitchd");
+    let (a, a6) = attach_v6(&sw, &d, 10);
+    let (b, b6) = attach_v6(&sw, &d, 11);
+    let (c, c6) = attach_v6(&sw, &d, 12);
+    let mut servers = Servers(Vec::new());
+    servers.0.push(
+        b.command("socat")
+            .args(["TCP6-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo b6"])
+            .spawn()
+            .expect("server"),
+    );
+    let pods = [
+        dual_pod("a", &a.ip.to_string(), &a6, "client"),
+        dual_pod("b", &b.ip.to_string(), &b6, "server"),
+        dual_pod("c", &c.ip.to_string(), &c6, "other"),
+    ]
+    .concat();
+    let dir = TempDir::new("svc6").expect("dir");
+    let service = svc(
+        "web",
+        "clusterIP: 10.96.0.10, ports: [{port: 80, targetPort: 8080}]",
+        &ep_on("10.250.0.11", "node-a"),
+        "{port: 8080}",
+    );
+    println!("{}", apply(&d, &dir, &format!("{NODE}{pods}{service}")));
+    let flows = d.vsctl(&["dump-flows"]).expect("dump-flows");
+    assert!(flows.contains("service_lb("), "{flows}");
+    assert!(flows.contains("ct("), "{flows}");
+    let inv = |d: &Vswitchd| -> u64 {
+        let s = d.vsctl(&["stats", "--json"]).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+        v["conntrack"]["invalid"].as_u64().unwrap_or(u64::MAX)
+    };
+    let before = inv(&d);
+
+    // Neighbour discovery and echo, both ways, between a and c.
+    assert!(ping6(&a, &c6), "ping -6 a -> c with a service configured");
+    assert!(ping6(&c, &a6), "ping -6 c -> a");
+    let n = a.ns.ip(&["-6", "neigh", "show", &c6]).unwrap_or_default();
+    assert!(n.contains("lladdr"), "a resolved c: {n}");
+    // The IPv4 service still works beside it.
+    let got = wait_for(Duration::from_secs(10), || fetch(&a, "10.96.0.10:80").ok());
+    assert!(got.is_some(), "service over IPv4");
+    assert_eq!(inv(&d), before, "nothing was invalid");
+
+    // b isolated: only TCP 8080 from role=client.
+    let policy = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server, namespace: shop}
+spec:
+  podSelector: {matchLabels: {role: server}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 8080}]}]
+---
+";
+    println!(
+        "{}",
+        apply(&d, &dir, &format!("{NODE}{pods}{service}{policy}"))
+    );
+    // a has never talked to b: its first packet needs neighbour discovery
+    // through b's policy.
+    let answer = a
+        .command("socat")
+        .args([
+            "-T",
+            "3",
+            "-",
+            &format!("TCP6:[{b6}]:8080,connect-timeout=3"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert_eq!(answer, "b6", "TCP over IPv6 into the isolated pod");
+    assert!(!ping6(&a, &b6), "echo into b is not allowed by its policy");
+    assert!(!ping6(&c, &b6), "nor from c");
+    let n = c.ns.ip(&["-6", "neigh", "show", &b6]).unwrap_or_default();
+    assert!(
+        n.contains("lladdr"),
+        "c still resolved b (neighbour discovery is not policed): {n}"
+    );
+    assert!(ping6(&b, &a6), "b's own echo out, and its reply back in");
+    assert_eq!(inv(&d), before, "nothing was invalid");
+}

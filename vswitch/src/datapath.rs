@@ -422,6 +422,19 @@ impl Datapath {
         self.flows.dump(filter)
     }
 
+    /// Whether the flow `spec` names (table, match, priority) is installed with
+    /// `spec`'s cookie: one classifier lookup, whatever the number of flows.
+    pub fn has_flow(&self, spec: &crate::flow::spec::FlowSpec) -> bool {
+        self.flows
+            .read(|p| {
+                p.tables
+                    .get(usize::from(spec.table))
+                    .and_then(|t| t.get(&spec.m, spec.priority))
+                    .is_some_and(|r| r.spec.cookie == spec.cookie)
+            })
+            .unwrap_or(false)
+    }
+
     pub fn groups(&self) -> Vec<Arc<GroupSpec>> {
         self.flows.groups()
     }

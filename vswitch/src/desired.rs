@@ -21,7 +21,24 @@ use vswitch_proto::{
 };
 
 const FILE: &str = "desired.json";
+/// Deltas since `desired.json` was written, one JSON record per line, appended
+/// and synced per delta: persisting a delta costs in proportion to it, not to
+/// the whole state. Folded into `desired.json` (and emptied) by every full sync
+/// and once it outgrows a quarter of the snapshot (at least 1 MiB).
+const JOURNAL: &str = "desired.journal";
+const JOURNAL_MIN: u64 = 1 << 20;
 const VERSION: u32 = 1;
+
+/// One journal line: the objects a delta upserted (as they are after it) and
+/// the keys it deleted, reaching `generation`.
+#[derive(Serialize, Deserialize)]
+struct JournalRecord {
+    generation: u64,
+    #[serde(default)]
+    upserts: Vec<Object>,
+    #[serde(default)]
+    deletes: Vec<vswitch_proto::ObjectKey>,
+}
 
 /// Most objects a staged (multi-part) full sync may collect before it is refused:
 /// bounds what a client that never sends the last part can make the daemon hold.
@@ -66,6 +83,9 @@ pub struct DesiredStore {
     last_change: Option<LastChange>,
     restored: bool,
     dir: Option<PathBuf>,
+    /// Bytes of the last snapshot and of the journal after it.
+    snapshot_bytes: u64,
+    journal_bytes: u64,
     realizers: Vec<Box<dyn Realizer>>,
 }
 
@@ -86,6 +106,8 @@ impl DesiredStore {
             last_change: None,
             restored: false,
             dir: dir.map(Path::to_path_buf),
+            snapshot_bytes: 0,
+            journal_bytes: 0,
             realizers: realize::default_chain(),
         }
     }
@@ -115,9 +137,18 @@ impl DesiredStore {
     pub fn restore(&mut self, dp: Option<&mut crate::Datapath>) -> Result<(), String> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let path = dir.join(FILE);
+        self.journal_bytes = std::fs::metadata(dir.join(JOURNAL)).map_or(0, |m| m.len());
         let text = match std::fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // No snapshot yet: only deltas since an empty start, if any.
+                let (generation, state) = replay_journal(dir, 0, DesiredState::new());
+                if generation > 0 {
+                    self.commit_full(generation, state, dp, How::Restore);
+                    self.restored = true;
+                }
+                return Ok(());
+            }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let file = match serde_json::from_slice::<StateFile>(&text) {
@@ -139,7 +170,9 @@ impl DesiredStore {
                 ));
             }
         };
-        let reply = self.commit_full(file.generation, file.state, dp, How::Restore);
+        self.snapshot_bytes = text.len() as u64;
+        let (generation, state) = replay_journal(dir, file.generation, file.state);
+        let reply = self.commit_full(generation, state, dp, How::Restore);
         for r in &reply.rejected {
             tracing::warn!(key = %r.key, reason = %r.message, "saved object no longer valid; dropped");
         }
@@ -362,9 +395,12 @@ impl DesiredStore {
         for r in &rejected {
             tracing::warn!(key = %r.key, reason = %r.message, "desired object rejected");
         }
-        // A restore re-reads what is on disk: no need to write it back.
-        if how != How::Restore {
-            self.save();
+        // A restore re-reads what is on disk: no need to write it back. A delta
+        // goes to the journal (in proportion to it), a full sync to a snapshot.
+        match how {
+            How::Restore => {}
+            How::Delta => self.journal(&change),
+            How::Full => self.save(),
         }
         if !change.keys.is_empty() {
             let ports = dp.as_ref().map(|d| d.ports()).unwrap_or_default();
@@ -406,7 +442,10 @@ impl DesiredStore {
         reply
     }
 
-    fn save(&self) {
+    /// Writes the whole state (`desired.json`), then empties the journal (its
+    /// records are at or below the snapshot's generation, so a crash between
+    /// the two replays nothing twice).
+    fn save(&mut self) {
         let Some(dir) = &self.dir else { return };
         let file = StateFile {
             version: VERSION,
@@ -415,11 +454,101 @@ impl DesiredStore {
         };
         let r = serde_json::to_vec(&file)
             .map_err(std::io::Error::other)
-            .and_then(|body| crate::persist::write_atomic(dir, FILE, &body));
-        if let Err(e) = r {
-            tracing::error!(error = %e, "cannot save desired state");
+            .and_then(|body| {
+                crate::persist::write_atomic(dir, FILE, &body)?;
+                Ok(body.len() as u64)
+            });
+        match r {
+            Ok(n) => {
+                self.snapshot_bytes = n;
+                match std::fs::remove_file(dir.join(JOURNAL)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::error!(error = %e, "cannot empty the desired-state journal"),
+                }
+                self.journal_bytes = 0;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot save desired state"),
         }
     }
+
+    /// Appends one delta to the journal (synced), or snapshots when the journal
+    /// has grown past its share.
+    fn journal(&mut self, change: &Change) {
+        let Some(dir) = &self.dir else { return };
+        if self.journal_bytes > (self.snapshot_bytes / 4).max(JOURNAL_MIN) {
+            return self.save();
+        }
+        let rec = JournalRecord {
+            generation: self.generation,
+            upserts: change
+                .keys
+                .upserted
+                .iter()
+                .filter_map(|k| self.state.get(k).cloned())
+                .collect(),
+            deletes: change.keys.deleted.iter().cloned().collect(),
+        };
+        let r = serde_json::to_vec(&rec)
+            .map_err(std::io::Error::other)
+            .and_then(|mut line| {
+                use std::io::Write;
+                line.push(b'\n');
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(JOURNAL))?;
+                f.write_all(&line)?;
+                f.sync_data()?;
+                Ok(line.len() as u64)
+            });
+        match r {
+            Ok(n) => self.journal_bytes += n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot append to the desired-state journal; saving all");
+                self.save();
+            }
+        }
+    }
+}
+
+/// The snapshot's state with the journal's records above its generation
+/// applied in order. A torn last line (a crash mid-append) ends the replay:
+/// that delta was never acknowledged.
+fn replay_journal(dir: &Path, mut generation: u64, mut state: DesiredState) -> (u64, DesiredState) {
+    let text = match std::fs::read(dir.join(JOURNAL)) {
+        Ok(t) => t,
+        Err(_) => return (generation, state),
+    };
+    let mut applied = 0usize;
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(rec) = serde_json::from_slice::<JournalRecord>(line) else {
+            tracing::warn!(
+                applied,
+                "desired-state journal ends in a torn record; ignored"
+            );
+            break;
+        };
+        if rec.generation <= generation {
+            continue;
+        }
+        for k in &rec.deletes {
+            state.remove(k);
+        }
+        for o in rec.upserts {
+            state.upsert(o);
+        }
+        generation = rec.generation;
+        applied += 1;
+    }
+    if applied > 0 {
+        tracing::info!(
+            records = applied,
+            generation,
+            "desired-state journal replayed"
+        );
+    }
+    (generation, state)
 }
 
 #[cfg(test)]
@@ -634,6 +763,65 @@ mod tests {
         let mut again = DesiredStore::new(Some(&d));
         assert!(again.restore(None).expect_err("corrupt").contains("moved"));
         assert_eq!(again.generation(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn delta(base: u64, up: Vec<Object>, del: Vec<ObjectKey>) -> SyncDeltaParams {
+        SyncDeltaParams {
+            base_generation: base,
+            generation: base + 1,
+            upserts: up,
+            deletes: del,
+        }
+    }
+
+    /// Deltas are journaled (the snapshot is not rewritten for them) and
+    /// replayed at restore; a full sync folds the journal into the snapshot; a
+    /// torn last record is ignored.
+    #[test]
+    fn deltas_are_journaled_and_replayed() {
+        let d = tmpdir("journal");
+        let mut s = DesiredStore::new(Some(&d));
+        s.sync_full(
+            full(4, vec![pod("a", "10.0.0.1"), pod("b", "10.0.0.2")]),
+            None,
+        )
+        .expect("full");
+        let snap = std::fs::read(d.join(FILE)).expect("snapshot");
+        s.sync_delta(delta(4, vec![pod("c", "10.0.0.3")], vec![]), None)
+            .expect("delta");
+        let gone = pod("a", "10.0.0.1").key();
+        s.sync_delta(delta(5, vec![pod("b", "10.0.0.9")], vec![gone]), None)
+            .expect("delta");
+        assert_eq!(
+            std::fs::read(d.join(FILE)).expect("snapshot"),
+            snap,
+            "snapshot untouched"
+        );
+        let journal = std::fs::read_to_string(d.join(JOURNAL)).expect("journal");
+        assert_eq!(journal.lines().count(), 2, "{journal}");
+        let mut back = DesiredStore::new(Some(&d));
+        back.restore(None).expect("restore");
+        assert_eq!(back.generation(), 6);
+        assert_eq!(back.state(), s.state());
+        // A torn record (crash mid-append) is ignored: generation 6 stays.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join(JOURNAL))
+            .expect("open");
+        std::io::Write::write_all(&mut f, b"{\"generation\": 7, \"upser").expect("write");
+        let mut torn = DesiredStore::new(Some(&d));
+        torn.restore(None).expect("restore");
+        assert_eq!(torn.generation(), 6);
+        assert_eq!(torn.state(), s.state());
+        // A full sync: snapshot rewritten, journal gone.
+        s.sync_full(full(9, vec![pod("z", "10.0.0.26")]), None)
+            .expect("full");
+        assert!(!d.join(JOURNAL).exists());
+        let mut last = DesiredStore::new(Some(&d));
+        last.restore(None).expect("restore");
+        assert_eq!(last.generation(), 9);
+        assert_eq!(last.state(), s.state());
         let _ = std::fs::remove_dir_all(&d);
     }
 

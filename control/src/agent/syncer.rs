@@ -357,6 +357,7 @@ impl Syncer {
     }
 
     fn note_reply(&mut self, r: &SyncReply) {
+        self.metrics.daemon_realized(r.realize_us);
         if !r.rejected.is_empty() {
             self.metrics.rejected(r.rejected.len());
             for x in &r.rejected {

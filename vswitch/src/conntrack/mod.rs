@@ -82,6 +82,31 @@ pub struct LbChoice {
     pub hairpin: bool,
 }
 
+/// ICMPv6 messages that belong to the link, not to a connection: MLD query,
+/// report and done (130-132), router solicitation and advertisement, neighbour
+/// solicitation and advertisement, redirect (133-137), MLDv2 report (143).
+/// Linux's conntrack leaves exactly these untracked (`noct_valid_new`).
+pub const ICMPV6_UNTRACKED: [u8; 9] = [130, 131, 132, 133, 134, 135, 136, 137, 143];
+
+/// Whether conntrack leaves the packet untracked (`ct_state` without `+trk`)
+/// rather than judging it: IP protocols it has no state machine for (Linux
+/// would track them generically; here they pass untouched, and NetworkPolicy
+/// sees them as `-trk`), and ICMPv6 neighbour discovery and MLD. Without this,
+/// a `ct` over all IP traffic would call IPv6 neighbour discovery `+inv`, and
+/// the `+inv` drop would cut IPv6 pods off each other.
+pub fn untracked(key: &Key) -> bool {
+    if !matches!(key.eth_type(), 0x0800 | 0x86dd) {
+        return false;
+    }
+    match key.ip_proto() {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP | ip_proto::ICMP => false,
+        ip_proto::ICMPV6 => {
+            key.eth_type() == 0x86dd && ICMPV6_UNTRACKED.contains(&(Field::IcmpType.get(key) as u8))
+        }
+        _ => true,
+    }
+}
+
 /// The tuple of the packet described by `key`, or `None` for what conntrack does
 /// not track (not IP, other protocols, ICMP that is neither echo nor error).
 pub fn tuple_of(key: &Key, zone: u16, info: &PacketInfo) -> Option<Tuple> {
@@ -210,6 +235,12 @@ impl Conntrack {
         now: u64,
     ) -> Verdict {
         Field::CtZone.set(key, u128::from(req.zone));
+        if untracked(key) {
+            // Not conntrack's business (Linux leaves these untracked too):
+            // `-trk`, so no `+inv` drop, and no entry.
+            set_ct(key, 0, None);
+            return Verdict::default();
+        }
         if let Some(inner) = info.icmp_inner {
             return self.related(key, req.zone, inner, now);
         }

@@ -83,6 +83,41 @@ struct Ref {
     idx: u32,
 }
 
+/// A load-balanced connection's backend: service number, the endpoint's
+/// address and port (the reply tuple's source), zone. The key of the
+/// per-shard backend index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub service: u32,
+    pub addr: [u32; 4],
+    pub port: u16,
+}
+
+impl BackendKey {
+    pub fn of(c: &Conn) -> Option<BackendKey> {
+        (c.service != 0).then_some(BackendKey {
+            service: c.service,
+            addr: c.reply.src,
+            port: c.reply.sport,
+        })
+    }
+}
+
+/// End of a backend list.
+const NIL: u32 = u32::MAX;
+
+/// A slot's neighbours in its backend's list (parallel to the slab).
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
 struct Shard {
     /// Connections whose original tuple hashes here, as slab indices (the tuple
     /// itself is in the slab: 4 bytes per entry instead of 48).
@@ -90,6 +125,12 @@ struct Shard {
     /// Reply tuples that hash here, pointing to their connection's shard.
     map: HashMap<Tuple, Ref, SeededState>,
     slab: Vec<Conn>,
+    /// Backend index: the head of each backend's doubly linked list of slots
+    /// (load-balanced connections only), so removing an endpoint's connections
+    /// costs in proportion to them, not to the table.
+    by_backend: HashMap<BackendKey, u32, SeededState>,
+    /// `links[i]`: slot i's neighbours in its backend's list.
+    links: Vec<Link>,
     free: Vec<u32>,
     live: usize,
     /// Where the eviction scan resumes.
@@ -145,6 +186,8 @@ impl CtTable {
                     origs: HashTable::new(),
                     map: HashMap::with_hasher(hasher),
                     slab: Vec::new(),
+                    by_backend: HashMap::with_hasher(hasher),
+                    links: Vec::new(),
                     free: Vec::new(),
                     live: 0,
                     hand: 0,
@@ -210,16 +253,23 @@ impl CtTable {
         } else {
             return None;
         };
-        if c.expired(now) || !update(c, reply) {
-            let dead = *c;
+        let key = BackendKey::of(c);
+        let keep = !c.expired(now) && update(c, reply);
+        let conn = *c;
+        if BackendKey::of(&conn) != key {
+            // `update` re-pointed the connection: file it under its new backend.
+            s.unlink_backend(r.idx, key);
+            s.link_backend(r.idx, BackendKey::of(&conn));
+        }
+        if !keep {
             drop(s);
-            if dead.expired(now) {
+            if conn.expired(now) {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
             }
-            self.remove(&dead.orig);
+            self.remove(&conn.orig);
             return None;
         }
-        Some(Found { conn: *c, reply })
+        Some(Found { conn, reply })
     }
 
     /// Inserts a new connection. Returns false when it could not (table full of
@@ -260,13 +310,16 @@ impl CtTable {
                     if s.slab.len() == s.slab.capacity() {
                         let more = (s.slab.len() / 8).max(16);
                         s.slab.reserve_exact(more);
+                        s.links.reserve_exact(more);
                     }
                     s.slab.push(c);
+                    s.links.push(UNLINKED);
                     (s.slab.len() - 1) as u32
                 }
             };
             new_idx = idx;
             s.live += 1;
+            s.link_backend(idx, BackendKey::of(&c));
             let hasher = self.hasher;
             let Shard { origs, slab, .. } = &mut *s;
             origs.insert_unique(h, idx, |&i| {
@@ -381,6 +434,49 @@ impl CtTable {
         out
     }
 
+    /// Removes every connection load-balanced to one of `keys`' endpoints;
+    /// returns how many. Walks each shard's list for those backends: the cost
+    /// is the number of shards (one short lock each, a hash probe per key) plus
+    /// those connections, not the size of the table.
+    pub fn remove_backends(&self, keys: &[BackendKey]) -> usize {
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut gone = Vec::new();
+        let mut total = 0;
+        for si in 0..self.shards.len() {
+            {
+                let mut s = self.lock(si);
+                if s.by_backend.is_empty() {
+                    continue;
+                }
+                for key in keys {
+                    let Some(&head) = s.by_backend.get(key) else {
+                        continue;
+                    };
+                    let mut i = head;
+                    while i != NIL {
+                        let Some(c) = s.slab.get(i as usize).copied() else {
+                            break;
+                        };
+                        if c.has(cflag::LIVE) {
+                            gone.push((i, c));
+                        }
+                        i = s.links.get(i as usize).map_or(NIL, |l| l.next);
+                    }
+                }
+                for &(i, c) in &gone {
+                    s.unlink((i, c), self.hasher.hash_one(c.orig));
+                }
+            }
+            for (i, c) in gone.drain(..) {
+                self.finish_removal(si, i, &c);
+                total += 1;
+            }
+        }
+        total
+    }
+
     /// Removes every connection `pick` selects; returns how many.
     pub fn remove_where<F: FnMut(&Conn) -> bool>(&self, pick: F) -> usize {
         let victims = self.collect(pick);
@@ -407,6 +503,9 @@ impl CtTable {
                 s.map.capacity() * 8 / 7 * entry
                     + s.origs.capacity() * 8 / 7 * orig_entry
                     + s.slab.capacity() * std::mem::size_of::<Conn>()
+                    + s.links.capacity() * std::mem::size_of::<Link>()
+                    + s.by_backend.capacity() * 8 / 7
+                        * (std::mem::size_of::<(BackendKey, u32)>() + 1)
                     + s.free.capacity() * 4
             })
             .sum()
@@ -438,7 +537,53 @@ impl Shard {
         if let Some(slot) = self.slab.get_mut(idx as usize) {
             slot.flags &= !cflag::LIVE;
         }
+        self.unlink_backend(idx, BackendKey::of(&c));
         self.live = self.live.saturating_sub(1);
+    }
+
+    /// Puts slot `idx` at the head of `key`'s list.
+    fn link_backend(&mut self, idx: u32, key: Option<BackendKey>) {
+        let Some(key) = key else {
+            return;
+        };
+        let head = self.by_backend.insert(key, idx).unwrap_or(NIL);
+        if let Some(l) = self.links.get_mut(idx as usize) {
+            *l = Link {
+                prev: NIL,
+                next: head,
+            };
+        }
+        if let Some(h) = self.links.get_mut(head as usize) {
+            h.prev = idx;
+        }
+    }
+
+    /// Takes slot `idx` out of `key`'s list.
+    fn unlink_backend(&mut self, idx: u32, key: Option<BackendKey>) {
+        let Some(key) = key else {
+            return;
+        };
+        let Some(l) = self.links.get(idx as usize).copied() else {
+            return;
+        };
+        if l.prev == NIL {
+            if self.by_backend.get(&key) != Some(&idx) {
+                return; // not linked (already taken out)
+            }
+            if l.next == NIL {
+                self.by_backend.remove(&key);
+            } else {
+                self.by_backend.insert(key, l.next);
+            }
+        } else if let Some(p) = self.links.get_mut(l.prev as usize) {
+            p.next = l.next;
+        }
+        if let Some(n) = self.links.get_mut(l.next as usize) {
+            n.prev = l.prev;
+        }
+        if let Some(me) = self.links.get_mut(idx as usize) {
+            *me = UNLINKED;
+        }
     }
 
     /// The oldest not-assured live connection among the next slots the hand

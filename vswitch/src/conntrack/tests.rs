@@ -347,3 +347,225 @@ fn bytes_per_entry_under_256() {
     eprintln!("conntrack: {per} bytes per connection");
     assert!(per < 256, "{per} bytes per connection");
 }
+
+/// A load-balanced connection from client `c` (port `sp`) to backend `b`
+/// (10.50.0.b:8080) of service `svc`, inserted straight into the table.
+fn lb_conn(c: u32, sp: u16, svc: u32, b: u32, now: u64) -> Conn {
+    let orig = tuple::Tuple {
+        src: [0, 0, 0, 0x0a01_0000 | c],
+        dst: [0, 0, 0, 0x0a60_0000 | svc],
+        sport: sp,
+        dport: 80,
+        zone: 1,
+        proto: 6,
+        v6: false,
+    };
+    let mut reply = orig.reversed();
+    reply.src = [0, 0, 0, 0x0a32_0000 | b];
+    reply.sport = 8080;
+    let mut conn = Conn::new(orig, reply, now, 60);
+    conn.service = svc;
+    conn.backend = b;
+    conn.flags |= table::cflag::DNAT;
+    conn
+}
+
+fn be_key(svc: u32, b: u32) -> table::BackendKey {
+    table::BackendKey {
+        service: svc,
+        addr: [0, 0, 0, 0x0a32_0000 | b],
+        port: 8080,
+    }
+}
+
+/// Removing one endpoint's connections through the backend index takes all of
+/// them (both directions forgotten) and nothing else, also after other
+/// connections of the same backend were removed, expired or evicted and their
+/// slots reused.
+#[test]
+fn remove_backends_takes_that_endpoints_connections_only() {
+    let ct = Conntrack::new(CtConfig {
+        max_entries: 1 << 12,
+        ..CtConfig::default()
+    });
+    let t = &ct.table;
+    // 3 services x 4 backends x 100 clients.
+    let mut all = Vec::new();
+    for svc in 1..=3u32 {
+        for b in 0..4u32 {
+            for c in 0..100u32 {
+                let conn = lb_conn(c, (svc * 1000 + b * 100 + c) as u16, svc, b, 1);
+                assert!(t.insert(conn));
+                all.push(conn);
+            }
+        }
+    }
+    // Churn: remove every third connection of (2, 1) and put new ones in
+    // their slots, so lists are unlinked in the middle, at the head and reused.
+    for (k, c) in all.iter().enumerate() {
+        if c.service == 2 && c.backend == 1 && k % 3 == 0 {
+            assert!(t.remove(&c.orig));
+        }
+    }
+    for c in 0..40u32 {
+        assert!(t.insert(lb_conn(c, 50_000 + c as u16, 2, 1, 2)));
+    }
+    let before = t.len();
+    let of = |svc: u32, b: u32| t.collect(|c| c.service == svc && c.backend == b).len();
+    let n21 = of(2, 1);
+    assert_eq!(n21, 100 - 33 + 40, "indices 500..600: 33 multiples of 3");
+    assert_eq!(t.remove_backends(&[be_key(2, 1)]), n21);
+    assert_eq!(of(2, 1), 0);
+    assert_eq!(t.len(), before - n21);
+    // Everything else is untouched: same backend address under another
+    // service, other backends of the service.
+    for svc in 1..=3u32 {
+        for b in 0..4u32 {
+            if (svc, b) != (2, 1) {
+                assert_eq!(of(svc, b), 100, "service {svc} backend {b}");
+            }
+        }
+    }
+    // Removed connections are forgotten in both directions.
+    let gone = lb_conn(5, 2105, 2, 1, 1);
+    assert!(
+        t.lookup(&gone.reply, 3, |_, _| true).is_none(),
+        "reply side"
+    );
+    assert!(
+        t.lookup(&gone.orig, 3, |_, _| true).is_none(),
+        "original side"
+    );
+    let kept = lb_conn(5, 2005, 2, 0, 1);
+    assert!(
+        t.lookup(&kept.reply, 3, |_, _| true)
+            .is_some_and(|f| f.reply)
+    );
+    // Two backends at once; an unknown one removes nothing.
+    assert_eq!(t.remove_backends(&[be_key(1, 0), be_key(3, 3)]), 200);
+    assert_eq!(t.remove_backends(&[be_key(9, 9)]), 0);
+    assert_eq!(t.len(), before - n21 - 200);
+    // Expiry and eviction keep the index consistent: expire all of (1, 1),
+    // then the backend removal finds nothing and the rest still goes.
+    let n = t.remove_where(|c| c.service == 1 && c.backend == 1);
+    assert_eq!(n, 100);
+    assert_eq!(t.remove_backends(&[be_key(1, 1)]), 0);
+    let left = t.len();
+    assert_eq!(left, 800);
+    assert_eq!(t.expire_some(1 + 61 * S, 1 << 12), left);
+    assert!(t.is_empty());
+    assert_eq!(t.remove_backends(&[be_key(1, 2), be_key(3, 0)]), 0);
+}
+
+/// The index follows the connections through random inserts, removals,
+/// lookups that delete and slot reuse: for every backend, `remove_backends`
+/// removes exactly the live connections a full scan finds.
+#[test]
+fn backend_index_matches_a_full_scan_under_churn() {
+    let ct = Conntrack::new(CtConfig {
+        max_entries: 256,
+        ..CtConfig::default()
+    });
+    let t = &ct.table;
+    let mut x = 0x9e37_79b9u32;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut live: Vec<Conn> = Vec::new();
+    for step in 0..20_000u64 {
+        let r = rnd();
+        if r % 4 != 0 || live.is_empty() {
+            let c = lb_conn(
+                rnd() % 64,
+                (rnd() % 60_000) as u16,
+                1 + rnd() % 3,
+                rnd() % 5,
+                step,
+            );
+            if t.insert(c) {
+                live.push(c);
+            }
+        } else {
+            let k = (rnd() as usize) % live.len();
+            let c = live.swap_remove(k);
+            if r % 8 == 0 {
+                // A lookup that deletes (as a TCP reopen does).
+                t.lookup(&c.reply, step, |_, _| false);
+            } else {
+                t.remove(&c.orig);
+            }
+        }
+    }
+    for svc in 1..=3u32 {
+        for b in 0..5u32 {
+            let want = t.collect(|c| c.service == svc && c.backend == b).len();
+            assert_eq!(t.remove_backends(&[be_key(svc, b)]), want, "{svc}/{b}");
+        }
+    }
+    assert!(t.is_empty(), "every connection was load-balanced");
+}
+
+fn icmp6(src: u128, dst: u128, ty: u8) -> Key {
+    let mut k = Key::ZERO;
+    Field::EthType.set(&mut k, 0x86dd);
+    Field::IpProto.set(&mut k, 58);
+    Field::Ipv6Src.set(&mut k, src);
+    Field::Ipv6Dst.set(&mut k, dst);
+    Field::IcmpType.set(&mut k, u128::from(ty));
+    k
+}
+
+/// IPv6 neighbour discovery and MLD are left untracked (no `+trk`, so no
+/// `+inv` drop, no entry, not counted invalid), as Linux does; an ICMPv6 type
+/// that is neither, nor echo, nor an error, is still `+inv`; protocols without
+/// a tracker are untracked.
+#[test]
+fn ipv6_neighbour_discovery_and_mld_are_untracked_not_invalid() {
+    let ct = Conntrack::default();
+    let i = PacketInfo::default();
+    let (a, b) = (
+        0xfd00_0000_0000_0000_0000_0000_0000_0001u128,
+        0xfd00u128 << 112 | 2,
+    );
+    for ty in [130u8, 131, 132, 133, 134, 135, 136, 137, 143] {
+        let mut k = icmp6(a, b, ty);
+        Field::CtState.set(&mut k, u128::from(TRK | INV));
+        ct.process(&mut k, &req(true), &i, 1);
+        assert_eq!(st(&k), 0, "type {ty}: untracked");
+        assert!(untracked(&k));
+    }
+    assert!(ct.table.is_empty());
+    assert_eq!(ct.table.counters.invalid.load(Ordering::Relaxed), 0);
+    // Echo is tracked.
+    let mut e = icmp6(a, b, 128);
+    let echo = PacketInfo {
+        icmp_id: Some(7),
+        icmp_inner: None,
+    };
+    ct.process(&mut e, &req(true), &echo, 1);
+    assert_eq!(st(&e), TRK | NEW);
+    assert_eq!(ct.table.len(), 1);
+    // Node information query (139) is no ND: still invalid.
+    let mut q = icmp6(a, b, 139);
+    ct.process(&mut q, &req(true), &i, 1);
+    assert_eq!(st(&q), TRK | INV);
+    // GRE over IPv4 and IPv6: untracked.
+    for v6 in [false, true] {
+        let mut g = if v6 {
+            icmp6(a, b, 0)
+        } else {
+            pkt(47, 1, 2, 0, 0, 0)
+        };
+        Field::IpProto.set(&mut g, 47);
+        ct.process(&mut g, &req(true), &i, 1);
+        assert_eq!(st(&g), 0, "gre v6={v6}");
+    }
+    // ICMP (v4) with type 134 is no ICMPv6 neighbour discovery.
+    let mut ra4 = pkt(1, 1, 2, 0, 0, 0);
+    Field::IcmpType.set(&mut ra4, 134);
+    assert!(!untracked(&ra4));
+    assert_eq!(ct.table.len(), 1);
+}

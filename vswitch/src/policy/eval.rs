@@ -16,9 +16,19 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// The packet's addresses and port; `None` for non-IP.
+    /// The packet's addresses and port; `None` for what policy does not judge:
+    /// non-IP, and ICMPv6 neighbour discovery and MLD (the link's own control
+    /// traffic, as ARP is for IPv4: an isolated pod must still resolve its
+    /// peers' addresses and be resolved by them, or replies to the connections
+    /// its policies allow could not reach it; Antrea and Calico let it pass too).
     #[inline]
     pub fn from_key(key: &Key) -> Option<Packet> {
+        if key.eth_type() == 0x86dd
+            && key.ip_proto() == ip_proto::ICMPV6
+            && crate::conntrack::ICMPV6_UNTRACKED.contains(&(Field::IcmpType.get(key) as u8))
+        {
+            return None;
+        }
         let (src, dst) = match key.eth_type() {
             0x0800 => (
                 v4(Field::Ipv4Src.get(key) as u32),
@@ -145,5 +155,33 @@ pub fn ip_text(ip: Ip) -> std::net::IpAddr {
     match v6.to_ipv4_mapped() {
         Some(v4) => std::net::IpAddr::V4(v4),
         None => std::net::IpAddr::V6(v6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn icmp6(ty: u8) -> Key {
+        let mut k = Key::ZERO;
+        Field::EthType.set(&mut k, 0x86dd);
+        Field::IpProto.set(&mut k, u128::from(ip_proto::ICMPV6));
+        Field::Ipv6Src.set(&mut k, 0xfd00 << 112 | 1);
+        Field::Ipv6Dst.set(&mut k, 0xfd00 << 112 | 2);
+        Field::IcmpType.set(&mut k, u128::from(ty));
+        k
+    }
+
+    /// Neighbour discovery and MLD are not judged by policy (an isolated pod
+    /// must still resolve and be resolved); echo and other ICMPv6 are.
+    #[test]
+    fn neighbour_discovery_is_not_judged() {
+        for ty in [130u8, 131, 132, 133, 134, 135, 136, 137, 143] {
+            assert_eq!(Packet::from_key(&icmp6(ty)), None, "type {ty}");
+        }
+        for ty in [1u8, 128, 129, 139] {
+            let p = Packet::from_key(&icmp6(ty)).expect("judged");
+            assert_eq!((p.proto, p.dst), (ip_proto::ICMPV6, 0xfd00 << 112 | 2));
+        }
     }
 }

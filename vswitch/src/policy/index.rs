@@ -11,14 +11,17 @@
 //!
 //! Within each list, candidates are filed by peer: rules open to every peer, rules
 //! by address group `(group, rule)` sorted by group (intersected with the groups
-//! the peer belongs to, [`super::Engine::member_of`]), and rules with ipBlocks.
+//! the peer belongs to, [`super::Engine::member_of`]), and rules with ipBlocks,
+//! flattened into sorted disjoint address ranges (each CIDR minus its
+//! exceptions; each range names the lowest rule whose blocks cover it), found by
+//! binary search.
 //! A verdict therefore costs a few hash lookups plus the rules sharing the
-//! packet's port and one of the peer's groups: the rules that can match, not all
-//! rules selecting the pod.
+//! packet's port and one of the peer's groups, plus a logarithmic search among
+//! the slot's ipBlocks: the rules that can match, not all rules selecting the pod.
 
 use super::eval::Packet;
-use super::{Dir, Engine, GroupId, Ip, NamedPort, PortSpec, RuleId};
-use std::collections::HashMap;
+use super::{Block, Dir, Engine, GroupId, Ip, NamedPort, PortSpec, RuleId};
+use std::collections::{BTreeMap, HashMap};
 
 /// Longest port range filed port by port (longer ones are checked at verdict time).
 pub const EXPAND_MAX: u32 = 64;
@@ -35,6 +38,92 @@ pub struct Cands {
     /// Sorted by group, then rule.
     by_group: Box<[(GroupId, RuleId)]>,
     blocks: Box<[RuleId]>,
+    /// The address space cut at every block boundary: `(start, rule)` sorted by
+    /// start, a range running to the next start; `rule` is the lowest of
+    /// `blocks` whose ipBlocks hold the range's addresses ([`NO_RULE`]: none).
+    block_ranges: Box<[(Ip, RuleId)]>,
+}
+
+/// A range no ipBlock of the slot holds.
+const NO_RULE: RuleId = RuleId::MAX;
+
+/// The addresses `b` holds, as disjoint inclusive ranges in order.
+fn block_ranges(b: &Block, out: &mut Vec<(Ip, Ip)>) {
+    let span = |c: &super::Cidr| {
+        let host = if c.len >= 128 {
+            0
+        } else {
+            u128::MAX >> u32::from(c.len)
+        };
+        (c.net & !host, c.net | host)
+    };
+    let (lo, hi) = span(&b.cidr);
+    let mut cuts: Vec<(Ip, Ip)> = b.except.iter().map(span).collect();
+    cuts.sort_unstable();
+    let mut at = lo;
+    for (clo, chi) in cuts {
+        if chi < at || clo > hi {
+            continue;
+        }
+        if clo > at {
+            out.push((at, clo - 1));
+        }
+        if chi >= hi {
+            return;
+        }
+        at = at.max(chi + 1);
+    }
+    out.push((at, hi));
+}
+
+/// Flattens the ipBlocks of `rules` into `(start, lowest rule)` ranges: a sweep
+/// over the range ends with the rules open at each point in a counted set.
+fn flatten(e: &Engine, rules: &[RuleId]) -> Box<[(Ip, RuleId)]> {
+    // (point, opens, rule): a range [lo, hi] opens at lo and closes after hi.
+    let mut ev: Vec<(Ip, bool, RuleId)> = Vec::new();
+    let mut tmp = Vec::new();
+    for &id in rules {
+        let Some(Some(r)) = e.rules.get(id as usize) else {
+            continue;
+        };
+        for b in &r.blocks {
+            tmp.clear();
+            block_ranges(b, &mut tmp);
+            for &(lo, hi) in &tmp {
+                ev.push((lo, true, id));
+                // A range reaching the top of the space never closes.
+                if let Some(end) = hi.checked_add(1) {
+                    ev.push((end, false, id));
+                }
+            }
+        }
+    }
+    // At one point, closings before openings (a range ending at p-1 and one
+    // starting at p meet at p).
+    ev.sort_unstable_by_key(|&(p, open, id)| (p, open, id));
+    let mut open: BTreeMap<RuleId, u32> = BTreeMap::new();
+    let mut out: Vec<(Ip, RuleId)> = Vec::new();
+    let mut i = 0;
+    while i < ev.len() {
+        let p = ev[i].0;
+        while i < ev.len() && ev[i].0 == p {
+            let (_, opens, id) = ev[i];
+            if opens {
+                *open.entry(id).or_default() += 1;
+            } else if let Some(n) = open.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&id);
+                }
+            }
+            i += 1;
+        }
+        let best = open.keys().next().copied().unwrap_or(NO_RULE);
+        if out.last().is_none_or(|&(_, r)| r != best) {
+            out.push((p, best));
+        }
+    }
+    out.into()
 }
 
 #[derive(Default)]
@@ -45,24 +134,36 @@ struct CandsBuild {
 }
 
 impl CandsBuild {
-    fn finish(mut self) -> Cands {
+    fn finish(mut self, e: &Engine) -> Cands {
         for v in [&mut self.any_peer, &mut self.blocks] {
             v.sort_unstable();
             v.dedup();
         }
         self.by_group.sort_unstable();
         self.by_group.dedup();
+        let block_ranges = flatten(e, &self.blocks);
         Cands {
             any_peer: self.any_peer.into(),
             by_group: self.by_group.into(),
             blocks: self.blocks.into(),
+            block_ranges,
         }
     }
 }
 
 impl Cands {
     fn len(&self) -> usize {
-        self.any_peer.len() + self.by_group.len() + self.blocks.len()
+        self.any_peer.len() + self.by_group.len() + self.blocks.len() + self.block_ranges.len()
+    }
+
+    /// The lowest rule whose ipBlocks hold `peer`: a binary search.
+    #[inline]
+    fn block_rule(&self, peer: Ip) -> Option<RuleId> {
+        let i = self
+            .block_ranges
+            .partition_point(|&(start, _)| start <= peer);
+        let (_, id) = *self.block_ranges.get(i.checked_sub(1)?)?;
+        (id != NO_RULE).then_some(id)
     }
 
     /// The first candidate that allows `peer` (and, with `check`, the packet's port).
@@ -106,11 +207,18 @@ impl Cands {
                 }
             }
         }
+        let first = self.block_rule(peer)?;
+        if check.is_none() || port_ok(first) {
+            return Some(first);
+        }
+        // A slot whose port is checked per packet (long ranges, egress named
+        // ports): the lowest block rule may not take this port; look further.
         self.blocks.iter().copied().find(|&id| {
-            e.rules
-                .get(id as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|r| r.blocks.iter().any(|b| b.contains(peer)))
+            id > first
+                && e.rules
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.blocks.iter().any(|b| b.contains(peer)))
                 && port_ok(id)
         })
     }
@@ -185,9 +293,9 @@ impl RuleIndex {
             }
         }
         RuleIndex {
-            any_port: any_port.finish(),
-            exact: exact.into_iter().map(|(k, c)| (k, c.finish())).collect(),
-            wide: wide.into_iter().map(|(p, c)| (p, c.finish())).collect(),
+            any_port: any_port.finish(e),
+            exact: exact.into_iter().map(|(k, c)| (k, c.finish(e))).collect(),
+            wide: wide.into_iter().map(|(p, c)| (p, c.finish(e))).collect(),
         }
     }
 
@@ -220,5 +328,59 @@ impl RuleIndex {
         self.any_port.len()
             + self.exact.values().map(Cands::len).sum::<usize>()
             + self.wide.iter().map(|(_, c)| c.len()).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Cidr;
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).expect("cidr")
+    }
+
+    fn ranges(b: &Block) -> Vec<(Ip, Ip)> {
+        let mut v = Vec::new();
+        block_ranges(b, &mut v);
+        v
+    }
+
+    /// A CIDR minus its exceptions as ranges: every address of the CIDR is in
+    /// exactly one range unless an exception holds it.
+    #[test]
+    fn block_minus_exceptions_as_ranges() {
+        let b = Block {
+            cidr: cidr("10.0.0.0/24"),
+            except: vec![
+                cidr("10.0.0.128/25"),
+                cidr("10.0.0.16/28"),
+                cidr("9.0.0.0/8"),
+            ],
+        };
+        let r = ranges(&b);
+        let v4 = |x: u32| crate::policy::v4(x);
+        assert_eq!(
+            r,
+            vec![
+                (v4(0x0a00_0000), v4(0x0a00_000f)),
+                (v4(0x0a00_0020), v4(0x0a00_007f)),
+            ]
+        );
+        for x in 0x0a00_0000u32 - 3..0x0a00_0103 {
+            let inside = r.iter().any(|&(lo, hi)| (lo..=hi).contains(&v4(x)));
+            assert_eq!(inside, b.contains(v4(x)), "{x:#x}");
+        }
+        // An exception covering everything; the whole space.
+        let none = Block {
+            cidr: cidr("10.0.0.0/24"),
+            except: vec![cidr("10.0.0.0/16")],
+        };
+        assert!(ranges(&none).is_empty());
+        let all = Block {
+            cidr: cidr("::/0"),
+            except: vec![],
+        };
+        assert_eq!(ranges(&all), vec![(0, u128::MAX)]);
     }
 }

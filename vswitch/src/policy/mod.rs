@@ -274,6 +274,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod scale;
-#[cfg(test)]
 mod tests;

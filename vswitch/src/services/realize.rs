@@ -1,21 +1,24 @@
-//! Services + Endpoints (desired state) → flows in tables 10/11/15/50/60 and
+//! Services + Endpoints (desired state) → flows in tables 15 and 60 and
 //! Maglev frontends for the `service_lb` action.
 //!
 //! Incremental: every service gets a number `n` for as long as it exists; its
 //! flows carry the cookie `SERVICES | n << 16` and its frontends the ids
 //! `n << 8 | port << 1 | external`. A change to one service (or its endpoints, or
 //! a pod behind it) deletes that cookie and adds the new flows in one bundle, and
-//! republishes the frontend map with only its entries replaced. The shared
-//! conntrack flows (tables 10, 11, 50, 60) exist only while at least one service
-//! does, so a switch without services stays the plain skeleton.
+//! republishes the frontend map with only its entries replaced. The hairpin
+//! flow (table 60) and the shared conntrack flows (tables 10, 11, 50:
+//! [`crate::desired::realize::ct_base`], also NetworkPolicy's) exist only while
+//! at least one service does (or a policy, for the latter), so a switch without
+//! either stays the plain skeleton.
 
 use super::lb::{Affinity, Backend, Frontend, LbTable};
 use super::maglev;
+use crate::conntrack::table::BackendKey;
 use crate::desired::realize::{Change, RealizeCtx, Realizer};
 use crate::flow::field::Field;
 use crate::flow::key::ct_state;
 use crate::flow::layout::{self, cookie, reg, svc_flags};
-use crate::flow::spec::{Action, CtAction, CtZone, FlowFilter, FlowSpec, Match, NatSpec, port_no};
+use crate::flow::spec::{Action, FlowFilter, FlowSpec, Match, port_no};
 use crate::flow::tables::FlowMod;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -30,8 +33,6 @@ use vswitch_proto::model::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServicesConfig {
-    /// Conntrack zone of service (and all pod) traffic.
-    pub zone: u16,
     /// Largest Maglev table (a prime).
     pub maglev_table_size: u32,
 }
@@ -39,7 +40,6 @@ pub struct ServicesConfig {
 impl Default for ServicesConfig {
     fn default() -> Self {
         ServicesConfig {
-            zone: 1,
             maglev_table_size: maglev::DEFAULT_SIZE,
         }
     }
@@ -138,110 +138,25 @@ fn proto_num(p: Protocol) -> u8 {
     }
 }
 
-fn ct_flow(table: u8, prio: u16, v6: bool, actions: Vec<Action>) -> FlowSpec {
-    let mut m = Match::ANY;
-    m.set_exact(Field::EthType, if v6 { 0x86dd } else { 0x0800 });
-    FlowSpec {
-        table,
-        priority: prio,
-        cookie: cookie::SERVICES,
-        m,
-        actions,
-        ..FlowSpec::default()
-    }
-}
-
-/// The shared flows: every IP packet enters conntrack (zone, nat); invalid ones
-/// drop; established and related continue past the load balancer; new
-/// connections that were not load-balanced are committed; hairpin goes back out.
-pub fn base_flows(zone: u16) -> Vec<FlowSpec> {
-    let mut out = Vec::new();
-    let nat = NatSpec {
-        kind: None,
-        addr_min: None,
-        addr_max: None,
-        port_min: None,
-        port_max: None,
-    };
-    for v6 in [false, true] {
-        out.push(ct_flow(
-            layout::CT_ZONE,
-            100,
-            v6,
-            vec![Action::Ct(CtAction {
-                commit: false,
-                zone: CtZone::Value(zone),
-                table: Some(layout::CT_STATE),
-                nat: Some(nat.clone()),
-                set_mark: None,
-                set_label: None,
-            })],
-        ));
-        let mut commit = ct_flow(
-            layout::CT_COMMIT,
-            100,
-            v6,
-            vec![
-                Action::Ct(CtAction {
-                    commit: true,
-                    zone: CtZone::Value(zone),
-                    table: None,
-                    nat: None,
-                    set_mark: None,
-                    set_label: None,
-                }),
-                Action::GotoTable(layout::OUTPUT),
-            ],
-        );
-        commit.m.set(
-            Field::CtState,
-            u128::from(ct_state::NEW | ct_state::TRK),
-            u128::from(ct_state::NEW | ct_state::TRK | ct_state::DNAT),
-        );
-        out.push(commit);
-    }
-    let state = |prio: u16, bits: u8, actions: Vec<Action>| {
-        let mut m = Match::ANY;
-        m.set(
-            Field::CtState,
-            u128::from(bits | ct_state::TRK),
-            u128::from(bits | ct_state::TRK),
-        );
-        FlowSpec {
-            table: layout::CT_STATE,
-            priority: prio,
-            cookie: cookie::SERVICES,
-            m,
-            actions,
-            ..FlowSpec::default()
-        }
-    };
-    out.push(state(200, ct_state::INV, vec![Action::Drop]));
-    out.push(state(
-        190,
-        ct_state::EST,
-        vec![Action::GotoTable(layout::EGRESS_POLICY)],
-    ));
-    out.push(state(
-        190,
-        ct_state::REL,
-        vec![Action::GotoTable(layout::EGRESS_POLICY)],
-    ));
+/// The services' own shared flow: hairpin packets (a pod that reached its own
+/// service) go back out of the port they came in on. Present exactly while a
+/// service exists; the conntrack flows around it are the shared
+/// [`crate::desired::realize::ct_base`] ones.
+pub fn hairpin_flow() -> FlowSpec {
     let mut m = Match::ANY;
     m.set(
         reg::SVC_FLAGS,
         u128::from(svc_flags::HAIRPIN),
         u128::from(svc_flags::HAIRPIN),
     );
-    out.push(FlowSpec {
+    FlowSpec {
         table: layout::OUTPUT,
         priority: 100,
         cookie: cookie::SERVICES,
         m,
         actions: vec![Action::Output(port_no::IN_PORT)],
         ..FlowSpec::default()
-    });
-    out
+    }
 }
 
 /// One frontend to build: which addresses, which endpoints.
@@ -570,7 +485,7 @@ impl ServiceRealizer {
                             },
                             Action::ServiceLb {
                                 id,
-                                zone: self.cfg.zone,
+                                zone: layout::CT_ZONE_PODS,
                                 table: layout::EGRESS_POLICY,
                             },
                         ]
@@ -729,7 +644,7 @@ impl Realizer for ServiceRealizer {
         let (mut mods, gone) = self.rebuild(state, &todo);
         let want_base = !self.services.is_empty();
         if want_base && !self.base {
-            mods.extend(base_flows(self.cfg.zone).into_iter().map(FlowMod::Add));
+            mods.push(FlowMod::Add(hairpin_flow()));
         } else if !want_base && self.base {
             mods.push(FlowMod::Delete(FlowFilter {
                 cookie: Some((cookie::SERVICES, cookie::MASK)),
@@ -750,13 +665,22 @@ impl Realizer for ServiceRealizer {
             Ok(_) => self.base = want_base,
             Err(e) => tracing::error!(error = %e, "service flows refused"),
         }
+        crate::desired::realize::ct_base::sync(dp);
         if !gone.is_empty() {
             // Endpoints that vanished: their connections go at once (a stale
             // UDP entry would keep sending DNS to a dead pod).
+            // Through the table's backend index: in proportion to those
+            // connections (and the shard count), not to the table.
             let gone: BTreeSet<(u32, u128, u16)> = gone.into_iter().collect();
-            let n = dp.conntrack().table.remove_where(|c| {
-                c.service != 0 && gone.contains(&(c.service, c.reply.src_ip(), c.reply.sport))
-            });
+            let keys: Vec<BackendKey> = gone
+                .into_iter()
+                .map(|(service, addr, port)| BackendKey {
+                    service,
+                    addr: crate::conntrack::tuple::addr_words(addr),
+                    port,
+                })
+                .collect();
+            let n = dp.conntrack().table.remove_backends(&keys);
             if n > 0 {
                 tracing::info!(
                     connections = n,
@@ -890,6 +814,94 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    /// An endpoint that leaves its service takes its conntrack entries with it
+    /// (through the table's backend index); the other endpoints' entries, and
+    /// entries of the same address behind another service, stay.
+    #[test]
+    fn removed_endpoint_flushes_its_connections_only() {
+        let mut dp = Datapath::new(DatapathConfig::in_process(1)).expect("datapath");
+        let mut store = DesiredStore::new(None);
+        let node = obj(serde_json::json!({"kind": "LocalNode", "name": "node-a",
+            "node_ips": ["192.0.2.1"], "gateway_mac": "0a:58:0a:fa:00:01"}));
+        let all: &[&[&str]] = &[&["10.250.0.21"], &["10.250.0.22"], &["10.250.0.23"]];
+        let mut sync = |generation, objs: Vec<Object>, dp: &mut Datapath| {
+            store
+                .sync_full(
+                    SyncFullParams {
+                        generation,
+                        state: objs.into_iter().collect(),
+                        more: false,
+                    },
+                    Some(dp),
+                )
+                .expect("sync")
+        };
+        let both = |first: &[&[&str]]| {
+            vec![
+                node.clone(),
+                svc("web", "10.96.0.10", 80),
+                eps("web", first),
+                svc("api", "10.96.0.11", 80),
+                eps("api", all),
+            ]
+        };
+        sync(1, both(all), &mut dp);
+        let ids: BTreeMap<String, u32> = dp
+            .services()
+            .values()
+            .map(|f| (f.name.clone(), f.id))
+            .collect();
+        let (web, api) = (ids["shop/web:80/TCP"], ids["shop/api:80/TCP"]);
+        let table = &dp.conntrack().table;
+        let ip = |s: &str| parse_ip(s).unwrap_or_default();
+        // 50 connections per endpoint per service.
+        for (si, service) in [web, api].into_iter().enumerate() {
+            for (b, addr) in ["10.250.0.21", "10.250.0.22", "10.250.0.23"]
+                .into_iter()
+                .enumerate()
+            {
+                for c in 0..50u16 {
+                    let orig = crate::conntrack::Tuple {
+                        src: crate::conntrack::tuple::addr_words(ip("10.250.1.9")),
+                        dst: crate::conntrack::tuple::addr_words(ip("10.96.0.10") + si as u128),
+                        sport: 10_000 + 100 * b as u16 + c,
+                        dport: 80,
+                        zone: 1,
+                        proto: 6,
+                        v6: false,
+                    };
+                    let mut reply = orig.reversed();
+                    reply.src = crate::conntrack::tuple::addr_words(ip(addr));
+                    reply.sport = 8080;
+                    let mut conn = crate::conntrack::Conn::new(orig, reply, 1, 3600);
+                    conn.service = service;
+                    conn.backend = b as u32;
+                    assert!(table.insert(conn));
+                }
+            }
+        }
+        assert_eq!(table.len(), 300);
+        // 10.250.0.22 leaves web.
+        sync(2, both(&[&["10.250.0.21"], &["10.250.0.23"]]), &mut dp);
+        let table = &dp.conntrack().table;
+        let count = |service: u32, addr: &str| {
+            table
+                .collect(|c| c.service == service && c.reply.src_ip() == ip(addr))
+                .len()
+        };
+        assert_eq!(
+            count(web, "10.250.0.22"),
+            0,
+            "the removed endpoint's entries"
+        );
+        assert_eq!(count(web, "10.250.0.21"), 50);
+        assert_eq!(count(web, "10.250.0.23"), 50);
+        for a in ["10.250.0.21", "10.250.0.22", "10.250.0.23"] {
+            assert_eq!(count(api, a), 50, "api's {a} untouched");
+        }
+        assert_eq!(table.len(), 250);
     }
 
     #[test]

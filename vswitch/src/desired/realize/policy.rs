@@ -103,9 +103,12 @@ impl PolicyRealizer {
             ..FlowFilter::default()
         };
         let want = self.compiler.n_policies() > 0;
-        let have = !dp.dump_flows(&filter).is_empty();
+        let mine = flows();
+        // An exact lookup of one of them (they come and go together), not a
+        // walk over every flow.
+        let have = mine.first().is_some_and(|f| dp.has_flow(f));
         let mods: Vec<FlowMod> = match (want, have) {
-            (true, false) => flows().into_iter().map(FlowMod::Add).collect(),
+            (true, false) => mine.into_iter().map(FlowMod::Add).collect(),
             (false, true) => vec![FlowMod::Delete(filter)],
             _ => Vec::new(),
         };
