@@ -3,6 +3,7 @@
 # and its resident memory. Everything lives in private namespaces.
 #
 #   sudo benches/idle.sh [SECONDS] [PORTS]     # defaults: 30 s, 4 ports (xdp-drv)
+#   sudo VSWITCHD_ARGS=--xdp-fastpath benches/idle.sh   # extra vswitchd flags
 set -euo pipefail
 SECS=${1:-30}
 NPORTS=${2:-4}
@@ -26,7 +27,8 @@ for i in $(seq "$NPORTS"); do
 	ip -n "$SW" link set "sw$i" up
 	ip -n "${SW}p$i" link set eth0 up
 done
-ip netns exec "$SW" "$BIN/vswitchd" --socket "$TMP/s.sock" --state-dir "$TMP/state" 2>"$TMP/log" &
+# shellcheck disable=SC2086 # VSWITCHD_ARGS is a list of flags
+ip netns exec "$SW" "$BIN/vswitchd" --socket "$TMP/s.sock" --state-dir "$TMP/state" ${VSWITCHD_ARGS:-} 2>"$TMP/log" &
 PID=$!
 for _ in $(seq 100); do [ -S "$TMP/s.sock" ] && break; sleep 0.05; done
 for i in $(seq "$NPORTS"); do
