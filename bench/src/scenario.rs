@@ -981,6 +981,23 @@ mod tests {
     }
 
     #[test]
+    fn sink_engine_defaults_to_engine_and_takes_xdp() {
+        let s = Scenario::parse("x.toml", "[traffic]\nengine = \"af_packet\"\n").expect("ok");
+        assert_eq!(s.sink_engine, EnginePref::AfPacket);
+        let s = Scenario::parse("x.toml", "[traffic]\nsink_engine = \"xdp\"\n").expect("ok");
+        assert_eq!(s.engine, EnginePref::Auto);
+        assert_eq!(s.sink_engine, EnginePref::Xdp);
+        let e = err("[traffic]\nsink_engine = \"dpdk\"\n");
+        assert!(
+            e.contains("traffic.sink_engine") && e.contains("xdp"),
+            "{e}"
+        );
+        // xdp is a sink engine only.
+        let e = err("[traffic]\nengine = \"xdp\"\n");
+        assert!(e.contains("traffic.engine"), "{e}");
+    }
+
+    #[test]
     fn full_file() {
         let s = Scenario::parse(
             "x.toml",
