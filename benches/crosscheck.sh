@@ -6,8 +6,10 @@
 #
 #   vsb      vsb-gen --engine afxdp  + vsb-sink (XDP counter)      = vsb's latency engine
 #   mixed    vswitch-bench gen       + vsb-sink                    = our generator alone
-#   ours     vswitch-bench run (existing topology: our generator
-#            and our AF_XDP sink sharing one thread on CPU 0)      = our tool as used
+#   ours     vswitch-bench run (existing topology: our generator on
+#            CPU 0, our XDP counting sink on the DUT's CPU)        = our tool as used
+#            (OURS_SINK=afxdp: our AF_XDP sink instead, sharing the generator's
+#            thread on CPU 0, as before the XDP sink existed)
 #   live     vsb-gen --engine xdp-live + vsb-sink (max rate only)  = vsb's throughput engine
 #
 # at a fixed offered rate below saturation (RATE; g1 without interrupt moderation, as
@@ -38,6 +40,7 @@ WARMUP=${WARMUP:-1}
 RATE=${RATE:-50000}
 NICE=${NICE:--15}
 DUTS=${DUTS:-xdp-redirect vswitchd}
+OURS_SINK=${OURS_SINK:-xdp}
 OUT=${OUT:-$T/bench-results/crosscheck-$(date +%Y%m%d-%H%M%S)}
 [ "$(id -u)" = 0 ] || { echo "crosscheck.sh: run as root" >&2; exit 1; }
 # The scheduler groups tasks by session (autogroup): a thread's nice only counts
@@ -155,6 +158,7 @@ src_ip = "$VSB_IP_G0"
 dst_ip = "$VSB_IP_S0"
 src_port = $VSB_SPORT
 dst_port = $VSB_DPORT
+sink_engine = "$OURS_SINK"
 [run]
 duration = $DURATION
 warmup = $WARMUP

@@ -83,6 +83,16 @@ pub trait RxPort: Send {
     fn announce(&mut self, frame: &[u8]);
     /// Frames the kernel dropped because the sink was too slow (ring full).
     fn kernel_drops(&self) -> u64;
+    /// Before a trial (the lane's thread, before `times.t0`): sinks that count in
+    /// the kernel (the XDP sink) reset their maps and take the window.
+    fn begin_trial(&mut self, _times: &Times) -> Result<(), String> {
+        Ok(())
+    }
+    /// After a trial: sinks that count in the kernel add their counts and
+    /// latencies to `sink`.
+    fn end_trial(&mut self, _sink: &mut SinkCore) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -478,6 +488,9 @@ pub enum EnginePref {
     Auto,
     Afxdp,
     AfPacket,
+    /// Sinks only: the XDP counting sink (bench/bpf/xdp_sink.c), counting and
+    /// timing frames in the kernel on the receiving CPU.
+    Xdp,
 }
 
 /// An interface in a namespace (`None`: the namespace the process runs in).
@@ -498,6 +511,8 @@ pub struct LaneSpec {
     pub generator: Option<Endpoint>,
     pub sink: Option<Endpoint>,
     pub engine: EnginePref,
+    /// The sink's engine (usually `engine`; `Xdp` for the XDP counting sink).
+    pub sink_engine: EnginePref,
     pub zero_copy: bool,
     /// Sent from the sink at start so that learning switches find it.
     pub announce_mac: Option<[u8; 6]>,
@@ -573,6 +588,7 @@ fn open_tx(
             None,
         )),
         EnginePref::AfPacket => Ok((Box::new(pkt()?), None)),
+        EnginePref::Xdp => Err("the xdp engine is a sink engine only".into()),
         EnginePref::Auto => match xdp() {
             Ok(t) => Ok((Box::new(t), None)),
             Err(e) => {
@@ -599,6 +615,13 @@ fn open_rx(
             None,
         )),
         EnginePref::AfPacket => Ok((Box::new(pkt()?), None)),
+        EnginePref::Xdp => Ok((
+            Box::new(
+                crate::xdpsink::XdpSink::open(&ep.ifname)
+                    .map_err(|e| format!("XDP sink on {}: {e}", ep.ifname))?,
+            ),
+            None,
+        )),
         EnginePref::Auto => match xdp() {
             Ok(t) => Ok((Box::new(t), None)),
             Err(e) => {
@@ -706,7 +729,7 @@ fn lane_main(
         let rx = match &spec.sink {
             Some(ep) => {
                 let (mut r, fb) = in_ns(&home, ep.netns.as_ref(), || {
-                    open_rx(ep, spec.engine, spec.zero_copy)
+                    open_rx(ep, spec.sink_engine, spec.zero_copy)
                 })??;
                 fallback = fallback.or(fb);
                 if let Some(mac) = spec.announce_mac {
@@ -751,6 +774,9 @@ fn lane_main(
                 }
             }
             let mut sink = rx.as_ref().map(|_| SinkCore::new(&t.times));
+            if let Some(r) = rx.as_mut() {
+                r.begin_trial(&t.times)?;
+            }
             let drops0 = rx.as_ref().map(|r| r.kernel_drops()).unwrap_or(0);
             let rx_part = match (rx.as_mut(), sink.as_mut()) {
                 (Some(p), Some(s)) => Some((p.as_mut() as &mut dyn RxPort, s)),
@@ -759,6 +785,9 @@ fn lane_main(
             let rate = t.spec.rate_per_thread(spec.gen_lanes);
             let batch = t.spec.batch as usize;
             let c = run_trial(gen_part, rx_part, rate, batch, t.times, &stop, &live);
+            if let (Some(r), Some(s)) = (rx.as_mut(), sink.as_mut()) {
+                r.end_trial(s)?;
+            }
             let tx_errors = tx.as_ref().map(|p| p.errors()).unwrap_or(0);
             if let Some(p) = tx.as_mut() {
                 p.drain(Duration::from_millis(200));

@@ -26,4 +26,5 @@ pub mod topo;
 pub mod traffic;
 pub mod wire;
 pub mod xdpfwd;
+pub mod xdpsink;
 pub mod xsk;

@@ -81,7 +81,8 @@ struct Where {
     /// Pin the thread to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
-    /// auto (AF_XDP, else AF_PACKET), afxdp, af_packet.
+    /// auto (AF_XDP, else AF_PACKET), afxdp, af_packet; for `sink` also xdp (the
+    /// XDP counting sink: counts and times frames in the kernel).
     #[arg(long, default_value = "auto")]
     engine: String,
     /// Try zero-copy first (NICs that support it; veth does not).
@@ -158,7 +159,10 @@ fn engine(s: &str) -> Result<EnginePref, String> {
         "auto" => Ok(EnginePref::Auto),
         "afxdp" | "af_xdp" => Ok(EnginePref::Afxdp),
         "af_packet" | "packet" => Ok(EnginePref::AfPacket),
-        o => Err(format!("--engine {o:?}: expected auto, afxdp or af_packet")),
+        "xdp" => Ok(EnginePref::Xdp),
+        o => Err(format!(
+            "--engine {o:?}: expected auto, afxdp, af_packet or (sink only) xdp"
+        )),
     }
 }
 
@@ -253,6 +257,7 @@ fn cmd_gen(a: GenArgs) -> Result<(), String> {
             }),
             sink: None,
             engine: engine(&a.at.engine)?,
+            sink_engine: EnginePref::Auto,
             zero_copy: a.at.zero_copy,
             announce_mac: None,
         },
@@ -316,6 +321,7 @@ fn cmd_sink(a: SinkArgs) -> Result<(), String> {
                 queue: a.at.queue,
             }),
             engine: engine(&a.at.engine)?,
+            sink_engine: engine(&a.at.engine)?,
             zero_copy: a.at.zero_copy,
             announce_mac: announce,
         },

@@ -24,7 +24,7 @@ fn ifindex(name: &str) -> Result<i32, String> {
     }
 }
 
-fn packet_socket(name: &str, proto: u16) -> Result<OwnedFd, String> {
+pub(crate) fn packet_socket(name: &str, proto: u16) -> Result<OwnedFd, String> {
     let idx = ifindex(name)?;
     // SAFETY: plain socket(2).
     let fd = unsafe {

@@ -153,6 +153,7 @@ impl Session {
                 }),
                 sink: None,
                 engine: sc.engine,
+                sink_engine: sc.sink_engine,
                 zero_copy: sc.zero_copy,
                 announce_mac: None,
             })
@@ -179,6 +180,7 @@ impl Session {
                     generator: None,
                     sink: Some(ep),
                     engine: sc.engine,
+                    sink_engine: sc.sink_engine,
                     zero_copy: sc.zero_copy,
                     announce_mac: announce,
                 }),

@@ -104,6 +104,7 @@ struct RawTraffic {
     seed: Option<Spanned<i64>>,
     udp_checksum: Option<bool>,
     engine: Option<Spanned<String>>,
+    sink_engine: Option<Spanned<String>>,
     zero_copy: Option<bool>,
 }
 
@@ -247,6 +248,9 @@ pub struct Scenario {
     pub src_mac_given: bool,
     pub dst_mac_given: bool,
     pub engine: EnginePref,
+    /// The sink's engine: `engine` unless `traffic.sink_engine` says otherwise
+    /// ("xdp": the XDP counting sink).
+    pub sink_engine: EnginePref,
     pub zero_copy: bool,
     pub duration: f64,
     pub warmup: f64,
@@ -776,6 +780,23 @@ impl Scenario {
             },
         };
 
+        let sink_engine = match &tr.sink_engine {
+            None => engine,
+            Some(e) => match e.get_ref().as_str() {
+                "auto" => EnginePref::Auto,
+                "afxdp" | "af_xdp" => EnginePref::Afxdp,
+                "af_packet" | "afpacket" | "packet" => EnginePref::AfPacket,
+                "xdp" => EnginePref::Xdp,
+                o => {
+                    return cx.err(
+                        "traffic.sink_engine",
+                        Some(e.span()),
+                        format!("{o:?} is not one of \"auto\", \"afxdp\", \"af_packet\", \"xdp\""),
+                    );
+                }
+            },
+        };
+
         // [sweep]
         let sweep = match &raw.sweep {
             None => None,
@@ -922,6 +943,7 @@ impl Scenario {
             src_mac_given: src_mac.is_some(),
             dst_mac_given: dst_mac.is_some(),
             engine,
+            sink_engine,
             zero_copy: tr.zero_copy.unwrap_or(false),
             duration,
             warmup,
@@ -956,6 +978,23 @@ mod tests {
         assert_eq!(s.traffic.rate, None);
         assert_eq!(s.gen_cpus, vec![0]);
         assert_eq!(s.sink_cpus, vec![0]);
+    }
+
+    #[test]
+    fn sink_engine_defaults_to_engine_and_takes_xdp() {
+        let s = Scenario::parse("x.toml", "[traffic]\nengine = \"af_packet\"\n").expect("ok");
+        assert_eq!(s.sink_engine, EnginePref::AfPacket);
+        let s = Scenario::parse("x.toml", "[traffic]\nsink_engine = \"xdp\"\n").expect("ok");
+        assert_eq!(s.engine, EnginePref::Auto);
+        assert_eq!(s.sink_engine, EnginePref::Xdp);
+        let e = err("[traffic]\nsink_engine = \"dpdk\"\n");
+        assert!(
+            e.contains("traffic.sink_engine") && e.contains("xdp"),
+            "{e}"
+        );
+        // xdp is a sink engine only.
+        let e = err("[traffic]\nengine = \"xdp\"\n");
+        assert!(e.contains("traffic.engine"), "{e}");
     }
 
     #[test]

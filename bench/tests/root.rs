@@ -51,6 +51,18 @@ fn our_namespaces(prefix: &str) -> Vec<String> {
 /// stamps must parse (every delivered frame timed) and nothing may be lost.
 #[test]
 fn measures_a_known_rate_over_a_plain_veth() {
+    known_rate_over_a_plain_veth(EnginePref::Afxdp, "afxdp");
+}
+
+/// The same with the XDP counting sink (sink engine `xdp`): the kernel counts and
+/// times the frames; the numbers must be the same, and the program must go with
+/// the lane.
+#[test]
+fn xdp_sink_measures_a_known_rate_over_a_plain_veth() {
+    known_rate_over_a_plain_veth(EnginePref::Xdp, "xdp counting sink");
+}
+
+fn known_rate_over_a_plain_veth(sink_engine: EnginePref, sink_desc: &str) {
     let Some(_g) = guard() else { return };
     let a = Netns::new("bga").expect("ns a");
     let b = Netns::new("bgb").expect("ns b");
@@ -76,6 +88,7 @@ fn measures_a_known_rate_over_a_plain_veth() {
                 queue: 0,
             }),
             engine: EnginePref::Afxdp,
+            sink_engine,
             zero_copy: false,
             announce_mac: None,
         },
@@ -91,7 +104,9 @@ fn measures_a_known_rate_over_a_plain_veth() {
     assert!(
         lane.sink_engine
             .as_deref()
-            .is_some_and(|e| e.starts_with("afxdp"))
+            .is_some_and(|e| e.starts_with(sink_desc)),
+        "{:?}",
+        lane.sink_engine
     );
 
     let mut spec = TrafficSpec::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
@@ -310,13 +325,23 @@ max_trials = 10
 /// veths and DUT daemon are gone.
 #[test]
 fn ctrl_c_cleans_up() {
+    ctrl_c_cleans_up_with("");
+}
+
+/// The same with the XDP counting sink attached to the sink's interface.
+#[test]
+fn ctrl_c_cleans_up_xdp_sink() {
+    ctrl_c_cleans_up_with("sink_engine = \"xdp\"\n");
+}
+
+fn ctrl_c_cleans_up_with(traffic_extra: &str) {
     let Some(_g) = guard() else { return };
     let dir = vswitch_suite::TempDir::new("vbint").expect("tmp");
     let file = dir.path().join("s.toml");
     std::fs::write(
         &file,
         format!(
-            "[topology]\nprefix = \"vbi\"\n[dut]\ndaemon = \"{} xdp-fwd --in {{in_if}} --out {{out_if}}\"\n[traffic]\nrate = \"10k\"\n[run]\nduration = 30\nrepeats = 5\n",
+            "[topology]\nprefix = \"vbi\"\n[dut]\ndaemon = \"{} xdp-fwd --in {{in_if}} --out {{out_if}}\"\n[traffic]\nrate = \"10k\"\n{traffic_extra}[run]\nduration = 30\nrepeats = 5\n",
             bench_bin()
         ),
     )
@@ -411,5 +436,65 @@ repeats = 1
         t.loss_pct,
         t.stalled_ms
     );
+    assert!(our_namespaces("vbt").is_empty());
+}
+
+/// A whole `run` through the kernel XDP forwarder with the XDP counting sink: the
+/// report names the sink, every frame is counted and timed in the kernel, and the
+/// latency figures come out of the kernel's histogram.
+#[test]
+fn xdp_sink_runs_a_scenario_through_xdp_redirect() {
+    let Some(_g) = guard() else { return };
+    let src = format!(
+        r#"
+[topology]
+prefix = "vbt"
+[dut]
+daemon = "{} xdp-fwd --in {{in_if}} --out {{out_if}}"
+[traffic]
+sink_engine = "xdp"
+flows = 4
+rate = "20k"
+[run]
+duration = 1.5
+warmup = 0.5
+repeats = 2
+"#,
+        bench_bin()
+    );
+    let sc = Scenario::parse("xs.toml", &src).expect("scenario");
+    let report = run(
+        sc,
+        &RunOpts {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .expect("run");
+    assert!(
+        report.env.sink_engine.starts_with("xdp counting sink"),
+        "{}",
+        report.env.sink_engine
+    );
+    assert_eq!(report.trials.len(), 2);
+    for t in &report.trials {
+        let starved = t.stalled_ms > 100.0;
+        assert!(
+            t.rate_reached == Some(true) || starved,
+            "offered {} pps (stalled {} ms)",
+            t.offered_pps,
+            t.stalled_ms
+        );
+        assert!(t.delivered <= t.offered, "{} > {}", t.delivered, t.offered);
+        assert!(
+            t.loss_pct < 1.0 || (starved && t.loss_pct < 5.0),
+            "loss {}% through xdp-fwd at 20 kpps (stalled {} ms)",
+            t.loss_pct,
+            t.stalled_ms
+        );
+        let l = t.latency.as_ref().expect("latency");
+        assert!(l.p50_us > 0.0 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us);
+        assert!(l.p50_us < 10_000.0, "p50 {} us", l.p50_us);
+    }
     assert!(our_namespaces("vbt").is_empty());
 }

@@ -1,0 +1,33 @@
+//! Compiles vswitch-bench's XDP counting sink (`bpf/xdp_sink.c`, the sink engine
+//! "xdp") to a BPF object that the binary embeds (`include_bytes!`) and loads with
+//! libbpf at run time (bench/src/xdpsink.rs).
+//!
+//! clang is already required by the vendored libxdp (xsk-rs builds its BPF objects
+//! with it); `CLANG` names another binary. The program is self-contained (no kernel
+//! or libbpf headers), so nothing else is needed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=CLANG");
+    let src = "bpf/xdp_sink.c";
+    println!("cargo:rerun-if-changed={src}");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let obj = out.join("xdp_sink.o");
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let status = Command::new(&clang)
+        .args([
+            "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-c", src, "-o",
+        ])
+        .arg(&obj)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("{clang} failed to compile {src} ({s}); see its output above"),
+        Err(e) => panic!(
+            "cannot run {clang} to compile {src}: {e} (install clang: scripts/install-deps.sh, \
+             or set CLANG)"
+        ),
+    }
+}
