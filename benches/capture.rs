@@ -13,81 +13,17 @@
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): on the shared
 //! development machine, time spent preempted by other processes is not the code's.
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+mod common;
+
+use common::ThreadCpuTime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use vswitch::flow::tables::FlowMod;
-use vswitch::flow::{NoPortNames, parse_flow};
+use vswitch::Datapath;
 use vswitch::port::BATCH_SIZE;
-use vswitch::port::memory::MemoryPort;
-use vswitch::{Datapath, DatapathConfig};
-use vswitch_proto::PortKind;
 
-/// CPU time of the calling thread, in nanoseconds (formatted like wall time).
-struct ThreadCpuTime(WallTime);
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own; the clock id is valid.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.0.formatter()
-    }
-}
-
-/// 64-byte UDP/IPv4 frames from `flows` source ports.
-fn frames(flows: u16) -> Vec<Vec<u8>> {
-    (0..flows)
-        .map(|i| {
-            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-                .udp(1024 + i, 5001);
-            let payload = [0u8; 18];
-            let mut out = Vec::with_capacity(b.size(payload.len()));
-            b.write(&mut out, &payload).expect("frame builds");
-            out
-        })
-        .collect()
-}
-
-/// A switch with a sink (port 1), a replay generator (port 2) and `flow`.
+/// The replay switch of `common`, checked to have no capture armed.
 fn setup(flow: &str, flows: u16) -> Datapath {
-    let mut dp = Datapath::new(DatapathConfig::in_process(1)).expect("datapath");
-    let (sink, _) = MemoryPort::sink();
-    dp.add_memory_port("sink", PortKind::Pod, sink)
-        .expect("sink");
-    dp.add_memory_port("gen", PortKind::Pod, MemoryPort::replay(frames(flows)))
-        .expect("gen");
-    let specs = parse_flow(flow, &NoPortNames).expect("flow parses");
-    dp.flow_mods(specs.into_iter().map(FlowMod::Add).collect())
-        .expect("flow added");
-    for _ in 0..8 {
-        dp.run_once(); // warm the caches
-    }
+    let dp = common::replay_switch(flow, flows);
     assert!(
         !dp.capture_tap().armed(),
         "no capture may run in this bench"
@@ -123,7 +59,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
 }
 
 fn config() -> Criterion<ThreadCpuTime> {
-    Criterion::default().with_measurement(ThreadCpuTime(WallTime))
+    Criterion::default().with_measurement(ThreadCpuTime)
 }
 
 criterion_group! {

@@ -9,7 +9,9 @@
 //! time: the development machine is shared, and time spent preempted by other
 //! processes is not the code's cost. On an idle machine the two agree.
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+mod common;
+
+use common::ThreadCpuTime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use std::hint::black_box;
@@ -56,42 +58,6 @@ fn udp6() -> Vec<u8> {
     let mut f = Vec::with_capacity(64);
     b.write(&mut f, &payload).expect("build");
     f
-}
-
-/// CPU time of the calling thread, in nanoseconds (formatted like wall time).
-struct ThreadCpuTime(WallTime);
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own; the clock id is valid.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.0.formatter()
-    }
 }
 
 fn bench(c: &mut Criterion<ThreadCpuTime>) {
@@ -156,7 +122,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().with_measurement(ThreadCpuTime(WallTime));
+    config = Criterion::default().with_measurement(ThreadCpuTime);
     targets = bench
 }
 criterion_main!(benches);

@@ -6,48 +6,14 @@
 //! DMA), extract the key, exact-match cache hit, execute the actions, transmit to a
 //! sink. So the figure is an upper bound of the cache hit + action cost.
 
+mod common;
+
+use common::replay_switch as setup;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use vswitch::flow::tables::FlowMod;
 use vswitch::flow::{NoPortNames, parse_flow};
 use vswitch::port::BATCH_SIZE;
-use vswitch::port::memory::MemoryPort;
-use vswitch::{Datapath, DatapathConfig};
-use vswitch_proto::PortKind;
-
-/// 64-byte UDP/IPv4 frames from `flows` source ports.
-fn frames(flows: u16) -> Vec<Vec<u8>> {
-    (0..flows)
-        .map(|i| {
-            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-                .udp(1024 + i, 5001);
-            let payload = [0u8; 18];
-            let mut out = Vec::with_capacity(b.size(payload.len()));
-            if b.write(&mut out, &payload).is_err() {
-                out.clear();
-            }
-            out
-        })
-        .collect()
-}
-
-/// A switch with a sink (port 1) and a replay generator (port 2) and `flow` added.
-fn setup(flow: &str, flows: u16) -> Datapath {
-    let mut dp = Datapath::new(DatapathConfig::in_process(1)).expect("datapath");
-    let (sink, _) = MemoryPort::sink();
-    dp.add_memory_port("sink", PortKind::Pod, sink)
-        .expect("sink");
-    dp.add_memory_port("gen", PortKind::Pod, MemoryPort::replay(frames(flows)))
-        .expect("gen");
-    let specs = parse_flow(flow, &NoPortNames).expect("flow parses");
-    dp.flow_mods(specs.into_iter().map(FlowMod::Add).collect())
-        .expect("flow added");
-    for _ in 0..8 {
-        dp.run_once(); // warm the caches
-    }
-    dp
-}
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");

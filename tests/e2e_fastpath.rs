@@ -31,6 +31,18 @@ fn topo(pods: usize) -> Topo {
     t
 }
 
+/// `topo(pods)` with every port added in xdp-drv mode and pod 0 having pinged each
+/// other pod, so the switch knows every MAC and the kernel holds entries.
+fn talking_topo(pods: usize) -> Topo {
+    let t = topo(pods);
+    t.add_all("xdp-drv").expect("add ports");
+    for b in 1..pods {
+        t.ping_pair(0, b)
+            .unwrap_or_else(|e| panic!("ping 0 -> {b}: {e}"));
+    }
+    t
+}
+
 fn ping_ok(t: &Topo, a: usize, b: usize, n: u32) -> bool {
     t.pods[a]
         .ping(t.pods[b].ip, n)
@@ -156,10 +168,7 @@ fn fastpath_port_deleted_under_traffic() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let t = topo(3);
-    t.add_all("xdp-drv").expect("add ports");
-    t.ping_pair(0, 1).expect("ping 0 -> 1");
-    t.ping_pair(0, 2).expect("ping 0 -> 2");
+    let t = talking_topo(3);
     let mut flood = t.pods[0].flood(t.pods[1].ip, 4).expect("ping -f");
     std::thread::sleep(Duration::from_millis(500));
     let s1 = t.pods[1].switch_if.clone();
@@ -183,10 +192,7 @@ fn fastpath_mac_move() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let t = topo(3);
-    t.add_all("xdp-drv").expect("add ports");
-    t.ping_pair(0, 1).expect("ping 0 -> 1");
-    t.ping_pair(0, 2).expect("ping 0 -> 2");
+    let t = talking_topo(3);
     // Pod 1 goes away; pod 2 takes over its MAC and address (a VM migration, a
     // pod replaced with the same identity).
     let (p1, p2) = (&t.pods[1], &t.pods[2]);
@@ -229,9 +235,7 @@ fn fastpath_malformed_frames() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let t = topo(2);
-    t.add_all("xdp-drv").expect("add ports");
-    t.ping_pair(0, 1).expect("ping 0 -> 1");
+    let t = talking_topo(2);
     let (m0, m1) = (
         t.pods[0].mac_bytes().expect("mac"),
         t.pods[1].mac_bytes().expect("mac"),
@@ -280,10 +284,8 @@ fn fastpath_port_without_napi_is_taken_off() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let t = topo(2);
+    let t = talking_topo(2);
     let p1 = &t.pods[1];
-    t.add_all("xdp-drv").expect("add ports");
-    t.ping_pair(0, 1).expect("ping 0 -> 1");
     let (_, a) = fp_counts(&t, 0, 1);
     assert!(a > 0, "pod 1 receives through the fast path");
     p1.ns
@@ -327,9 +329,7 @@ fn fastpath_restart_after_sigkill_replaces_leftovers() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let mut t = topo(2);
-    t.add_all("xdp-drv").expect("add ports");
-    t.ping_pair(0, 1).expect("ping 0 -> 1");
+    let mut t = talking_topo(2);
     let pid = t.daemon.pid().expect("pid");
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
