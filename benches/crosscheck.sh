@@ -289,6 +289,9 @@ def f(x):
 def med(v):
     v = [x for x in v if not math.isnan(x)]
     return statistics.median(v) if v else float("nan")
+def near(r):
+    x = f(r["xcpu_ns"])
+    return 0 < x < 250
 def rng(v):
     v = [x for x in v if not math.isnan(x)]
     return f"[{min(v):.3f}-{max(v):.3f}]" if v else "[-]"
@@ -300,8 +303,9 @@ for r in rows: groups.setdefault((r["dut"], r["rate"]), []).append(r)
 print(f"Delivered Mpps at the same offered rate (max = each tool's own maximum), median")
 print(f"[min-max] over rounds; ratio = tool / vsb within each round, median [min-max];")
 print(f"check: |median ratio - 1| <= {tol} for {', '.join(checked) or 'nothing'} (live: reported only).")
+print("same-pl: median ratio over the rounds where both ran in the same vCPU placement (information).")
 print()
-hdr = f"{'DUT':13} {'rate':>8} {'tool':6} {'offered':>8} {'delivered':>9} {'[min-max]':15} {'ratio':>6} {'[min-max]':15} {'n':>2}  verdict"
+hdr = f"{'DUT':13} {'rate':>8} {'tool':6} {'offered':>8} {'delivered':>9} {'[min-max]':15} {'ratio':>6} {'[min-max]':15} {'n':>2} {'same-pl':>6} {'n':>2}  verdict"
 print(hdr)
 for (dut, rate), rs in groups.items():
     vsb = {r["round"]: r for r in rs if r["tool"] == "vsb"}
@@ -313,14 +317,20 @@ for (dut, rate), rs in groups.items():
         ratios = [f(r["delivered_pps"]) / f(vsb[r["round"]]["delivered_pps"]) for r in t
                   if r["round"] in vsb and f(vsb[r["round"]]["delivered_pps"]) > 0]
         ratios = [x for x in ratios if not math.isnan(x)]
+        # for information: only the rounds where both ran with the vCPUs in the same
+        # host placement (vsb-xcpu < 250 ns "near", else "far"; see vsb's README)
+        same = [f(r["delivered_pps"]) / f(vsb[r["round"]]["delivered_pps"]) for r in t
+                if r["round"] in vsb and f(vsb[r["round"]]["delivered_pps"]) > 0
+                and near(r) == near(vsb[r["round"]])]
+        same = [x for x in same if not math.isnan(x)]
         m = med(ratios)
         verdict = ""
         if tool in checked:
             ok = not math.isnan(m) and abs(m - 1) <= tol
             verdict = "ok" if ok else "DIFFER"
             bad += not ok
-        rs_ = "" if tool == "vsb" else f"{m:6.3f} {rng(ratios):15} {len(ratios):2}"
-        print(f"{dut:13} {rate:>8} {tool:6} {med(o):8.3f} {med(d):9.3f} {rng(d):15} {rs_:25}  {verdict}")
+        rs_ = "" if tool == "vsb" else f"{m:6.3f} {rng(ratios):15} {len(ratios):2} {med(same):6.3f} {len(same):2}"
+        print(f"{dut:13} {rate:>8} {tool:6} {med(o):8.3f} {med(d):9.3f} {rng(d):15} {rs_:35}  {verdict}")
 try:
     srows = list(csv.DictReader(open(f"{out}/search.tsv"), delimiter="\t"))
 except FileNotFoundError:
