@@ -200,7 +200,7 @@ measure() { # TOOL RATE(0=max) TAG
 # over 5 %, until within 1 % of that upper bound). Prints "throughput_pps trials".
 search_vsb() { # TAG
 	local f=$1 lo=0 hi top res n=1 rate res_line off del loss ok
-	res_line=$(measure vsb 0 "$f.s0")
+	res_line=$(measure vsb 0 "$f.s0") || return 1
 	read -r off del _ <<<"$res_line"
 	loss=$(python3 -c "print(max(0.0,($off-$del)/$off*100) if $off>0 else 100)")
 	echo "vsb	max	$off	$del	$loss" >>"$OUT/raw/$f.steps"
@@ -210,7 +210,7 @@ search_vsb() { # TAG
 	res=$(python3 -c "print($top*0.01)")
 	while python3 -c "import sys; sys.exit(0 if $hi-$lo > $res and $n < 20 else 1)"; do
 		rate=$(python3 -c "print(int(($lo+$hi)/2))")
-		res_line=$(measure vsb "$rate" "$f.s$n")
+		res_line=$(measure vsb "$rate" "$f.s$n") || return 1
 		read -r off del _ <<<"$res_line"
 		n=$((n + 1))
 		loss=$(python3 -c "print(max(0.0,($off-$del)/$off*100) if $off>0 else 100)")
