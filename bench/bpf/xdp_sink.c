@@ -46,7 +46,7 @@ struct sink_config {
 	__u64 t_end;
 };
 
-// Must match `Counters` in bench/src/xdpsink.rs (repr(C), 8 x u64).
+// Must match `Counters` in bench/src/xdpsink.rs (repr(C), 9 x u64).
 struct counters {
 	__u64 frames;    // every frame seen
 	__u64 bytes;     // their bytes (without FCS)
@@ -56,6 +56,7 @@ struct counters {
 	__u64 stamped;   // stamp >= t0 (this trial's frames)
 	__u64 delivered; // stamp in [t_start, t_end)
 	__u64 lat_sum;   // sum of the delivered frames' latencies (ns)
+	__u64 reordered; // stamped frames behind a later one of the same stream
 };
 
 // Log-linear histogram: values below 2^SUB_BITS ns have a bucket each; above,
@@ -86,6 +87,19 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } hist SEC(".maps");
+
+// Per stream (the stamp's stream id; generator thread i uses i + 1), the highest
+// sequence number seen on this CPU, as seq | 1 << 32 (0: none yet). Per CPU: a
+// stream's frames reach the sink on the CPU that runs its NAPI, so reordering
+// across CPUs is not seen (the AF_XDP sink, one socket per queue, has the same
+// limit). Cleared by userspace before each trial.
+#define STREAMS 257
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STREAMS);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_seq SEC(".maps");
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
@@ -217,6 +231,17 @@ int vsbench_xsink(struct xdp_md *ctx)
 	if (!cfg || ts < cfg->t0)
 		return XDP_DROP;
 	c->stamped++;
+	// As SinkCore::on_frame: a frame behind the highest sequence number seen in its
+	// stream counts as reordered, and does not move the mark back.
+	__u32 stream = (__u32)p[16] | ((__u32)p[17] << 8);
+	__u32 seq = (__u32)p[4] | ((__u32)p[5] << 8) | ((__u32)p[6] << 16) | ((__u32)p[7] << 24);
+	__u64 *last = bpf_map_lookup_elem(&last_seq, &stream);
+	if (last) {
+		if ((*last >> 32) && (int)(seq - (__u32)*last) < 0)
+			c->reordered++;
+		else
+			*last = (1ULL << 32) | seq;
+	}
 	if (ts >= cfg->t_start && ts < cfg->t_end) {
 		__u64 lat = now - ts;
 		if (lat == 0)

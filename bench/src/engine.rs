@@ -83,6 +83,11 @@ pub trait RxPort: Send {
     fn announce(&mut self, frame: &[u8]);
     /// Frames the kernel dropped because the sink was too slow (ring full).
     fn kernel_drops(&self) -> u64;
+    /// The sink counts in the kernel (the XDP sink): `poll` never has anything, so a
+    /// lane with no generator need not poll it.
+    fn counts_in_kernel(&self) -> bool {
+        false
+    }
     /// Before a trial (the lane's thread, before `times.t0`): sinks that count in
     /// the kernel (the XDP sink) reset their maps and take the window.
     fn begin_trial(&mut self, _times: &Times) -> Result<(), String> {
@@ -438,8 +443,14 @@ pub fn run_trial(
             port.kick();
         }
         if let Some((port, sink)) = rx.as_mut() {
-            let t = mono_ns();
-            port.poll(&mut |f| sink.on_frame(f.data, f.rx_ns, t));
+            if tx.is_none() && port.counts_in_kernel() {
+                // Nothing to read: wait for the end instead of spinning on a CPU.
+                let left = times.sink_end.saturating_sub(now);
+                std::thread::sleep(Duration::from_nanos(left.clamp(1, 10_000_000)));
+            } else {
+                let t = mono_ns();
+                port.poll(&mut |f| sink.on_frame(f.data, f.rx_ns, t));
+            }
         }
         iter = iter.wrapping_add(1);
         if iter.is_multiple_of(64) {
@@ -729,7 +740,18 @@ fn lane_main(
         let rx = match &spec.sink {
             Some(ep) => {
                 let (mut r, fb) = in_ns(&home, ep.netns.as_ref(), || {
-                    open_rx(ep, spec.sink_engine, spec.zero_copy)
+                    match open_rx(ep, spec.sink_engine, spec.zero_copy) {
+                        // The default XDP sink with the `auto` engine: fall back to
+                        // an AF_XDP (or AF_PACKET) sink when it cannot be attached.
+                        Err(e)
+                            if spec.sink_engine == EnginePref::Xdp
+                                && spec.engine == EnginePref::Auto =>
+                        {
+                            let (r, fb) = open_rx(ep, EnginePref::Auto, spec.zero_copy)?;
+                            Ok((r, Some(fb.unwrap_or(format!("{e}; using the AF_XDP sink")))))
+                        }
+                        r => r,
+                    }
                 })??;
                 fallback = fallback.or(fb);
                 if let Some(mac) = spec.announce_mac {

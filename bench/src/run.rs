@@ -3,7 +3,7 @@
 //! line, and the report.
 
 use crate::dut::Dut;
-use crate::engine::{Endpoint, Lane, LaneSpec, Live, Times, TrialCmd, mono_ns};
+use crate::engine::{Endpoint, EnginePref, Lane, LaneSpec, Live, Times, TrialCmd, mono_ns};
 use crate::report::{
     Environment, Latency, Point, Report, Sample, SearchResult, Trial, new_histogram, summarise,
 };
@@ -158,7 +158,14 @@ impl Session {
                 announce_mac: None,
             })
             .collect();
-        for (j, &cpu) in sc.sink_cpus.iter().enumerate() {
+        // The XDP sink counts on every CPU in the kernel: one lane holds it (the
+        // first sink CPU's); AF_XDP sinks get a socket per sink CPU (queue j).
+        let sink_lanes = if sc.sink_engine == EnginePref::Xdp {
+            1
+        } else {
+            sc.sink_cpus.len()
+        };
+        for (j, &cpu) in sc.sink_cpus.iter().take(sink_lanes).enumerate() {
             let ep = Endpoint {
                 netns: names.sink_ns.clone(),
                 ifname: names.sink_if.clone(),

@@ -248,8 +248,8 @@ pub struct Scenario {
     pub src_mac_given: bool,
     pub dst_mac_given: bool,
     pub engine: EnginePref,
-    /// The sink's engine: `engine` unless `traffic.sink_engine` says otherwise
-    /// ("xdp": the XDP counting sink).
+    /// The sink's engine (`traffic.sink_engine`): by default the XDP counting sink
+    /// (`Xdp`) with the `auto` and `afxdp` engines, `AfPacket` with `af_packet`.
     pub sink_engine: EnginePref,
     pub zero_copy: bool,
     pub duration: f64,
@@ -780,8 +780,15 @@ impl Scenario {
             },
         };
 
+        // Default: the XDP counting sink wherever the generator may use AF_XDP (it
+        // costs the generator's CPU nothing and is what vsb's sink does; with
+        // `auto` a lane falls back to an AF_XDP or AF_PACKET sink if it cannot be
+        // attached); with `af_packet` the sink follows the generator.
         let sink_engine = match &tr.sink_engine {
-            None => engine,
+            None => match engine {
+                EnginePref::Auto | EnginePref::Afxdp => EnginePref::Xdp,
+                e => e,
+            },
             Some(e) => match e.get_ref().as_str() {
                 "auto" => EnginePref::Auto,
                 "afxdp" | "af_xdp" => EnginePref::Afxdp,
@@ -981,9 +988,16 @@ mod tests {
     }
 
     #[test]
-    fn sink_engine_defaults_to_engine_and_takes_xdp() {
+    fn sink_engine_defaults_to_xdp_and_follows_af_packet() {
         let s = Scenario::parse("x.toml", "[traffic]\nengine = \"af_packet\"\n").expect("ok");
         assert_eq!(s.sink_engine, EnginePref::AfPacket);
+        // The XDP counting sink is the default with AF_XDP generators.
+        let s = Scenario::parse("x.toml", "").expect("ok");
+        assert_eq!(s.sink_engine, EnginePref::Xdp);
+        let s = Scenario::parse("x.toml", "[traffic]\nengine = \"afxdp\"\n").expect("ok");
+        assert_eq!(s.sink_engine, EnginePref::Xdp);
+        let s = Scenario::parse("x.toml", "[traffic]\nsink_engine = \"afxdp\"\n").expect("ok");
+        assert_eq!(s.sink_engine, EnginePref::Afxdp);
         let s = Scenario::parse("x.toml", "[traffic]\nsink_engine = \"xdp\"\n").expect("ok");
         assert_eq!(s.engine, EnginePref::Auto);
         assert_eq!(s.sink_engine, EnginePref::Xdp);

@@ -11,8 +11,12 @@
 //! reports use.
 //!
 //! Counting is the same as [`SinkCore::on_frame`]'s (stamp in `[t_start, t_end)`:
-//! delivered; stamp >= t0: stamped; stamp in the future: bad), except that
-//! reordering is not tracked (`reordered` stays 0).
+//! delivered; stamp >= t0: stamped; stamp in the future: bad; a stamped frame
+//! behind the highest sequence number seen in its stream: reordered), except that
+//! reordering is tracked per receiving CPU (a stream's frames arrive on the CPU
+//! that runs the sink interface's NAPI; reordering between CPUs is not seen).
+//! There is no ring that could overflow: the sink itself never drops (frames lost
+//! before it show as loss).
 //!
 //! The program hangs off a BPF link owned by this process: dropping the sink (or
 //! the process dying) detaches it.
@@ -44,6 +48,9 @@ struct SinkConfig {
     t_end: u64,
 }
 
+/// Entries of the C program's `last_seq` map (stream ids 0..=256).
+const STREAMS: u32 = 257;
+
 /// `struct counters` of the C program (summed over CPUs).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,6 +63,7 @@ pub struct Counters {
     pub stamped: u64,
     pub delivered: u64,
     pub lat_sum: u64,
+    pub reordered: u64,
 }
 
 /// The bucket of latency `v` ns (as `bucket()` in the C program).
@@ -113,6 +121,7 @@ pub struct XdpSink {
     cfg_fd: RawFd,
     cnt_fd: RawFd,
     hist_fd: RawFd,
+    seq_fd: RawFd,
     ncpus: usize,
     ifname: String,
     pub mode: &'static str,
@@ -168,8 +177,15 @@ impl XdpSink {
                 Ok(fd)
             }
         };
-        let fds = (|| Ok::<_, String>((map(c"config")?, map(c"counters")?, map(c"hist")?)))();
-        let (cfg_fd, cnt_fd, hist_fd) = fds.map_err(close)?;
+        let fds = (|| {
+            Ok::<_, String>((
+                map(c"config")?,
+                map(c"counters")?,
+                map(c"hist")?,
+                map(c"last_seq")?,
+            ))
+        })();
+        let (cfg_fd, cnt_fd, hist_fd, seq_fd) = fds.map_err(close)?;
         // SAFETY: valid object and NUL-terminated name.
         let prog_fd = unsafe {
             let p = libxdp_sys::bpf_object__find_program_by_name(
@@ -201,6 +217,7 @@ impl XdpSink {
             cfg_fd,
             cnt_fd,
             hist_fd,
+            seq_fd,
             ncpus,
             ifname: ifname.to_string(),
             mode,
@@ -257,6 +274,7 @@ impl XdpSink {
             stamped: s[5],
             delivered: s[6],
             lat_sum: s[7],
+            reordered: s[8],
         })
     }
 
@@ -281,6 +299,9 @@ impl XdpSink {
         let zeros = vec![0u8; 8 * self.ncpus];
         for b in 0..NBUCKETS {
             self.update(self.hist_fd, b, &zeros)?;
+        }
+        for st in 0..STREAMS {
+            self.update(self.seq_fd, st, &zeros)?;
         }
         let c = SinkConfig {
             t0: times.t0,
@@ -329,6 +350,10 @@ impl RxPort for XdpSink {
         0
     }
 
+    fn counts_in_kernel(&self) -> bool {
+        true
+    }
+
     fn begin_trial(&mut self, times: &Times) -> Result<(), String> {
         self.reset(times)
     }
@@ -340,6 +365,7 @@ impl RxPort for XdpSink {
         sink.bad += c.bad;
         sink.stamped += c.stamped;
         sink.delivered += c.delivered;
+        sink.reordered += c.reordered;
         for (b, n) in self.histogram()? {
             let _ = sink.hist.record_n(bucket_value(b), n);
         }
