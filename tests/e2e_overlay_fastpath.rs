@@ -504,9 +504,10 @@ fn overlay_fastpath_forwards_in_the_kernel() {
     for f in &outer[1..] {
         assert_eq!(f, &outer[0], "outer frame slow vs fast");
     }
-    // What the slow path produces is the documented format: TTL decremented, MACs
+    // What the slow path produces is the documented format: TTL decremented by
+    // each node, MACs
     // rewritten to the pod scheme.
-    assert_eq!(inner[0][22], frame[22] - 1, "inner TTL");
+    assert_eq!(inner[0][22], frame[22] - 2, "inner TTL: one hop per node");
     assert_eq!(&inner[0][..6], &mac_of(&b1.ns, "eth0"));
 
     // 100 MB of TCP a1 -> b1: ≥ 90 % of the frames never reach user space at either
@@ -691,7 +692,18 @@ fn overlay_fastpath_spoofing_pmtu_and_node_removal() {
     let (got, text) = ping_ns(&a1.ns, b1.ip, 5, &["-M", "do"]);
     assert_eq!(got, 5, "{text}");
     assert!(counts(na, false)[1] > e0[1], "pings took the fast path");
-    let (_, text) = ping_ns(&a1.ns, b1.ip, 3, &["-M", "do", "-s", "1422"]);
+    let out = a1
+        .ns
+        .command("ping")
+        .args(["-n", "-M", "do", "-s", "1422", "-c", "3", "-i", "0.3", "-W", "1"])
+        .arg(b1.ip.to_string())
+        .output()
+        .expect("ping");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("mtu = 1350") || text.contains("mtu=1350"),
         "no frag-needed with mtu 1350: {text}\n{}",
