@@ -189,11 +189,10 @@ impl Cluster {
         if let Some(m) = n.pod_mtu {
             conf["mtu"] = json!(m);
         }
-        let r = n
-            .rt
-            .vswitch("ADD", Some(&att), &conf)
-            .and_then(|r| r.ok())
-            .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
+        let r =
+            n.rt.vswitch("ADD", Some(&att), &conf)
+                .and_then(|r| r.ok())
+                .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
         let ip = r["ips"][0]["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
@@ -243,7 +242,13 @@ fn cluster(mtu: u32, pod_mtu: Option<u32>) -> Cluster {
     c.add_pod(1, "b1");
     for (x, y) in [(0, 1), (1, 0)] {
         let ok = ping_until(&c.pods[x].ns, c.pods[y].ip, WAIT);
-        assert!(ok, "{} never reached {}\n{}", c.pods[x].name, c.pods[y].name, c.logs());
+        assert!(
+            ok,
+            "{} never reached {}\n{}",
+            c.pods[x].name,
+            c.pods[y].name,
+            c.logs()
+        );
     }
     c
 }
@@ -365,9 +370,8 @@ fn capture(
             let mut buf = vec![0u8; 4096];
             while Instant::now() < end {
                 // SAFETY: recv writes at most buf.len() bytes.
-                let n = unsafe {
-                    libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-                };
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n > 0 && keep(&buf[..n as usize]) {
                     got.push(buf[..n as usize].to_vec());
                 }
@@ -404,7 +408,10 @@ fn is_probe(f: &[u8]) -> bool {
 }
 
 fn is_probe_outer(f: &[u8]) -> bool {
-    f.len() >= 92 && f[12..14] == [8, 0] && f[23] == 17 && f[36..38] == 4789u16.to_be_bytes()
+    f.len() >= 92
+        && f[12..14] == [8, 0]
+        && f[23] == 17
+        && f[36..38] == 4789u16.to_be_bytes()
         && is_probe(&f[50..])
 }
 
@@ -493,7 +500,11 @@ fn overlay_fastpath_forwards_in_the_kernel() {
     }
     assert_eq!(e1[1], e0[1], "the first probe took the slow path at node a");
     assert_eq!(d1[1], d0[1], "the first probe took the slow path at node b");
-    assert!(fast, "a later probe went through both kernels' fast paths\n{}", c.logs());
+    assert!(
+        fast,
+        "a later probe went through both kernels' fast paths\n{}",
+        c.logs()
+    );
     let inner = inner.join().expect("capture").expect("capture inner");
     let outer = outer.join().expect("capture").expect("capture outer");
     assert!(inner.len() >= 2, "probes at b1: {}", inner.len());
@@ -522,14 +533,30 @@ fn overlay_fastpath_forwards_in_the_kernel() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let (a, u) = (delta(a0, counts(na, false)), delta(u0, counts(nb, true)));
-    eprintln!("node a pod ports rx {} (fast {}); node b uplink rx {} (fast {})", a[0], a[1], u[0], u[1]);
-    assert!(a[0] > 10_000, "node a's pod port counted the transfer: {a:?}");
-    assert!(a[1] * 10 >= a[0] * 9, "encap in XDP: {} of {} frames", a[1], a[0]);
-    assert!(u[0] > 10_000 && u[1] * 10 >= u[0] * 9, "decap in XDP: {u:?}");
+    eprintln!(
+        "node a pod ports rx {} (fast {}); node b uplink rx {} (fast {})",
+        a[0], a[1], u[0], u[1]
+    );
+    assert!(
+        a[0] > 10_000,
+        "node a's pod port counted the transfer: {a:?}"
+    );
+    assert!(
+        a[1] * 10 >= a[0] * 9,
+        "encap in XDP: {} of {} frames",
+        a[1],
+        a[0]
+    );
+    assert!(
+        u[0] > 10_000 && u[1] * 10 >= u[0] * 9,
+        "decap in XDP: {u:?}"
+    );
     assert!(switch_counter(na, "fastpath_installs") > 0);
     // The hosts never saw a tunnel datagram.
     for n in &c.nodes {
-        let r = n.ns.run(&["iptables", "-L", "INPUT", "-v", "-n", "-x"]).expect("iptables");
+        let r =
+            n.ns.run(&["iptables", "-L", "INPUT", "-v", "-n", "-x"])
+                .expect("iptables");
         let hits: u64 = r
             .lines()
             .find(|l| l.contains("dpt:4789"))
@@ -661,7 +688,10 @@ fn overlay_fastpath_spoofing_pmtu_and_node_removal() {
             let send = |from: &str, vni: u8, tag: &[u8], n: usize| -> std::io::Result<()> {
                 let s = UdpSocket::bind(format!("{from}:40000"))?;
                 for _ in 0..n {
-                    s.send_to(&vxlan_payload(b1_ip, a1_ip, 7777, vni, tag), "192.168.77.1:4789")?;
+                    s.send_to(
+                        &vxlan_payload(b1_ip, a1_ip, 7777, vni, tag),
+                        "192.168.77.1:4789",
+                    )?;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Ok(())
@@ -675,10 +705,22 @@ fn overlay_fastpath_spoofing_pmtu_and_node_removal() {
         .expect("send VXLAN");
     let got = rx.join().expect("receiver thread").expect("receive");
     let d1 = counts(na, true);
-    assert_eq!(got.len(), 15, "exactly the 15 genuine datagrams arrive: {}\n{}", got.len(), c.logs());
-    assert!(d1[1] > d0[1], "genuine VXLAN was decapsulated in XDP: {d0:?} -> {d1:?}");
+    assert_eq!(
+        got.len(),
+        15,
+        "exactly the 15 genuine datagrams arrive: {}\n{}",
+        got.len(),
+        c.logs()
+    );
+    assert!(
+        d1[1] > d0[1],
+        "genuine VXLAN was decapsulated in XDP: {d0:?} -> {d1:?}"
+    );
     let unknown1 = flow_packets(na, &["priority=150"]);
-    assert!(unknown1 >= unknown0 + 5, "spoofed source counted: {unknown0} -> {unknown1}");
+    assert!(
+        unknown1 >= unknown0 + 5,
+        "spoofed source counted: {unknown0} -> {unknown1}"
+    );
     let st1 = na.daemon.stats().expect("stats");
     let rej = st1.drops(&na.uplink, "tunnel_rejected") - st0.drops(&na.uplink, "tunnel_rejected");
     assert!(rej >= 5, "wrong VNI counted as tunnel_rejected: {rej}");
@@ -695,7 +737,9 @@ fn overlay_fastpath_spoofing_pmtu_and_node_removal() {
     let out = a1
         .ns
         .command("ping")
-        .args(["-n", "-M", "do", "-s", "1422", "-c", "3", "-i", "0.3", "-W", "1"])
+        .args([
+            "-n", "-M", "do", "-s", "1422", "-c", "3", "-i", "0.3", "-W", "1",
+        ])
         .arg(b1.ip.to_string())
         .output()
         .expect("ping");
@@ -731,5 +775,9 @@ fn overlay_fastpath_spoofing_pmtu_and_node_removal() {
     // Re-added: traffic flows again.
     let all: String = c.nodes.iter().map(node_doc).collect();
     write(na.manifests.path(), "nodes.yaml", &all);
-    assert!(ping_until(&a1.ns, b1.ip, WAIT), "after re-adding\n{}", c.logs());
+    assert!(
+        ping_until(&a1.ns, b1.ip, WAIT),
+        "after re-adding\n{}",
+        c.logs()
+    );
 }

@@ -93,7 +93,10 @@ pub struct TunDecap {
 const _: () = assert!(size_of::<TunDecap>() == 48);
 
 fn be16(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])))
+    Some(u64::from(u16::from_be_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+    ])))
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u64> {
@@ -132,7 +135,9 @@ pub fn bpf_words(frame: &[u8]) -> Option<([u64; 5], usize)> {
             if doff < 20 || doff > l4len {
                 return None;
             }
-            be16(frame, l4)? | (be16(frame, l4 + 2)? << 16) | ((be16(frame, l4 + 12)? & 0x0fff) << 32)
+            be16(frame, l4)?
+                | (be16(frame, l4 + 2)? << 16)
+                | ((be16(frame, l4 + 12)? & 0x0fff) << 32)
         }
         17 => {
             if l4len < 8 || frame.len() < l4 + 8 {
@@ -477,7 +482,11 @@ mod tests {
         ttl_after.insert(5, DpAction::DecTtl);
         assert!(encap_plan(&ttl_after).is_none());
         assert!(encap_plan(&acts[..6]).is_none());
-        let no_encap: Vec<_> = acts.iter().filter(|a| !matches!(a, DpAction::Encap { .. })).cloned().collect();
+        let no_encap: Vec<_> = acts
+            .iter()
+            .filter(|a| !matches!(a, DpAction::Encap { .. }))
+            .cloned()
+            .collect();
         assert!(encap_plan(&no_encap).is_none());
         let mut masked = acts.clone();
         masked[0] = DpAction::SetField {
@@ -495,9 +504,18 @@ mod tests {
             value: 4,
             mask: 0xffff_ffff,
         };
-        assert!(decap_outer_ok(&[meta.clone(), DpAction::Decap { recirc: 11 }]));
-        assert!(!decap_outer_ok(&[DpAction::Decap { recirc: 11 }, DpAction::Output(2)]));
-        assert!(!decap_outer_ok(&[DpAction::DecTtl, DpAction::Decap { recirc: 11 }]));
+        assert!(decap_outer_ok(&[
+            meta.clone(),
+            DpAction::Decap { recirc: 11 }
+        ]));
+        assert!(!decap_outer_ok(&[
+            DpAction::Decap { recirc: 11 },
+            DpAction::Output(2)
+        ]));
+        assert!(!decap_outer_ok(&[
+            DpAction::DecTtl,
+            DpAction::Decap { recirc: 11 }
+        ]));
         assert!(!decap_outer_ok(&[]));
         let inner = [
             set(Field::EthSrc, 0x0a58_0a02_0001),
@@ -509,7 +527,13 @@ mod tests {
         assert_eq!(out, 2);
         assert!(r.dec_ttl);
         assert_eq!(r.src, Some([0x0a, 0x58, 0x0a, 0x02, 0, 1]));
-        assert!(inner_plan(&[DpAction::Policy(crate::policy::Dir::Ingress), DpAction::Output(2)]).is_none());
+        assert!(
+            inner_plan(&[
+                DpAction::Policy(crate::policy::Dir::Ingress),
+                DpAction::Output(2)
+            ])
+            .is_none()
+        );
         assert!(inner_plan(&[DpAction::Normal]).is_none());
         assert!(inner_plan(&[DpAction::Output(2), DpAction::Output(3)]).is_none());
     }

@@ -12,12 +12,12 @@ use super::Worker;
 use crate::flow::dpaction::DpAction;
 use crate::flow::field::Field;
 use crate::flow::key::{self, Key};
+use crate::pool::Frame;
 use crate::port::fastpath::{MAX_INSTALLED, monotonic_ns};
 use crate::port::fastpath_tunnel::{
-    TunDecap, TunDecapKey, TunEncap, TunFlowKey, bpf_words, decap_outer_ok, encap_plan,
-    inner_plan, words_agree,
+    TunDecap, TunDecapKey, TunEncap, TunFlowKey, bpf_words, decap_outer_ok, encap_plan, inner_plan,
+    words_agree,
 };
-use crate::pool::Frame;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use vswitch_proto::PortKind;
