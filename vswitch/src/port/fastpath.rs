@@ -235,7 +235,7 @@ impl FastPath {
             epoch_map: take(c"epoch_map")?,
             tx_ports: take(c"tx_ports")?,
             stats: take(c"fp_stats")?,
-            tunnel: super::fastpath_tunnel::TunnelMaps::new(&take)?,
+            tunnel: super::fastpath_tunnel::TunnelMaps::new(take)?,
             epoch: AtomicU32::new(0),
             bump: Mutex::new(()),
             ncpus: possible_cpus(),
