@@ -191,11 +191,19 @@ EOF
 
 # Kernel datapath: pod a's host-side veth NAPI threaded on CPU 1, with moderation.
 kernel_pin() {
-	local dev=k$$v1 p
+	napi_pin "k$$v1"
+}
+
+# NAPI of node a's interface DEV threaded on CPU 1, with vsb's moderation. With the
+# XDP fast path, DEV is pod a's switch-side veth: its XDP program (encap), and the
+# redirects after it, run in that NAPI, on CPU 1 like the kernel path's work.
+napi_pin() { # DEV
+	local dev=$1 p d
 	nsx "$P-n1" ethtool -K "$dev" gro on >/dev/null
 	nsx "$P-n1" sh -c "echo 1 > /sys/class/net/$dev/threaded && echo 100 > /sys/class/net/$dev/napi_defer_hard_irqs && echo 20000 > /sys/class/net/$dev/gro_flush_timeout"
 	sleep 0.2
-	for p in $(ps -eo pid=,comm= | awk -v d="napi/$dev-" 'index($2, d) == 1 {print $1}'); do
+	d=$(printf 'napi/%s-' "$dev" | cut -c1-15) # comm is at most 15 characters
+	for p in $(ps -eo pid=,comm= | awk -v d="$d" 'index($2, d) == 1 {print $1}'); do
 		taskset -pc 1 "$p" >/dev/null
 		renice -n "$NICE" -p "$p" >/dev/null
 	done
@@ -217,6 +225,9 @@ pps() { # DATAPATH
 			[ "$(cat /proc/"$p"/comm 2>/dev/null)" = vswitchd ] || continue
 			for t in /proc/"$p"/task/*; do renice -n "$NICE" -p "${t##*/}" >/dev/null; done
 		done
+		if [ "$1" = fastpath ]; then
+			napi_pin "$(ip -n "$P-n1" -o link show | awk -F': ' '$2 ~ /^vsw/ {sub(/@.*/, "", $2); print $2; exit}')"
+		fi
 	fi
 	gw_mac=$(ip -n "$P-pod1" -j neigh show 10.244.1.1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["lladdr"])')
 	src_mac=$(mac_of "$P-pod1" eth0)
