@@ -76,6 +76,10 @@ struct {
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 
+// VXLAN decapsulation of cached decisions (XDP fast path, fastpath_vxlan.h).
+#define VX_UPLINK 1
+#include "fastpath_vxlan.h"
+
 static __attribute__((always_inline)) __u16 be16(const __u8 *p)
 {
 	return ((__u16)p[0] << 8) | p[1];
@@ -132,6 +136,11 @@ int vswitch_uplink(struct xdp_md *ctx)
 	}
 	if (!mine)
 		return XDP_PASS;
+	if (proto == IPPROTO_UDP && dport == cfg->vxlan_port) {
+		int r = vx_decap(ctx);
+		if (r >= 0)
+			return r;
+	}
 	return bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);
 }
 

@@ -535,7 +535,13 @@ impl Datapath {
         let w = self.least_loaded_worker();
         let port_no = self.free_port_no();
         let prog = if p.kind == PortKind::Uplink {
-            self.cfg.uplink_xdp.clone()
+            // With the fast path, the uplink's filter also decapsulates in XDP.
+            match (&self.cfg.uplink_xdp, &self.fastpath) {
+                (port::XdpProgram::Filter(f), Some(fp)) => {
+                    port::XdpProgram::FilterFastPath(*f, fp.clone())
+                }
+                (x, _) => x.clone(),
+            }
         } else if let Some(fp) = &self.fastpath {
             port::XdpProgram::FastPath(fp.clone())
         } else {
@@ -661,8 +667,10 @@ impl Datapath {
         if let Some(fp) = &self.fastpath {
             fp.clear_port_stats(port_no);
         }
+        // An uplink takes part (tunnel encap redirects to it, decap runs in its
+        // filter) when its filter shares the fast path's maps.
         let fp_eligible = self.fastpath.is_some()
-            && kind != PortKind::Uplink
+            && (kind != PortKind::Uplink || att.filter.is_some())
             && matches!(att.mode, PortMode::XdpDrv | PortMode::XdpSkb)
             && port_no < port::fastpath::MAX_PORTS;
         let fastpath = fp_eligible && self.fastpath_capable(name, att.ifindex);

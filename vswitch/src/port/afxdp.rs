@@ -127,6 +127,8 @@ pub enum OwnProgram {
     Filter(FilterParams),
     /// The in-kernel fast path (port/fastpath.rs), sharing these maps.
     FastPath(Arc<FastPath>),
+    /// The uplink filter sharing the fast path's maps (tunnel decap in XDP).
+    FilterFastPath(FilterParams, Arc<FastPath>),
 }
 
 /// Interfaces (by network namespace and index) that have a port in this process.
@@ -315,7 +317,10 @@ impl AfXdpPort {
         };
 
         let before = query_xdp_prog(ifindex, xdp_flags);
-        let is_filter = matches!(own, Some(OwnProgram::Filter(_)));
+        let is_filter = matches!(
+            own,
+            Some(OwnProgram::Filter(_) | OwnProgram::FilterFastPath(..))
+        );
         let what_prog = if is_filter {
             "uplink XDP filter"
         } else {
@@ -325,6 +330,12 @@ impl AfXdpPort {
             Some(OwnProgram::Filter(params)) => {
                 let ips = netdev::ipv4_addrs(name, xdp_filter::MAX_NODE_IPS);
                 let f = UplinkFilter::load(params, &ips)
+                    .map_err(|e| unsupported(format!("uplink XDP filter: {e}")))?;
+                Some(f)
+            }
+            Some(OwnProgram::FilterFastPath(params, fp)) => {
+                let ips = netdev::ipv4_addrs(name, xdp_filter::MAX_NODE_IPS);
+                let f = UplinkFilter::load_with(params, &ips, &fp.uplink_reuse())
                     .map_err(|e| unsupported(format!("uplink XDP filter: {e}")))?;
                 Some(f)
             }

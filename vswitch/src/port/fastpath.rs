@@ -200,6 +200,8 @@ pub struct FastPath {
     epoch_map: OwnedFd,
     tx_ports: OwnedFd,
     stats: OwnedFd,
+    /// VXLAN encap/decap entries (port/fastpath_tunnel.rs).
+    pub tunnel: super::fastpath_tunnel::TunnelMaps,
     epoch: AtomicU32,
     /// Serialises bumps so the kernel's epoch never goes backwards.
     bump: Mutex<()>,
@@ -233,6 +235,7 @@ impl FastPath {
             epoch_map: take(c"epoch_map")?,
             tx_ports: take(c"tx_ports")?,
             stats: take(c"fp_stats")?,
+            tunnel: super::fastpath_tunnel::TunnelMaps::new(take)?,
             epoch: AtomicU32::new(0),
             bump: Mutex::new(()),
             ncpus: possible_cpus(),
@@ -247,6 +250,7 @@ impl FastPath {
     /// Loads a port's copy of the program, sharing this fast path's maps (its
     /// `xsks_map` is its own). Attach it with [`UplinkFilter::attach`].
     pub fn load_port_program(&self) -> Result<UplinkFilter, String> {
+        let [t0, t1] = self.tunnel.reuse();
         UplinkFilter::load_object(
             &OBJECT.0,
             PROG_NAME,
@@ -255,8 +259,21 @@ impl FastPath {
                 (c"epoch_map", self.epoch_map.as_raw_fd()),
                 (c"tx_ports", self.tx_ports.as_raw_fd()),
                 (c"fp_stats", self.stats.as_raw_fd()),
+                t0,
+                t1,
             ],
         )
+    }
+
+    /// The maps the uplink filter shares to decapsulate in XDP.
+    pub fn uplink_reuse(&self) -> Vec<(&'static CStr, RawFd)> {
+        let mut v = vec![
+            (c"epoch_map", self.epoch_map.as_raw_fd()),
+            (c"tx_ports", self.tx_ports.as_raw_fd()),
+            (c"fp_stats", self.stats.as_raw_fd()),
+        ];
+        v.extend(self.tunnel.reuse());
+        v
     }
 
     /// The current epoch (read it *before* the state a decision is made from).

@@ -12,6 +12,7 @@
 pub mod afxdp;
 pub mod anchor;
 pub mod fastpath;
+pub mod fastpath_tunnel;
 pub mod memory;
 pub mod netdev;
 pub mod packet;
@@ -92,6 +93,9 @@ pub enum XdpProgram {
     /// The in-kernel fast path (`bpf/port_fastpath.c`) sharing these maps; the port
     /// fails if it cannot be loaded or attached (see port/fastpath.rs).
     FastPath(std::sync::Arc<fastpath::FastPath>),
+    /// The uplink filter sharing the fast path's maps: it also decapsulates the
+    /// tunnel frames the fast path has entries for (port/fastpath_tunnel.rs).
+    FilterFastPath(xdp_filter::FilterParams, std::sync::Arc<fastpath::FastPath>),
 }
 
 impl PartialEq for XdpProgram {
@@ -101,6 +105,9 @@ impl PartialEq for XdpProgram {
             (XdpProgram::Filter(a), XdpProgram::Filter(b)) => a == b,
             (XdpProgram::FilterOrAll(a), XdpProgram::FilterOrAll(b)) => a == b,
             (XdpProgram::FastPath(a), XdpProgram::FastPath(b)) => std::sync::Arc::ptr_eq(a, b),
+            (XdpProgram::FilterFastPath(p, a), XdpProgram::FilterFastPath(q, b)) => {
+                p == q && std::sync::Arc::ptr_eq(a, b)
+            }
             _ => false,
         }
     }
@@ -181,6 +188,13 @@ pub fn open(
                         umem,
                         port_no,
                         Some(afxdp::OwnProgram::Filter(*p)),
+                    )?,
+                    XdpProgram::FilterFastPath(p, fp) => afxdp::AfXdpPort::open_with(
+                        name,
+                        mode,
+                        umem,
+                        port_no,
+                        Some(afxdp::OwnProgram::FilterFastPath(*p, fp.clone())),
                     )?,
                     XdpProgram::FastPath(fp) => afxdp::AfXdpPort::open_with(
                         name,

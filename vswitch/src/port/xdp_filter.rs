@@ -236,7 +236,17 @@ impl UplinkFilter {
     /// Loads the program into the kernel (not attached yet) with `params` and the
     /// node addresses `ips`.
     pub fn load(params: FilterParams, ips: &[Ipv4Addr]) -> Result<UplinkFilter, String> {
-        let mut f = Self::load_object(&OBJECT.0, PROG_NAME, &[])?;
+        Self::load_with(params, ips, &[])
+    }
+
+    /// [`UplinkFilter::load`] with the maps named in `reuse` shared (the XDP fast
+    /// path's, for tunnel decap: port/fastpath_tunnel.rs).
+    pub fn load_with(
+        params: FilterParams,
+        ips: &[Ipv4Addr],
+        reuse: &[(&std::ffi::CStr, RawFd)],
+    ) -> Result<UplinkFilter, String> {
+        let mut f = Self::load_object(&OBJECT.0, PROG_NAME, reuse)?;
         f.params = params;
         f.cfg_fd = f.map_fd(c"config")?;
         write_config(f.cfg_fd, &FilterConfig::new(&params, ips))

@@ -29,6 +29,7 @@ impl Worker {
     /// Runs one received frame through the pipeline.
     #[inline]
     pub(super) fn process(&mut self, frame: Frame, in_port: u32, now: u64, tally: &mut DropTally) {
+        self.fp.tun.pending = None;
         let mut key = Key::ZERO;
         let off = match extract::extract(self.pool.data(&frame), in_port, &mut key) {
             Ok(o) => o,
@@ -85,11 +86,15 @@ impl Worker {
             None
         };
         let in_port = key.in_port();
+        let tun = self.tunnel_fp_pre(&frame, &key, depth);
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
         self.fp.out = None;
         self.execute(frame, &mut key, off, &actions, last, depth, now, tally);
+        if let Some(t) = tun {
+            self.tunnel_fp_post(t, &key, &actions);
+        }
         self.cache.put_actions(id, actions);
         if let Some(k) = fp_key
             && let Some(out) = self.fp.out.take()
@@ -389,7 +394,7 @@ impl Worker {
     /// Hash of the inner flow (addresses, protocol, ports) for the outer UDP
     /// source port: one flow, one underlay path.
     #[inline]
-    fn flow_hash(&self, key: &Key) -> u64 {
+    pub(super) fn flow_hash(&self, key: &Key) -> u64 {
         let a = key.0[key::W_NW] ^ key.0[key::W_TP].rotate_left(17) ^ key.0[key::W_ETH_SRC] >> 48;
         let h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^ (h >> 29)

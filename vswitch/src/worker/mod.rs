@@ -15,6 +15,7 @@ pub mod punt;
 mod reject;
 mod services;
 mod tap;
+mod tunnel_fp;
 pub mod waker;
 
 use crate::bridge::{Learned, MacTable};
@@ -122,6 +123,8 @@ struct FpWorker {
     /// (one known unicast port) or `output`.
     out: Option<u32>,
     last_sweep: u64,
+    /// VXLAN encap/decap entries (tunnel_fp.rs).
+    tun: tunnel_fp::TunFp,
 }
 
 struct Slot {
@@ -619,7 +622,14 @@ impl Worker {
             return;
         };
         // The ingress runs the program; the egress accepts redirects (tx_ports).
-        if !(ri.fp_ingress && ro.fastpath) || ri.ifindex == 0 || ro.ifindex == 0 {
+        // The uplink takes part in tunnel entries only (tunnel_fp.rs).
+        let uplink = vswitch_proto::PortKind::Uplink;
+        if !(ri.fp_ingress && ro.fastpath)
+            || ri.ifindex == 0
+            || ro.ifindex == 0
+            || ri.kind == uplink
+            || ro.kind == uplink
+        {
             return;
         }
         k.in_ifindex = ri.ifindex;
