@@ -119,11 +119,15 @@ mod svc {
             })
             .collect();
         [
-            obj(serde_json::json!({"kind": "Service", "namespace": "vsb", "name": name,
+            obj(
+                serde_json::json!({"kind": "Service", "namespace": "vsb", "name": name,
                 "cluster_ips": [vip],
-                "ports": [{"name": "udp80", "port": 80, "protocol": "UDP", "target_port": 8080}]})),
-            obj(serde_json::json!({"kind": "Endpoints", "namespace": "vsb", "name": name,
-                "endpoints": e})),
+                "ports": [{"name": "udp80", "port": 80, "protocol": "UDP", "target_port": 8080}]}),
+            ),
+            obj(
+                serde_json::json!({"kind": "Endpoints", "namespace": "vsb", "name": name,
+                "endpoints": e}),
+            ),
         ]
     }
 
@@ -154,9 +158,11 @@ mod svc {
             obj(serde_json::json!({"kind": "LocalNode", "name": "vsb-node",
                 "pod_cidrs": ["10.77.0.0/18"], "node_ips": ["10.77.127.1"],
                 "gateway_ips": ["10.77.0.1"], "gateway_mac": "0a:58:0a:4d:00:01"})),
-            obj(serde_json::json!({"kind": "Pod", "namespace": "vsb", "name": "sink",
+            obj(
+                serde_json::json!({"kind": "Pod", "namespace": "vsb", "name": "sink",
                 "ips": ["10.77.0.20", "10.77.0.21"], "mac": "0a:58:0a:4d:00:14",
-                "node_name": "vsb-node", "local": true, "phase": "Running"})),
+                "node_name": "vsb-node", "local": true, "phase": "Running"}),
+            ),
         ];
         for k in 0..others {
             let vip = format!("10.{}.{}.{}", 96 + k / 65536, (k / 256) % 256, k % 256);

@@ -193,7 +193,7 @@ impl FlowCache {
                 x ^= x >> 17;
                 x ^= x << 5;
                 self.rng = x;
-                x % n == 0
+                x.is_multiple_of(n)
             }
         }
     }

@@ -753,16 +753,27 @@ mod tests {
                 )
                 .expect("sync");
             let lb = dp.services();
-            let mut v: Vec<(String, usize)> =
-                lb.values().map(|f| (f.name.clone(), f.maglev.len())).collect();
+            let mut v: Vec<(String, usize)> = lb
+                .values()
+                .map(|f| (f.name.clone(), f.maglev.len()))
+                .collect();
             v.sort();
             v.into_iter().map(|(_, n)| n).collect()
         };
         // [one, web]: one endpoint wants 100 slots (251), ten want 1000 (1021).
         assert_eq!(slots(""), vec![251, 1021]);
-        assert_eq!(slots("[services]\nmaglev_table_size = 509\n"), vec![251, 509]);
-        assert_eq!(slots("[services]\nmaglev_table_size = 251\n"), vec![251, 251]);
-        assert_eq!(slots("[services]\nmaglev_table_size = 16381\n"), vec![251, 1021]);
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 509\n"),
+            vec![251, 509]
+        );
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 251\n"),
+            vec![251, 251]
+        );
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 16381\n"),
+            vec![251, 1021]
+        );
         for bad in ["16380", "0", "250", "65537", "1000003"] {
             let e = crate::config::DaemonConfig::parse(&format!(
                 "[services]\nmaglev_table_size = {bad}\n"
@@ -770,7 +781,9 @@ mod tests {
             .expect_err(bad);
             assert!(e.contains("maglev_table_size"), "{bad}: {e}");
         }
-        assert!(crate::config::DaemonConfig::parse("[services]\nmaglev_table_size = \"x\"\n").is_err());
+        assert!(
+            crate::config::DaemonConfig::parse("[services]\nmaglev_table_size = \"x\"\n").is_err()
+        );
     }
 
     /// Bad input: services with an invalid IP or a port out of range and

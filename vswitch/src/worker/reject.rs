@@ -362,7 +362,10 @@ mod tests {
         let mut f = Vec::new();
         b.write(&mut f, b"hello").expect("build");
         f.resize(2048, 0);
-        assert!(reject(&mut f, 60).is_none(), "shorter than its payload length");
+        assert!(
+            reject(&mut f, 60).is_none(),
+            "shorter than its payload length"
+        );
     }
 
     #[test]
