@@ -81,10 +81,14 @@ pub fn reject(buf: &mut [u8], len: usize) -> Option<usize> {
     Some(new_len)
 }
 
+/// A RST's source port, destination port, sequence and acknowledgment
+/// numbers and flags.
+type RstFields = ([u8; 2], [u8; 2], u32, u32, u8);
+
 /// What a RST answering the TCP header `t` (of a segment with `l4_len` bytes
 /// of TCP) carries: ports swapped, sequence and acknowledgment numbers, flags.
 /// `None` for a RST (never answered) or a bad header length.
-fn rst_answer(t: &[u8], l4_len: usize) -> Option<([u8; 2], [u8; 2], u32, u32, u8)> {
+fn rst_answer(t: &[u8], l4_len: usize) -> Option<RstFields> {
     let t = t.get(..20)?;
     let thl = usize::from(t[12] >> 4) * 4;
     let flags = t[13];
