@@ -103,7 +103,6 @@ mod svc {
     use vswitch_proto::{PodRef, SyncFullParams};
 
     pub const GW_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 1];
-    const SINK_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 20];
 
     fn obj(v: serde_json::Value) -> Object {
         serde_json::from_value(v).expect("object")
@@ -136,7 +135,7 @@ mod svc {
 
     /// A datapath with the node pipeline, `others` services of 2 (remote)
     /// endpoints and the target service whose 2 endpoints are the sink pod's
-    /// addresses; `gen` is the gateway port's traffic.
+    /// addresses; `generator` is the gateway port's traffic.
     pub fn setup(others: u32, generator: MemoryPort) -> Datapath {
         let mut cfg = DatapathConfig::in_process(1);
         cfg.conntrack = CtConfig::default();
@@ -199,7 +198,6 @@ mod svc {
             )
             .expect("s1");
         store.port_changed(&info, true, &mut dp);
-        let _ = SINK_MAC;
         dp
     }
 
