@@ -31,8 +31,7 @@
 //! addr = "127.0.0.1:9400"  # Prometheus endpoint; absent: not served
 //!
 //! [services]
-//! zone = 1                 # conntrack zone of pod and service traffic
-//! maglev_table_size = 16381  # prime
+//! maglev_table_size = 16381  # largest Maglev table: a prime in 251..=65521
 //! [policy]
 //! audit_per_s = 0          # log denied connections, at most this many per second
 //!                          # per worker (0: off); RUST_LOG target vswitch::policy_audit

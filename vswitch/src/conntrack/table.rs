@@ -210,7 +210,18 @@ impl CtTable {
     }
 
     fn shard_of(&self, t: &Tuple) -> usize {
-        (self.hasher.hash_one(t) as usize) & self.mask
+        self.shard_index(self.hasher.hash_one(t))
+    }
+
+    /// The shard of a tuple whose hash is `h`: bits 32 and up. A shard's hash
+    /// tables index their buckets by the hash's low bits (hashbrown; its tag is
+    /// the top 7), so those must vary among the tuples of one shard: taken from
+    /// the low bits, every tuple of a shard would start probing at the same
+    /// bucket, and a lookup would walk the shard's whole cluster (what made a
+    /// new connection cost several microseconds at 100k+ entries).
+    #[inline]
+    fn shard_index(&self, h: u64) -> usize {
+        ((h >> 32) as usize) & self.mask
     }
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
@@ -230,7 +241,7 @@ impl CtTable {
         F: FnOnce(&mut Conn, bool) -> bool,
     {
         let h = self.hasher.hash_one(t);
-        let si = (h as usize) & self.mask;
+        let si = self.shard_index(h);
         let r = {
             let s = self.lock(si);
             match s.find_orig(h, t) {
@@ -276,7 +287,7 @@ impl CtTable {
     /// assured connections, or the tuple is taken).
     pub fn insert(&self, c: Conn) -> bool {
         let h = self.hasher.hash_one(c.orig);
-        let si = (h as usize) & self.mask;
+        let si = self.shard_index(h);
         let mut victim = None;
         let new_idx;
         {
@@ -357,7 +368,7 @@ impl CtTable {
     /// Removes the connection whose original tuple is `orig`.
     pub fn remove(&self, orig: &Tuple) -> bool {
         let h = self.hasher.hash_one(orig);
-        let si = (h as usize) & self.mask;
+        let si = self.shard_index(h);
         let found = {
             let mut s = self.lock(si);
             let Some(idx) = s.find_orig(h, orig) else {
@@ -606,5 +617,77 @@ impl Shard {
         }
         self.hand = (self.hand + EVICT_SCAN) % n;
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tuples of one shard must not share the low hash bits the shard's
+    /// hash tables index buckets with: if they did (the shard taken from those
+    /// bits), all of them would probe from one bucket and every lookup would
+    /// walk the shard's whole cluster.
+    #[test]
+    fn tuples_of_one_shard_spread_over_its_buckets() {
+        let t = CtTable::new(CtConfig::default());
+        assert_eq!(t.n_shards(), 1024);
+        let mut low = std::collections::HashSet::new();
+        let mut n = 0;
+        for i in 0..200_000u32 {
+            let tup = Tuple {
+                src: [0, 0, 0, 0x0a4d_0000 | (i >> 16)],
+                dst: [0, 0, 0, 0x0a4d_8001],
+                sport: i as u16,
+                dport: 80,
+                zone: 1,
+                proto: 17,
+                v6: false,
+            };
+            let h = t.hasher.hash_one(tup);
+            if t.shard_index(h) == 7 {
+                n += 1;
+                low.insert(h & 0x3ff);
+            }
+        }
+        assert!(n > 100, "{n} tuples in shard 7");
+        // ~n(1 - n/2048) distinct values of 1024 if independent; 1 if not.
+        assert!(low.len() * 4 > n * 3, "{} distinct of {n}", low.len());
+    }
+
+    /// 100k connections (~100 per shard, well under the 1024 a shard may
+    /// hold): all found in both directions, and gone after removal.
+    #[test]
+    fn many_connections_found_both_ways_and_removed() {
+        let t = CtTable::new(CtConfig::default());
+        let conn = |i: u32| {
+            let orig = Tuple {
+                src: [0, 0, 0, 0x0a4d_0000 | (i >> 16)],
+                dst: [0, 0, 0, 0x0a4d_8001],
+                sport: i as u16,
+                dport: 80,
+                zone: 1,
+                proto: 17,
+                v6: false,
+            };
+            let mut reply = orig.reversed();
+            reply.src = [0, 0, 0, 0x0a4d_0014];
+            reply.sport = 8080;
+            Conn::new(orig, reply, 1, 30)
+        };
+        for i in 0..100_000 {
+            assert!(t.insert(conn(i)), "insert {i}");
+        }
+        assert_eq!(t.len(), 100_000);
+        for i in 0..100_000 {
+            let c = conn(i);
+            assert!(t.lookup(&c.orig, 2, |_, r| !r).is_some(), "orig {i}");
+            assert!(t.lookup(&c.reply, 2, |_, r| r).is_some(), "reply {i}");
+        }
+        for i in 0..100_000 {
+            assert!(t.remove(&conn(i).orig), "remove {i}");
+        }
+        assert!(t.is_empty());
+        assert!(t.lookup(&conn(5).reply, 2, |_, _| true).is_none());
     }
 }

@@ -96,9 +96,15 @@ const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Hasher for SeededHasher {
     fn finish(&self) -> u64 {
+        // MurmurHash3's fmix64: two multiply rounds, so that every input bit
+        // reaches every output bit. One round left the low bits blind to the
+        // ports (the high bits of the last word written), and the table takes
+        // bucket positions from the low bits.
         let mut x = self.0;
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         x ^= x >> 33;
         x
     }

@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct CacheConfig {
     pub emc_entries: usize,
     pub megaflows: usize,
+    /// A megaflow hit enters the EMC with probability 1 / this (OVS's
+    /// `emc-insert-inv-prob`; 1: always, 0: never). A full miss always enters it.
+    pub emc_insert_inv_prob: u32,
 }
 
 impl Default for CacheConfig {
@@ -31,9 +34,17 @@ impl Default for CacheConfig {
         CacheConfig {
             emc_entries: 8192,
             megaflows: 65536,
+            emc_insert_inv_prob: EMC_INSERT_INV_PROB,
         }
     }
 }
+
+/// OVS's default: a flow that keeps sending enters the EMC after ~100 packets
+/// (a few µs of megaflow lookups), while keys that never come back (every
+/// packet of a new connection: each recirculation pass has its own) mostly
+/// stay out instead of evicting the entries of established flows, and do not
+/// pay for writing their 168-byte key into it.
+pub const EMC_INSERT_INV_PROB: u32 = 100;
 
 /// One megaflow: the actions and where its hits are owed.
 pub struct CachedFlow {
@@ -145,6 +156,9 @@ pub struct FlowCache {
     mf_hits: u64,
     misses: u64,
     revalidated: u64,
+    emc_insert_inv_prob: u32,
+    /// xorshift32 state for the EMC insertion draw (never 0).
+    rng: u32,
     pub counters: Arc<CacheCounters>,
 }
 
@@ -161,7 +175,26 @@ impl FlowCache {
             mf_hits: 0,
             misses: 0,
             revalidated: 0,
+            emc_insert_inv_prob: cfg.emc_insert_inv_prob,
+            rng: 0x9e37_79b9,
             counters,
+        }
+    }
+
+    /// Whether this megaflow hit should enter the EMC (see [`EMC_INSERT_INV_PROB`]).
+    #[inline]
+    fn emc_insert_due(&mut self) -> bool {
+        match self.emc_insert_inv_prob {
+            0 => false,
+            1 => true,
+            n => {
+                let mut x = self.rng;
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                self.rng = x;
+                x.is_multiple_of(n)
+            }
         }
     }
 
@@ -206,7 +239,9 @@ impl FlowCache {
         if let Some((id, f)) = self.mf.lookup(key) {
             if Self::valid(&self.changed, f) {
                 self.mf_hits += 1;
-                self.emc.insert(key, hash, id);
+                if self.emc_insert_due() {
+                    self.emc.insert(key, hash, id);
+                }
                 return id;
             }
             self.drop_stale(id);

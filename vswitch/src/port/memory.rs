@@ -4,8 +4,10 @@
 //! Two flavours:
 //! - a *queue* port, driven through a [`MemoryPortHandle`]: `inject` frames in,
 //!   `take_output` frames out (tests);
-//! - a *replay* port that endlessly offers the same frames and a *sink* port that
-//!   counts what it is given (micro benchmarks: no allocation per frame).
+//! - a *replay* port that endlessly offers the same frames, a *new-flows* port
+//!   that offers one IPv4 frame with a fresh source address and port each time
+//!   (every frame a new connection), and a *sink* port that counts what it is
+//!   given (micro benchmarks: no allocation per frame).
 
 use super::{Port, TxOutcome};
 use crate::pool::{Frame, FramePool};
@@ -25,6 +27,12 @@ enum Mode {
     Replay {
         frames: Vec<Vec<u8>>,
         next: usize,
+    },
+    /// `template` (IPv4 TCP/UDP, untagged) with source address and port taken
+    /// from a counter, so no two frames of 2^32 share a 5-tuple.
+    NewFlows {
+        template: Vec<u8>,
+        next: u32,
     },
     /// Discards what it transmits; receives `announce` once (so the bridge learns
     /// the sink's MAC), then nothing.
@@ -89,6 +97,18 @@ impl MemoryPort {
         }
     }
 
+    /// A port that receives `template` (an untagged IPv4 frame with TCP or UDP)
+    /// forever, each time with another source: the counter's high 16 bits
+    /// replace the low 16 bits of the source address, its low 16 bits the
+    /// source port (IPv4 checksum fixed, UDP checksum zeroed). Every frame is
+    /// a new connection (benchmarks of the connection setup path).
+    pub fn new_flows(template: Vec<u8>) -> MemoryPort {
+        MemoryPort {
+            mode: Mode::NewFlows { template, next: 0 },
+            sunk: Arc::default(),
+        }
+    }
+
     /// A port that discards what it transmits; the counter counts frames.
     pub fn sink() -> (MemoryPort, Arc<AtomicU64>) {
         Self::sink_announcing(None)
@@ -136,6 +156,39 @@ impl Port for MemoryPort {
                     n += 1;
                 }
             }
+            Mode::NewFlows { template, next } => {
+                let ihl = usize::from(template.get(14).map_or(0, |b| b & 0x0f)) * 4;
+                if ihl < 20 || template.len() < 14 + ihl + 8 {
+                    return 0;
+                }
+                while n < max {
+                    let Some(f) = pool.alloc_copy(template) else {
+                        break;
+                    };
+                    let c = *next;
+                    *next = next.wrapping_add(1);
+                    let d = pool.data_mut(&f);
+                    let ip = &mut d[14..14 + ihl];
+                    ip[14..16].copy_from_slice(&((c >> 16) as u16).to_be_bytes());
+                    ip[10..12].copy_from_slice(&[0, 0]);
+                    let mut sum = 0u32;
+                    for w in ip.chunks(2) {
+                        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+                    }
+                    while sum >> 16 != 0 {
+                        sum = (sum & 0xffff) + (sum >> 16);
+                    }
+                    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+                    let proto = ip[9];
+                    let l4 = &mut d[14 + ihl..];
+                    l4[0..2].copy_from_slice(&(c as u16).to_be_bytes());
+                    if proto == 17 {
+                        l4[6..8].copy_from_slice(&[0, 0]);
+                    }
+                    out.push(f);
+                    n += 1;
+                }
+            }
             Mode::Sink { announce } => {
                 if let Some(f) = announce.take().and_then(|b| pool.alloc_copy(&b)) {
                     out.push(f);
@@ -151,7 +204,7 @@ impl Port for MemoryPort {
         for f in frames.drain(..) {
             let ok = match &self.mode {
                 Mode::Queue { outbound, .. } => outbound.try_send(pool.data(&f).to_vec()).is_ok(),
-                Mode::Sink { .. } | Mode::Replay { .. } => true,
+                Mode::Sink { .. } | Mode::Replay { .. } | Mode::NewFlows { .. } => true,
             };
             if ok {
                 o.sent += 1;

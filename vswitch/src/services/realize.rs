@@ -719,6 +719,73 @@ mod tests {
         )
     }
 
+    /// `[services] maglev_table_size` in vswitchd's config file reaches the
+    /// realizer (through `DaemonConfig::datapath`, as vswitchd builds its
+    /// datapath): a service of 10 endpoints gets min(configured, 1021) slots.
+    /// Values that are not a prime in 251..=65521 are refused, naming the key.
+    #[test]
+    fn maglev_table_size_from_the_config_file_is_used() {
+        let slots = |text: &str| -> Vec<usize> {
+            let cfg = crate::config::DaemonConfig::parse(text).expect("config");
+            let mut dc = DatapathConfig::in_process(1);
+            dc.services = cfg.datapath(vec![None]).services;
+            let mut dp = Datapath::new(dc).expect("datapath");
+            let mut store = DesiredStore::new(None);
+            let addrs: Vec<String> = (0..10).map(|i| format!("10.250.0.{}", 10 + i)).collect();
+            let one: Vec<[&str; 1]> = addrs.iter().map(|a| [a.as_str()]).collect();
+            let refs: Vec<&[&str]> = one.iter().map(|a| &a[..]).collect();
+            let objs = vec![
+                obj(serde_json::json!({"kind": "LocalNode", "name": "node-a",
+                    "node_ips": ["192.0.2.1"], "gateway_mac": "0a:58:0a:fa:00:01"})),
+                svc("web", "10.96.0.10", 80),
+                eps("web", &refs),
+                svc("one", "10.96.0.11", 80),
+                eps("one", &refs[..1]),
+            ];
+            store
+                .sync_full(
+                    SyncFullParams {
+                        generation: 1,
+                        state: objs.into_iter().collect(),
+                        more: false,
+                    },
+                    Some(&mut dp),
+                )
+                .expect("sync");
+            let lb = dp.services();
+            let mut v: Vec<(String, usize)> = lb
+                .values()
+                .map(|f| (f.name.clone(), f.maglev.len()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, n)| n).collect()
+        };
+        // [one, web]: one endpoint wants 100 slots (251), ten want 1000 (1021).
+        assert_eq!(slots(""), vec![251, 1021]);
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 509\n"),
+            vec![251, 509]
+        );
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 251\n"),
+            vec![251, 251]
+        );
+        assert_eq!(
+            slots("[services]\nmaglev_table_size = 16381\n"),
+            vec![251, 1021]
+        );
+        for bad in ["16380", "0", "250", "65537", "1000003"] {
+            let e = crate::config::DaemonConfig::parse(&format!(
+                "[services]\nmaglev_table_size = {bad}\n"
+            ))
+            .expect_err(bad);
+            assert!(e.contains("maglev_table_size"), "{bad}: {e}");
+        }
+        assert!(
+            crate::config::DaemonConfig::parse("[services]\nmaglev_table_size = \"x\"\n").is_err()
+        );
+    }
+
     /// Bad input: services with an invalid IP or a port out of range and
     /// endpoints with an invalid address are rejected (named in the reply); an
     /// endpoint without an address is skipped with a warning; everything else
