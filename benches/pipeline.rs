@@ -21,6 +21,7 @@ use std::hint::black_box;
 use vswitch::flow::tables::FlowMod;
 use vswitch::flow::{NoPortNames, parse_flow};
 use vswitch::port::BATCH_SIZE;
+use vswitch::port::memory::MemoryPort;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
@@ -59,12 +60,14 @@ fn bench(c: &mut Criterion) {
 }
 
 mod svc {
-    use super::*;
     use vswitch::conntrack::CtConfig;
     use vswitch::desired::DesiredStore;
     use vswitch::desired::realize::{LocalNodeLog, PodLinker, Realizer, Validator};
     use vswitch::overlay::node::{NodeNetwork, OverlayConfig};
+    use vswitch::port::memory::MemoryPort;
     use vswitch::services::realize::{ServiceRealizer, ServicesConfig};
+    use vswitch::{Datapath, DatapathConfig};
+    use vswitch_proto::PortKind;
     use vswitch_proto::model::Object;
     use vswitch_proto::{PodRef, SyncFullParams};
 
