@@ -2,14 +2,20 @@
 //! [`DesiredState`] built from it for the daemon.
 //!
 //! Objects are translated when they arrive; a translation error keeps the last good
-//! translation of that object (a broken update does not delete what works). The
-//! desired state is rebuilt from the whole picture on each sync, which keeps the
-//! derived objects (per-service endpoints, this node's LocalNode) simple and right;
-//! the syncer then sends only the difference.
+//! translation of that object (a broken update does not delete what works).
+//!
+//! Changes are incremental: each [`apply`](Cluster::apply) or
+//! [`delete`](Cluster::delete) marks the desired-state keys it can affect (the
+//! object's own; for an EndpointSlice its service's Endpoints; for our own Node the
+//! LocalNode), and [`take_changes`](Cluster::take_changes) derives just those keys
+//! again — a Service change costs one object, an EndpointSlice change the slices of
+//! its one service, whatever the cluster holds. [`build`](Cluster::build) derives
+//! everything from scratch (`vsctl apply`, and the tests' reference for the
+//! incremental path).
 
 use crate::agent::kobj::{KubeKey, KubeKind, KubeObject};
 use crate::agent::translate::{Translated, translate};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use vswitch_proto::model::{Endpoints, LocalNode, Object};
 use vswitch_proto::validate::{Cidr, gateway_mac};
 use vswitch_proto::{DesiredState, Kind, ObjectKey};
@@ -46,17 +52,29 @@ impl std::str::FromStr for OverlayMode {
     }
 }
 
+/// A desired-state key and what it holds now (`None`: it is gone).
+pub type StateChange = (ObjectKey, Option<Object>);
+
 #[derive(Debug, Default)]
 pub struct Cluster {
     settings: NodeSettings,
     items: BTreeMap<KubeKey, Translated>,
+    /// Which Kubernetes object each plain (non-derived) model object came from.
+    objects: BTreeMap<ObjectKey, KubeKey>,
+    /// The EndpointSlices of each service (namespace, name).
+    slices: BTreeMap<(String, String), BTreeSet<KubeKey>>,
+    /// Objects held per kind.
+    counts: BTreeMap<KubeKind, usize>,
+    /// Desired-state keys to derive again.
+    dirty: BTreeSet<ObjectKey>,
 }
 
 impl Cluster {
     pub fn new(settings: NodeSettings) -> Cluster {
         Cluster {
             settings,
-            items: BTreeMap::new(),
+            counts: KubeKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            ..Cluster::default()
         }
     }
 
@@ -66,7 +84,12 @@ impl Cluster {
         let key = obj.key();
         match translate(obj, &self.settings.node_name) {
             Ok(t) => {
-                self.items.insert(key, t);
+                self.touch(&key, &t, true);
+                if let Some(old) = self.items.insert(key.clone(), t) {
+                    self.touch(&key, &old, false);
+                } else {
+                    *self.counts.entry(key.kind).or_default() += 1;
+                }
                 Ok(())
             }
             Err(e) => Err(format!("{key}: {e}")),
@@ -74,14 +97,120 @@ impl Cluster {
     }
 
     pub fn delete(&mut self, key: &KubeKey) {
-        self.items.remove(key);
+        if let Some(old) = self.items.remove(key) {
+            self.touch(key, &old, false);
+            if let Some(n) = self.counts.get_mut(&key.kind) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Marks what `t` (the translation of `key`, arriving or leaving) derives
+    /// and keeps the indexes in step.
+    fn touch(&mut self, key: &KubeKey, t: &Translated, arriving: bool) {
+        match t {
+            Translated::Object(o) => {
+                let ok = o.key();
+                if arriving {
+                    self.objects.insert(ok.clone(), key.clone());
+                } else if self.objects.get(&ok) == Some(key) && !self.still_maps(key, &ok) {
+                    self.objects.remove(&ok);
+                }
+                if let Object::Node(n) = o
+                    && n.name == self.settings.node_name
+                {
+                    self.dirty
+                        .insert(ObjectKey::cluster(Kind::LocalNode, &n.name));
+                }
+                self.dirty.insert(ok);
+            }
+            Translated::Slice(s) => {
+                let svc = (s.namespace.clone(), s.service.clone());
+                if arriving {
+                    self.slices.entry(svc).or_default().insert(key.clone());
+                } else if !self.still_slice_of(key, &svc)
+                    && let Some(set) = self.slices.get_mut(&svc)
+                {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.slices.remove(&svc);
+                    }
+                }
+                self.dirty
+                    .insert(ObjectKey::new(Kind::Endpoints, &s.namespace, &s.service));
+            }
+            Translated::Ignored(_) => {}
+        }
+    }
+
+    /// Whether `key`'s current translation (already in place when an update
+    /// replaces it) still yields the model object `ok`.
+    fn still_maps(&self, key: &KubeKey, ok: &ObjectKey) -> bool {
+        matches!(self.items.get(key), Some(Translated::Object(o)) if o.key() == *ok)
+    }
+
+    /// Whether `key`'s current translation is still a slice of `svc`.
+    fn still_slice_of(&self, key: &KubeKey, svc: &(String, String)) -> bool {
+        matches!(self.items.get(key), Some(Translated::Slice(s)) if s.namespace == svc.0 && s.service == svc.1)
+    }
+
+    /// The desired-state keys changed since the last call, each with what it holds
+    /// now (`None`: gone). Costs in proportion to what changed: one object per
+    /// touched key; an Endpoints is merged from its own service's slices.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|k| {
+                let o = self.derive(&k);
+                (k, o)
+            })
+            .collect()
+    }
+
+    /// What desired-state key `key` holds now.
+    fn derive(&self, key: &ObjectKey) -> Option<Object> {
+        match key.kind {
+            Kind::Endpoints => {
+                let slices = self
+                    .slices
+                    .get(&(key.namespace.clone(), key.name.clone()))?;
+                let mut e = Endpoints {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    endpoints: Vec::new(),
+                };
+                for k in slices {
+                    if let Some(Translated::Slice(s)) = self.items.get(k) {
+                        e.endpoints.extend(s.endpoints.iter().cloned());
+                    }
+                }
+                e.endpoints.sort();
+                Some(Object::Endpoints(e))
+            }
+            Kind::LocalNode => (key.name == self.settings.node_name)
+                .then(|| self.local_node())
+                .flatten()
+                .map(Object::LocalNode),
+            _ => match self.items.get(self.objects.get(key)?)? {
+                Translated::Object(o) if o.key() == *key => Some(o.clone()),
+                _ => None,
+            },
+        }
     }
 
     /// Replaces every object of `kind` with `objs` (a relist). Translation errors
     /// are returned; those objects keep their last good translation.
     pub fn replace_kind(&mut self, kind: KubeKind, objs: &[KubeObject]) -> Vec<String> {
-        let keep: std::collections::BTreeSet<KubeKey> = objs.iter().map(KubeObject::key).collect();
-        self.items.retain(|k, _| k.kind != kind || keep.contains(k));
+        let keep: BTreeSet<KubeKey> = objs.iter().map(KubeObject::key).collect();
+        let gone: Vec<KubeKey> = self
+            .items
+            .keys()
+            .filter(|k| k.kind == kind && !keep.contains(*k))
+            .cloned()
+            .collect();
+        for k in &gone {
+            self.delete(k);
+        }
         objs.iter().filter_map(|o| self.apply(o).err()).collect()
     }
 
@@ -115,9 +244,9 @@ impl Cluster {
 
     /// Objects held, per kind.
     pub fn counts(&self) -> BTreeMap<KubeKind, usize> {
-        let mut c: BTreeMap<KubeKind, usize> = KubeKind::ALL.iter().map(|k| (*k, 0)).collect();
-        for k in self.items.keys() {
-            *c.entry(k.kind).or_default() += 1;
+        let mut c = self.counts.clone();
+        for k in KubeKind::ALL {
+            c.entry(k).or_default();
         }
         c
     }
@@ -150,18 +279,15 @@ impl Cluster {
             e.endpoints.sort();
             state.upsert(Object::Endpoints(e));
         }
-        if let Some(local) = self.local_node(&state) {
+        if let Some(local) = self.local_node() {
             state.upsert(Object::LocalNode(local));
         }
         state
     }
 
     /// This node's settings from its Node object; `None` until that object is seen.
-    fn local_node(&self, state: &DesiredState) -> Option<LocalNode> {
-        let key = ObjectKey::cluster(Kind::Node, &self.settings.node_name);
-        let Some(Object::Node(n)) = state.get(&key) else {
-            return None;
-        };
+    fn local_node(&self) -> Option<LocalNode> {
+        let n = self.own_node()?;
         let gateway_ips: Vec<std::net::IpAddr> = n
             .pod_cidrs
             .iter()
@@ -288,5 +414,135 @@ mod tests {
             panic!("kept")
         };
         assert_eq!(svc.ports[0].port, 80);
+    }
+
+    /// One step of a random history over a small universe of objects.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Apply(serde_json::Value),
+        Delete(KubeKind, &'static str, String),
+        Relist(KubeKind, Vec<serde_json::Value>),
+    }
+
+    const NAMESPACES: [&str; 2] = ["default", "shop"];
+
+    fn any_object() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let ns = proptest::sample::select(NAMESPACES.to_vec());
+        prop_oneof![
+            (0..2u8, 0..3u8).prop_map(|(n, c)| json!({"apiVersion":"v1","kind":"Node",
+                "metadata":{"name":format!("node-{}", if n == 0 { 'a' } else { 'b' })},
+                "spec":{"podCIDR":format!("10.24{c}.{n}.0/24")}})),
+            (0..2usize, 0..3u8).prop_map(|(i, l)| json!({"apiVersion":"v1","kind":"Namespace",
+                "metadata":{"name":NAMESPACES[i],"labels":{"team":format!("t{l}")}}})),
+            (ns.clone(), 0..4u8, 0..3u8, 0..250u8).prop_map(|(ns, p, l, ip)| json!({
+                "apiVersion":"v1","kind":"Pod",
+                "metadata":{"name":format!("p{p}"),"namespace":ns,"labels":{"app":format!("a{l}")}},
+                "spec":{"nodeName":"node-a","containers":[{"name":"c"}]},
+                "status":{"podIP":format!("10.240.0.{ip}")}})),
+            (ns.clone(), 0..3u8, 1..4i32, any::<bool>()).prop_map(|(ns, s, port, bad)| json!({
+                "apiVersion":"v1","kind":"Service","metadata":{"name":format!("s{s}"),"namespace":ns},
+                "spec":{"type": if bad { "Weird" } else { "ClusterIP" },
+                        "clusterIP":format!("172.16.0.{s}"),"ports":[{"port":port * 80}]}})),
+            (ns.clone(), 0..5u8, proptest::option::of(0..3u8), proptest::collection::vec(0..250u8, 0..3))
+                .prop_map(|(ns, i, svc, ips)| {
+                    let mut labels = serde_json::Map::new();
+                    if let Some(s) = svc {
+                        labels.insert("kubernetes.io/service-name".into(), json!(format!("s{s}")));
+                    }
+                    json!({"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+                        "metadata":{"name":format!("sl{i}"),"namespace":ns,"labels":labels},
+                        "addressType":"IPv4",
+                        "endpoints": ips.iter().map(|ip| json!({"addresses":[format!("10.241.0.{ip}")]})).collect::<Vec<_>>(),
+                        "ports":[{"port":8080}]})
+                }),
+            (ns, 0..3u8, 1..100i32).prop_map(|(ns, i, port)| json!({
+                "apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+                "metadata":{"name":format!("np{i}"),"namespace":ns},
+                "spec":{"podSelector":{"matchLabels":{"app":"a0"}},"ingress":[{"ports":[{"port":port}]}]}})),
+        ]
+    }
+
+    fn any_step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => any_object().prop_map(Step::Apply),
+            2 => (proptest::sample::select(KubeKind::ALL.to_vec()), 0..2usize, 0..5u8).prop_map(|(k, ns, i)| {
+                let name = match k {
+                    KubeKind::Node => format!("node-{}", if i % 2 == 0 { 'a' } else { 'b' }),
+                    KubeKind::Namespace => NAMESPACES[ns].to_string(),
+                    KubeKind::Pod => format!("p{i}"),
+                    KubeKind::Service => format!("s{i}"),
+                    KubeKind::EndpointSlice => format!("sl{i}"),
+                    KubeKind::NetworkPolicy => format!("np{i}"),
+                };
+                Step::Delete(k, NAMESPACES[ns], name)
+            }),
+            1 => proptest::collection::vec(any_object(), 0..6).prop_map(|objs| {
+                // A relist of the first object's kind (the others are dropped).
+                let kind = objs.first().map_or(KubeKind::EndpointSlice, |o| obj(o.clone()).kind());
+                let objs = objs.into_iter().filter(|o| obj(o.clone()).kind() == kind).collect();
+                Step::Relist(kind, objs)
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Applying only the changed keys after every step gives the same desired
+        /// state as building it from scratch; and so does a daemon fed only the
+        /// handoff's deltas.
+        #[test]
+        fn incremental_changes_equal_a_full_build(steps in proptest::collection::vec(any_step(), 1..40)) {
+            let mut c = cluster();
+            let mut mirror = DesiredState::new();
+            let handoff = crate::agent::syncer::Handoff::default();
+            let mut daemon = DesiredState::new();
+            for step in steps {
+                match step {
+                    Step::Apply(v) => {
+                        let o = obj(v);
+                        if let Err(e) = c.apply(&o) {
+                            proptest::prop_assert!(e.contains("Weird"), "{}", e);
+                        }
+                    }
+                    Step::Delete(kind, ns, name) => c.delete(&KubeKey {
+                        kind,
+                        namespace: if kind.namespaced() { ns.to_string() } else { String::new() },
+                        name,
+                    }),
+                    Step::Relist(kind, objs) => {
+                        let objs: Vec<KubeObject> = objs.into_iter().map(obj).collect();
+                        c.replace_kind(kind, &objs);
+                    }
+                }
+                let changes = c.take_changes();
+                for (k, o) in &changes {
+                    match o {
+                        Some(o) => { mirror.upsert(o.clone()); }
+                        None => { mirror.remove(k); }
+                    }
+                }
+                let full = c.build();
+                proptest::prop_assert_eq!(&mirror, &full);
+                handoff.update(changes, std::time::Instant::now());
+                if let Some(p) = handoff.take_delta(std::time::Duration::ZERO) {
+                    for k in &p.delta.deletes {
+                        daemon.remove(k);
+                    }
+                    for o in p.delta.upserts {
+                        daemon.upsert(o);
+                    }
+                    proptest::prop_assert_eq!(&p.counts, &full.counts());
+                }
+                proptest::prop_assert_eq!(&daemon, &full);
+                let counts: BTreeMap<KubeKind, usize> = KubeKind::ALL
+                    .iter()
+                    .map(|k| (*k, c.items.keys().filter(|key| key.kind == *k).count()))
+                    .collect();
+                proptest::prop_assert_eq!(c.counts(), counts);
+            }
+        }
     }
 }

@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Events arriving within this time of each other are pushed as one change.
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Most updates applied in one go before the changes are handed on (a relist
+/// burst is then handed on in pieces rather than after all of it).
+const MAX_BATCH: usize = 1024;
 
 /// A Node patch that did not take effect (failed, or the Node still differs) is
 /// sent again after this long.
@@ -167,11 +168,16 @@ pub async fn run(
             Ok(None) => break Err(anyhow::anyhow!("every watcher ended")),
             Ok(Some(u)) => u,
         };
+        let seen_at = std::time::Instant::now();
+        // What else has already arrived goes with it (a burst: a relist, a
+        // rollout); nothing waits for more — the syncer coalesces what comes in
+        // while it is busy.
         let mut batch = vec![first];
-        // Coalesce a burst (a relist, a rollout) into one change.
-        let deadline = tokio::time::Instant::now() + DEBOUNCE;
-        while let Ok(Some(u)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            batch.push(u);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(u) => batch.push(u),
+                Err(_) => break,
+            }
         }
         for u in batch {
             let errors = match u {
@@ -199,7 +205,8 @@ pub async fn run(
                 tracing::info!("every kind listed; syncing");
                 announced = true;
             }
-            handoff.publish(cluster.build());
+            // Changes accumulated while listing go out together with the first.
+            handoff.update(cluster.take_changes(), seen_at);
         }
     };
     for t in tasks {

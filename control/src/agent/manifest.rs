@@ -168,11 +168,24 @@ struct FileState {
     objects: BTreeMap<KubeKey, KubeObject>,
 }
 
+/// A change of one object of the set, as a watch would report it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ManifestEvent {
+    /// Added, or changed.
+    Apply(KubeObject),
+    Delete(KubeKey),
+}
+
 /// The result of one [`ManifestSet::refresh`].
 #[derive(Debug, Default)]
 pub struct Refresh {
     /// Whether the set of objects changed.
     pub changed: bool,
+    /// The objects that changed, each once (only those: a file is compared with
+    /// its previous content object by object).
+    pub events: Vec<ManifestEvent>,
+    /// When the first changed or removed file was noticed.
+    pub seen_at: Option<std::time::Instant>,
     /// Bad documents in files that changed since the last refresh.
     pub errors: Vec<DocError>,
     /// Unsupported kinds in files that changed.
@@ -196,13 +209,30 @@ impl ManifestSet {
 
     /// Re-reads files whose content changed. If `root` cannot be read at all, the
     /// objects stay as they were and the error is returned.
+    ///
+    /// A changed file is parsed and compared with what it held before, object by
+    /// object; only the objects whose effective version changed (the last file
+    /// defining a key wins) become events. Unchanged files cost a read and a hash.
     pub fn refresh(&mut self) -> Result<Refresh, String> {
         let paths =
             manifest_files(&self.root).map_err(|e| format!("{}: {e}", self.root.display()))?;
         let mut r = Refresh::default();
-        let before = self.files.len();
-        self.files.retain(|p, _| paths.contains(p));
-        r.changed |= self.files.len() != before;
+        let listed: std::collections::BTreeSet<&PathBuf> = paths.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !listed.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            r.seen_at.get_or_insert_with(std::time::Instant::now);
+            let touched: Vec<KubeKey> = self
+                .files
+                .get(&path)
+                .map(|f| f.objects.keys().cloned().collect())
+                .unwrap_or_default();
+            self.replace_file(&path, None, touched, &mut r);
+        }
         for path in paths {
             let text = match std::fs::read(&path) {
                 Ok(t) => t,
@@ -225,13 +255,11 @@ impl ManifestSet {
             if self.files.get(&path).is_some_and(|f| f.hash == hash) {
                 continue;
             }
+            r.seen_at.get_or_insert_with(std::time::Instant::now);
             let text = String::from_utf8_lossy(&text);
             let content = parse_file(&path, &text);
-            let old = self
-                .files
-                .remove(&path)
-                .map(|f| f.objects)
-                .unwrap_or_default();
+            let empty = BTreeMap::new();
+            let old = self.files.get(&path).map_or(&empty, |f| &f.objects);
             let mut objects: BTreeMap<KubeKey, KubeObject> =
                 content.objects.into_iter().map(|o| (o.key(), o)).collect();
             for (e, key) in &content.errors {
@@ -242,7 +270,7 @@ impl ManifestSet {
                         }
                     }
                     None => {
-                        for (k, prev) in &old {
+                        for (k, prev) in old {
                             objects.entry(k.clone()).or_insert_with(|| prev.clone());
                         }
                     }
@@ -250,10 +278,50 @@ impl ManifestSet {
                 r.errors.push(e.clone());
             }
             r.unsupported.extend(content.unsupported);
-            r.changed |= objects != old;
-            self.files.insert(path, FileState { hash, objects });
+            let mut touched: Vec<KubeKey> = old
+                .iter()
+                .filter(|(k, o)| objects.get(*k) != Some(*o))
+                .map(|(k, _)| k.clone())
+                .collect();
+            touched.extend(objects.keys().filter(|k| !old.contains_key(*k)).cloned());
+            let state = FileState { hash, objects };
+            self.replace_file(&path, Some(state), touched, &mut r);
         }
+        r.changed = !r.events.is_empty();
         Ok(r)
+    }
+
+    /// The version of `key` in force: from the last file (in path order) defining it.
+    fn effective(&self, key: &KubeKey) -> Option<&KubeObject> {
+        self.files.values().rev().find_map(|f| f.objects.get(key))
+    }
+
+    /// Puts `state` in place of `path`'s (or removes it) and reports the effective
+    /// changes of the `touched` keys.
+    fn replace_file(
+        &mut self,
+        path: &Path,
+        state: Option<FileState>,
+        touched: Vec<KubeKey>,
+        r: &mut Refresh,
+    ) {
+        let before: Vec<Option<KubeObject>> =
+            touched.iter().map(|k| self.effective(k).cloned()).collect();
+        match state {
+            Some(s) => {
+                self.files.insert(path.to_path_buf(), s);
+            }
+            None => {
+                self.files.remove(path);
+            }
+        }
+        for (k, b) in touched.into_iter().zip(before) {
+            match self.effective(&k) {
+                Some(o) if b.as_ref() != Some(o) => r.events.push(ManifestEvent::Apply(o.clone())),
+                None if b.is_some() => r.events.push(ManifestEvent::Delete(k)),
+                _ => {}
+            }
+        }
     }
 
     /// Every object, files in path order; an object defined twice is taken from the
@@ -436,5 +504,113 @@ spec:
             ["Namespace x"],
             "kept while the root is unreadable"
         );
+    }
+
+    /// A random object of a small universe (so files overlap and objects
+    /// change), or a bad document now and then.
+    fn random_doc(rng: &mut u64) -> String {
+        let mut next = |n: u64| {
+            *rng = rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (*rng >> 33) % n
+        };
+        let i = next(4);
+        let v = next(3);
+        match next(6) {
+            0 => format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns{i}, labels: {{v: x{v}}}}}\n"
+            ),
+            1 => format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns0, labels: {{app: a{v}}}}}\n\
+                 spec: {{nodeName: node-a, containers: [{{name: c}}]}}\nstatus: {{podIP: 10.0.0.{i}}}\n"
+            ),
+            2 => format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: ns0}}\n\
+                 spec: {{clusterIP: 172.16.0.{i}, ports: [{{port: {}}}]}}\n",
+                80 + v
+            ),
+            3 => format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: sl{i}, namespace: ns0, labels: {{kubernetes.io/service-name: s{v}}}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [10.1.0.{i}]}}]\nports: [{{port: 8080}}]\n"
+            ),
+            4 => format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{i}, namespace: ns0}}\n\
+                 spec: {{podSelector: {{matchLabels: {{app: a{v}}}}}}}\n"
+            ),
+            // A bad edit of a known object (its last good version stays), or
+            // broken YAML (the file's previous objects stay).
+            _ if v == 0 => "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns0\n".to_string(),
+            _ => format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: ns0}}\nspec: {{type: Weird}}\n"
+            ),
+        }
+    }
+
+    #[test]
+    fn per_object_events_give_the_same_state_as_rereading_everything() {
+        use crate::agent::cluster::{Cluster, NodeSettings};
+        let d = Dir::new("events");
+        std::fs::create_dir_all(d.0.join("sub")).expect("mkdir");
+        let files = ["a.yaml", "b.yaml", "sub/c.yaml"];
+        let settings = NodeSettings {
+            node_name: "node-a".into(),
+            ..NodeSettings::default()
+        };
+        let mut set = ManifestSet::new(&d.0);
+        let mut incremental = Cluster::new(settings.clone());
+        let mut mirror = vswitch_proto::DesiredState::new();
+        let mut rng = 7u64;
+        let mut events = 0;
+        for round in 0..300 {
+            let f = files[round % 3];
+            let roll = random_doc(&mut rng).len() % 7;
+            if roll == 0 {
+                let _ = std::fs::remove_file(d.0.join(f));
+            } else {
+                let docs: Vec<String> = (0..roll).map(|_| random_doc(&mut rng)).collect();
+                d.write(f, &docs.join("---\n"));
+            }
+            let r = set.refresh().expect("refresh");
+            events += r.events.len();
+            for ev in &r.events {
+                match ev {
+                    ManifestEvent::Apply(o) => {
+                        incremental
+                            .apply(o)
+                            .expect("documents that do not translate never become events");
+                    }
+                    ManifestEvent::Delete(k) => incremental.delete(k),
+                }
+            }
+            for (k, o) in incremental.take_changes() {
+                match o {
+                    Some(o) => {
+                        mirror.upsert(o);
+                    }
+                    None => {
+                        mirror.remove(&k);
+                    }
+                }
+            }
+            let mut full = Cluster::new(settings.clone());
+            assert!(full.replace_all(&set.objects()).is_empty());
+            let want = full.build();
+            assert_eq!(incremental.build(), want, "round {round}");
+            assert_eq!(mirror, want, "round {round}");
+            // Unchanged content: no events.
+            assert!(set.refresh().expect("again").events.is_empty());
+        }
+        assert!(events > 100, "{events}");
+
+        // Reordering a file's documents changes nothing.
+        let a = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n";
+        let b = "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n";
+        d.write("a.yaml", &format!("{a}---\n{b}"));
+        set.refresh().expect("refresh");
+        d.write("a.yaml", &format!("{b}---\n{a}"));
+        let r = set.refresh().expect("refresh");
+        assert!(r.events.is_empty() && !r.changed, "{:?}", r.events);
     }
 }

@@ -1,14 +1,17 @@
 //! `vswitch-agent`: feeds cluster state into `vswitchd`.
 //!
 //! ```text
-//!  Kubernetes API ──watchers──┐                        ┌── /healthz /readyz /metrics
-//!                             ├─► Cluster ─build─► Handoff ─► Syncer ─► vswitchd socket
-//!  manifest dir ──poll 1 s────┘  (translate)     (latest)   (full / delta)
+//!  Kubernetes API ──watch events──┐                              ┌── /healthz /readyz /metrics
+//!                                 ├─► Cluster ─changed keys─► Handoff ─► Syncer ─► vswitchd socket
+//!  manifest dir ──poll 1 s, ──────┘  (translate)              (state +   (full / delta)
+//!                 per-object diff                              pending)
 //! ```
 //!
-//! Sources ([`kube_source`], [`manifest`]) deliver Kubernetes objects; the
-//! [`cluster::Cluster`] translates them ([`translate`]) and builds the desired state;
-//! the [`syncer`] thread keeps `vswitchd` at that state. See `docs/agent.md`.
+//! Sources ([`kube_source`], [`manifest`]) deliver per-object events; the
+//! [`cluster::Cluster`] translates the objects touched ([`translate`]) and derives
+//! the desired-state keys they affect; the [`syncer`] thread sends `vswitchd` those
+//! keys as one delta (everything after a (re)connect). Each step costs in
+//! proportion to the change, not to the cluster. See `docs/agent.md`.
 
 pub mod apply;
 pub mod cluster;
@@ -99,8 +102,8 @@ pub fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     result
 }
 
-/// The manifest source: re-reads `path` every [`MANIFEST_POLL`] and publishes the
-/// desired state whenever the objects changed.
+/// The manifest source: re-reads `path` every [`MANIFEST_POLL`] and hands the
+/// objects that changed (and only those) to the cluster and on to the syncer.
 fn watch_manifests(
     path: &std::path::Path,
     settings: NodeSettings,
@@ -123,14 +126,22 @@ fn watch_manifests(
                 for u in &r.unsupported {
                     tracing::debug!(kind = %u, "kind not read by the agent; ignored");
                 }
-                if r.changed || first {
-                    for e in cluster.replace_all(&set.objects()) {
-                        tracing::warn!(error = %e, "object not translated");
+                if !r.events.is_empty() || first {
+                    let seen_at = r.seen_at.unwrap_or_else(std::time::Instant::now);
+                    for ev in &r.events {
+                        match ev {
+                            manifest::ManifestEvent::Apply(o) => {
+                                if let Err(e) = cluster.apply(o) {
+                                    tracing::warn!(error = %e, "object not translated; its last good state stays");
+                                }
+                            }
+                            manifest::ManifestEvent::Delete(k) => cluster.delete(k),
+                        }
                     }
+                    handoff.update(cluster.take_changes(), seen_at);
                     for (kind, n) in cluster.counts() {
                         metrics.set_watched(kind.as_str(), n);
                     }
-                    handoff.publish(cluster.build());
                     first = false;
                 }
             }

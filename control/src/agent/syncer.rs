@@ -1,25 +1,28 @@
 //! Pushes desired state to `vswitchd` and keeps it there.
 //!
-//! The sources publish whole [`DesiredState`]s into a [`Handoff`] (latest wins);
-//! the syncer thread sends the daemon only the difference from what it last
-//! acknowledged (`sync_delta`), or everything (`sync_full`) after connecting, when
-//! the daemon's generation is not the one we left it at (it restarted from older
-//! saved state, or `vsctl apply` replaced it), or when a delta is refused with
-//! `generation_mismatch`. A lost connection is retried with exponential backoff and
-//! followed by a full sync, so a restarted daemon is resynchronised without
-//! restarting the agent. A `sync_status` every second notices a daemon that went
-//! away while nothing changed.
+//! The sources hand their changes to a [`Handoff`]: the keys that changed and what
+//! each holds now ([`Handoff::update`]), in proportion to the change. The handoff
+//! keeps the whole desired state and the set of keys changed since the syncer last
+//! took them. The syncer thread sends the daemon just those keys (`sync_delta`) —
+//! no copy or diff of the whole state per change — or everything (`sync_full`)
+//! after connecting, when the daemon's generation is not the one we left it at (it
+//! restarted from older saved state, or `vsctl apply` replaced it), or when a delta
+//! is refused (`generation_mismatch` or otherwise). A lost connection is retried
+//! with exponential backoff and followed by a full sync, so a restarted daemon is
+//! resynchronised without restarting the agent. A `sync_status` every second
+//! notices a daemon that went away while nothing changed.
 
 use crate::agent::metrics::Metrics;
 use crate::client::{CallError, Client};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use vswitch_proto::sync::{Delta, diff};
+use vswitch_proto::sync::Delta;
 use vswitch_proto::{
-    DesiredState, ErrorCode, ErrorReply, MAX_LINE_BYTES, Object, ObjectKey, Op, SyncDeltaParams,
-    SyncFullParams, SyncReply, SyncStatus,
+    DesiredState, ErrorCode, ErrorReply, Kind, MAX_LINE_BYTES, Object, ObjectKey, Op,
+    SyncDeltaParams, SyncFullParams, SyncReply, SyncStatus,
 };
 
 /// Bytes of objects per request: well below the daemon's line limit, which also
@@ -32,38 +35,191 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// A desired state and when its oldest not yet synced change was seen.
+/// A desired state and when its oldest change not taken before was seen.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: DesiredState,
     pub changed_at: Instant,
 }
 
-/// Latest-wins hand-over of desired state from a source to the syncer.
+/// The changes taken for a delta: the changed keys' objects (upserts) and the
+/// keys now absent (deletes), in key order.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub delta: Delta,
+    /// When the oldest of these changes was seen by its source.
+    pub changed_at: Option<Instant>,
+    pub counts: BTreeMap<Kind, usize>,
+}
+
+/// The whole state, for a full sync.
+#[derive(Debug, Clone)]
+pub struct Full {
+    pub state: DesiredState,
+    /// When the oldest change not taken before was seen (`None`: a resync of a
+    /// state already pushed).
+    pub changed_at: Option<Instant>,
+    pub counts: BTreeMap<Kind, usize>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: DesiredState,
+    counts: BTreeMap<Kind, usize>,
+    /// Keys changed since the syncer last took changes.
+    pending: BTreeSet<ObjectKey>,
+    changed_at: Option<Instant>,
+    /// A source has published its first complete state.
+    ready: bool,
+    /// Something was published since the last `take` (tests' view).
+    unseen: bool,
+}
+
+/// The desired state shared between the sources and the syncer.
 #[derive(Default)]
 pub struct Handoff {
-    slot: Mutex<Option<Snapshot>>,
+    slot: Mutex<Shared>,
     cv: Condvar,
 }
 
+impl Shared {
+    /// Objects per kind, every kind listed (zeros included).
+    fn counts(&self) -> BTreeMap<Kind, usize> {
+        Kind::ALL
+            .iter()
+            .map(|k| (*k, self.counts.get(k).copied().unwrap_or(0)))
+            .collect()
+    }
+}
+
 impl Handoff {
-    /// Offers a new state. An unsynced older one is replaced, keeping its
-    /// `changed_at` so latency counts from the first change.
-    pub fn publish(&self, state: DesiredState) {
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        let changed_at = slot.as_ref().map_or_else(Instant::now, |s| s.changed_at);
-        *slot = Some(Snapshot { state, changed_at });
-        self.cv.notify_all();
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the newest state, waiting up to `timeout` for one.
-    pub fn take(&self, timeout: Duration) -> Option<Snapshot> {
-        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut slot, _) = self
+    /// Applies changes (a key and what it holds now; `None`: gone) that a source
+    /// saw at `seen_at`. Costs one comparison per key; keys whose object did not
+    /// actually change are not sent. The first call marks the state complete
+    /// (the syncer's first full sync waits for it), even with no changes.
+    /// Returns how many keys changed.
+    pub fn update(
+        &self,
+        changes: impl IntoIterator<Item = (ObjectKey, Option<Object>)>,
+        seen_at: Instant,
+    ) -> usize {
+        let mut s = self.lock();
+        let mut n = 0;
+        for (key, obj) in changes {
+            let changed = match obj {
+                Some(o) => {
+                    if s.state.get(&key) == Some(&o) {
+                        false
+                    } else {
+                        if s.state.upsert(o).is_none() {
+                            *s.counts.entry(key.kind).or_default() += 1;
+                        }
+                        true
+                    }
+                }
+                None => {
+                    let gone = s.state.remove(&key).is_some();
+                    if gone && let Some(c) = s.counts.get_mut(&key.kind) {
+                        *c = c.saturating_sub(1);
+                    }
+                    gone
+                }
+            };
+            if changed {
+                s.pending.insert(key);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            s.changed_at = Some(s.changed_at.map_or(seen_at, |t| t.min(seen_at)));
+        }
+        if n > 0 || !s.ready {
+            s.ready = true;
+            s.unseen = true;
+            self.cv.notify_all();
+        }
+        n
+    }
+
+    /// Replaces the whole state (a diff against the current one: O(state); the
+    /// sources use [`update`](Self::update)).
+    pub fn publish(&self, state: DesiredState) {
+        let mut changes: Vec<(ObjectKey, Option<Object>)> = Vec::new();
+        {
+            let s = self.lock();
+            let d = vswitch_proto::sync::diff(&s.state, &state);
+            changes.extend(d.deletes.into_iter().map(|k| (k, None)));
+            changes.extend(d.upserts.into_iter().map(|o| (o.key(), Some(o))));
+        }
+        self.update(changes, Instant::now());
+    }
+
+    /// Waits up to `timeout` for changes, and takes them for a delta.
+    pub fn take_delta(&self, timeout: Duration) -> Option<Pending> {
+        let s = self.lock();
+        let (mut s, _) = self
             .cv
-            .wait_timeout_while(slot, timeout, |s| s.is_none())
+            .wait_timeout_while(s, timeout, |s| !s.ready || s.pending.is_empty())
             .unwrap_or_else(|p| p.into_inner());
-        slot.take()
+        if !s.ready || s.pending.is_empty() {
+            return None;
+        }
+        let mut delta = Delta::default();
+        for k in std::mem::take(&mut s.pending) {
+            match s.state.get(&k) {
+                Some(o) => delta.upserts.push(o.clone()),
+                None => delta.deletes.push(k),
+            }
+        }
+        s.unseen = false;
+        Some(Pending {
+            delta,
+            changed_at: s.changed_at.take(),
+            counts: s.counts(),
+        })
+    }
+
+    /// Takes the whole state for a full sync (and the pending changes with it),
+    /// once a source has published its first state; waits up to `timeout` for that.
+    pub fn take_full(&self, timeout: Duration) -> Option<Full> {
+        let s = self.lock();
+        let (mut s, _) = self
+            .cv
+            .wait_timeout_while(s, timeout, |s| !s.ready)
+            .unwrap_or_else(|p| p.into_inner());
+        if !s.ready {
+            return None;
+        }
+        s.pending.clear();
+        s.unseen = false;
+        Some(Full {
+            state: s.state.clone(),
+            changed_at: s.changed_at.take(),
+            counts: s.counts(),
+        })
+    }
+
+    /// Waits up to `timeout` for something new to be published and returns the
+    /// whole state (a copy: tests and tools, not the syncer).
+    pub fn take(&self, timeout: Duration) -> Option<Snapshot> {
+        let s = self.lock();
+        let (mut s, _) = self
+            .cv
+            .wait_timeout_while(s, timeout, |s| !s.unseen)
+            .unwrap_or_else(|p| p.into_inner());
+        if !s.unseen {
+            return None;
+        }
+        s.unseen = false;
+        s.pending.clear();
+        Some(Snapshot {
+            state: s.state.clone(),
+            changed_at: s.changed_at.take().unwrap_or_else(Instant::now),
+        })
     }
 }
 
@@ -147,12 +303,6 @@ pub fn delta_parts(base: u64, delta: &Delta, budget: usize) -> Vec<SyncDeltaPara
     parts
 }
 
-/// What the daemon holds as far as we know.
-struct Pushed {
-    generation: u64,
-    state: DesiredState,
-}
-
 enum SyncError {
     /// The connection is gone or unusable: reconnect, then full sync.
     Connection(String),
@@ -175,9 +325,13 @@ pub struct Syncer {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     conn: Option<Client>,
-    pushed: Option<Pushed>,
-    current: Option<Snapshot>,
+    /// The generation the daemon holds from us (`None`: nothing pushed yet).
+    pushed: Option<u64>,
     need_full: bool,
+    /// When the oldest change taken but not yet acknowledged was seen: kept
+    /// across a failed attempt, so the latency of its eventual realisation
+    /// counts from the change.
+    carried: Option<Instant>,
     backoff: Duration,
     last_contact: Instant,
     /// Latest generation seen anywhere: new generations are always above it.
@@ -198,8 +352,8 @@ impl Syncer {
             stop,
             conn: None,
             pushed: None,
-            current: None,
             need_full: true,
+            carried: None,
             backoff: BACKOFF_MIN,
             last_contact: Instant::now(),
             high_water: 0,
@@ -213,74 +367,65 @@ impl Syncer {
         }
     }
 
+    fn carry(&mut self, changed_at: Option<Instant>) {
+        self.carried = match (self.carried, changed_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     fn step(&mut self) {
-        // Idle (connected, nothing to do) waits for a new state; anything else
-        // (connecting, a sync pending) goes on at once.
-        let idle =
-            self.conn.is_some() && (self.current.is_none() || (!self.need_full && self.in_step()));
-        let wait = if idle { IDLE_WAIT } else { Duration::ZERO };
-        if let Some(s) = self.handoff.take(wait) {
-            let changed_at = match &self.current {
-                // An earlier change not yet pushed keeps its time.
-                Some(c) if !self.in_step() => c.changed_at.min(s.changed_at),
-                _ => s.changed_at,
-            };
-            self.current = Some(Snapshot {
-                state: s.state,
-                changed_at,
-            });
-        }
         if self.conn.is_none() && !self.connect() {
             return;
         }
-        let Some(current) = self.current.clone() else {
-            // Nothing to push yet (sources still listing): keep the line checked.
-            if self.last_contact.elapsed() >= HEARTBEAT {
-                self.heartbeat();
-            }
-            return;
-        };
-        // A resync of an unchanged state (after reconnecting) is not a change whose
-        // realisation latency means anything.
-        let was_change = !self.in_step();
-        let result = if self.need_full {
-            self.full(&current)
-        } else if !self.in_step() {
-            self.delta(&current)
-        } else if self.last_contact.elapsed() >= HEARTBEAT {
-            self.heartbeat();
-            return;
+        let (result, counts) = if self.need_full {
+            // Nothing to push until a source has its first complete state
+            // (still listing): keep the line checked meanwhile.
+            let Some(full) = self.handoff.take_full(IDLE_WAIT) else {
+                if self.last_contact.elapsed() >= HEARTBEAT {
+                    self.heartbeat();
+                }
+                return;
+            };
+            self.carry(full.changed_at);
+            (self.full(&full.state), full.counts)
         } else {
-            return;
+            let Some(p) = self.handoff.take_delta(IDLE_WAIT) else {
+                if self.last_contact.elapsed() >= HEARTBEAT {
+                    self.heartbeat();
+                }
+                return;
+            };
+            self.carry(p.changed_at);
+            (self.delta(&p.delta), p.counts)
         };
         match result {
             Ok(()) => {
                 self.backoff = BACKOFF_MIN;
                 self.need_full = false;
-                let latency = was_change.then(|| current.changed_at.elapsed());
+                // A resync of an unchanged state (after reconnecting) is not a
+                // change whose realisation latency means anything.
+                let latency = self.carried.take().map(|t| t.elapsed());
                 self.metrics.synced(self.high_water, latency);
-                for (kind, n) in current.state.counts() {
+                for (kind, n) in counts {
                     self.metrics.set_desired(kind.as_str(), n);
                 }
             }
             Err(SyncError::Refused(e)) => {
-                tracing::warn!(error = %e, "vswitchd refused a sync; sending everything");
+                if e.code == ErrorCode::GenerationMismatch {
+                    // Not fixed by waiting: the full sync goes out at once.
+                    tracing::info!(error = %e, "vswitchd is at another generation; full sync");
+                } else {
+                    tracing::warn!(error = %e, "vswitchd refused a sync; sending everything");
+                    self.sleep_backoff();
+                }
                 self.need_full = true;
-                self.sleep_backoff();
             }
             Err(SyncError::Connection(e)) => {
                 tracing::warn!(error = %e, "lost vswitchd; reconnecting");
                 self.conn = None;
                 self.need_full = true;
             }
-        }
-    }
-
-    /// Whether the daemon holds what we want.
-    fn in_step(&self) -> bool {
-        match (&self.pushed, &self.current) {
-            (Some(p), Some(c)) => p.state == c.state,
-            _ => false,
         }
     }
 
@@ -334,14 +479,10 @@ impl Syncer {
     fn heartbeat(&mut self) {
         match self.status() {
             Ok(st) => {
-                if self
-                    .pushed
-                    .as_ref()
-                    .is_some_and(|p| p.generation != st.generation)
-                {
+                if self.pushed.is_some_and(|g| g != st.generation) {
                     tracing::info!(
                         daemon = st.generation,
-                        ours = self.pushed.as_ref().map_or(0, |p| p.generation),
+                        ours = self.pushed.unwrap_or(0),
                         "vswitchd's generation moved; full sync"
                     );
                     self.need_full = true;
@@ -366,14 +507,16 @@ impl Syncer {
         }
     }
 
-    fn full(&mut self, snap: &Snapshot) -> Result<(), SyncError> {
+    fn full(&mut self, state: &DesiredState) -> Result<(), SyncError> {
         let st = self.status()?;
         // Generations only grow, across agent and daemon restarts alike.
         let generation = self.high_water.max(st.generation) + 1;
         // Taken even if this attempt fails: a retry then uses a new generation, so
         // the daemon drops parts it staged from this one instead of merging them.
         self.high_water = generation;
-        let parts = full_parts(generation, &snap.state, PART_BUDGET);
+        // Until it is acknowledged, what the daemon holds is unknown.
+        self.pushed = None;
+        let parts = full_parts(generation, state, PART_BUDGET);
         let n = parts.len();
         let mut last = SyncReply::default();
         for p in parts {
@@ -390,36 +533,30 @@ impl Syncer {
         tracing::info!(
             generation,
             parts = n,
-            objects = snap.state.len(),
+            objects = state.len(),
             upserted = last.upserted,
             deleted = last.deleted,
             rejected = last.rejected.len(),
             realize_us = last.realize_us,
             "full sync"
         );
-        self.high_water = generation;
-        self.pushed = Some(Pushed {
-            generation,
-            state: snap.state.clone(),
-        });
+        self.pushed = Some(generation);
         Ok(())
     }
 
-    fn delta(&mut self, snap: &Snapshot) -> Result<(), SyncError> {
-        let Some(pushed) = &self.pushed else {
-            return self.full(snap);
+    /// Sends one delta (in parts when large). Any failure leaves a full sync to
+    /// do, which carries these changes too (they are in the handoff's state).
+    fn delta(&mut self, d: &Delta) -> Result<(), SyncError> {
+        let Some(base) = self.pushed else {
+            return Err(SyncError::Connection("nothing pushed yet".into()));
         };
-        let d = diff(&pushed.state, &snap.state);
-        let parts = delta_parts(pushed.generation, &d, PART_BUDGET);
-        for p in parts {
+        for p in delta_parts(base, d, PART_BUDGET) {
             let generation = p.generation;
-            // Applied part by part, so what the daemon holds is tracked part by part.
-            let (ups, dels): (Vec<Object>, Vec<ObjectKey>) = (p.upserts.clone(), p.deletes.clone());
             match self.call::<SyncReply>(Op::SyncDelta(p)) {
                 Ok(r) => {
                     self.metrics.sync("delta", true);
                     self.note_reply(&r);
-                    tracing::info!(
+                    tracing::debug!(
                         generation,
                         upserted = r.upserted,
                         deleted = r.deleted,
@@ -427,30 +564,10 @@ impl Syncer {
                         realize_us = r.realize_us,
                         "delta sync"
                     );
-                    if let Some(pushed) = &mut self.pushed {
-                        for k in &dels {
-                            pushed.state.remove(k);
-                        }
-                        for o in ups {
-                            pushed.state.upsert(o);
-                        }
-                        pushed.generation = generation;
-                    }
+                    // Applied part by part, so what the daemon holds is tracked
+                    // part by part.
+                    self.pushed = Some(generation);
                     self.high_water = self.high_water.max(generation);
-                }
-                Err(SyncError::Refused(e)) => {
-                    self.metrics.sync("delta", false);
-                    let mismatch = e.code == ErrorCode::GenerationMismatch;
-                    if mismatch {
-                        tracing::info!(error = %e, "vswitchd is at another generation; full sync");
-                    }
-                    self.need_full = true;
-                    // A refusal for another reason is not fixed by retrying at once.
-                    return if mismatch {
-                        self.full(snap)
-                    } else {
-                        Err(SyncError::Refused(e))
-                    };
                 }
                 Err(e) => {
                     self.metrics.sync("delta", false);
@@ -500,7 +617,7 @@ mod tests {
     fn large_deltas_chain_generations() {
         let old: DesiredState = (0..50).map(|i| ns(&format!("a{i:03}"))).collect();
         let new: DesiredState = (0..50).map(|i| ns(&format!("b{i:03}"))).collect();
-        let d = diff(&old, &new);
+        let d = vswitch_proto::sync::diff(&old, &new);
         let parts = delta_parts(10, &d, 1500);
         assert!(parts.len() > 3);
         for (i, p) in parts.iter().enumerate() {
@@ -517,13 +634,58 @@ mod tests {
     fn handoff_keeps_the_latest_and_the_first_change_time() {
         let h = Handoff::default();
         assert!(h.take(Duration::from_millis(10)).is_none());
+        assert!(
+            h.take_full(Duration::ZERO).is_none(),
+            "nothing published yet"
+        );
         h.publish([ns("a")].into_iter().collect());
-        let t0 = h.slot.lock().expect("lock").as_ref().expect("s").changed_at;
+        let t0 = h.lock().changed_at.expect("changed");
         std::thread::sleep(Duration::from_millis(5));
         h.publish([ns("b")].into_iter().collect());
         let s = h.take(Duration::ZERO).expect("snapshot");
         assert_eq!(s.changed_at, t0);
         assert!(s.state.get(&"Namespace/b".parse().expect("key")).is_some());
         assert!(h.take(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn handoff_hands_over_only_the_changed_keys() {
+        let h = Handoff::default();
+        let t0 = Instant::now();
+        // The first update makes the state complete, even an empty one.
+        assert_eq!(h.update(Vec::new(), t0), 0);
+        let f = h.take_full(Duration::ZERO).expect("ready");
+        assert!(f.state.is_empty() && f.changed_at.is_none());
+        let a = ns("a");
+        let b = ns("b");
+        assert_eq!(
+            h.update([(a.key(), Some(a.clone())), (b.key(), Some(b.clone()))], t0),
+            2
+        );
+        let p = h.take_delta(Duration::ZERO).expect("delta");
+        assert_eq!(p.delta.upserts, [a.clone(), b.clone()]);
+        assert_eq!(p.changed_at, Some(t0));
+        assert_eq!(p.counts[&Kind::Namespace], 2);
+        assert!(h.take_delta(Duration::ZERO).is_none(), "taken");
+        // The same object again is no change; a removal is a delete; a key added
+        // and removed before it is taken is a delete of what was never sent.
+        assert_eq!(h.update([(a.key(), Some(a.clone()))], Instant::now()), 0);
+        assert!(h.take_delta(Duration::ZERO).is_none());
+        let c = ns("c");
+        h.update(
+            [(b.key(), None), (c.key(), Some(c.clone()))],
+            Instant::now(),
+        );
+        h.update([(c.key(), None)], Instant::now());
+        let p = h.take_delta(Duration::ZERO).expect("delta");
+        assert!(p.delta.upserts.is_empty());
+        assert_eq!(p.delta.deletes, [b.key(), c.key()]);
+        assert_eq!(p.counts[&Kind::Namespace], 1);
+        // A full sync takes everything, pending changes included.
+        h.update([(b.key(), Some(b.clone()))], Instant::now());
+        let f = h.take_full(Duration::ZERO).expect("full");
+        assert_eq!(f.state.len(), 2);
+        assert!(f.changed_at.is_some());
+        assert!(h.take_delta(Duration::ZERO).is_none());
     }
 }

@@ -16,7 +16,7 @@ use super::{
     PolicyInfo, PortSpec, Rule, RuleId, ip_of,
 };
 use crate::flow::field::ip_proto;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use vswitch_proto::model::{
     LabelSelector, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyType, PortRef,
@@ -78,6 +78,9 @@ pub struct Compiler {
     free_policies: Vec<PolicyId>,
     policies: HashMap<PodKey, PolRec>,
     policies_by_ns: HashMap<String, BTreeSet<String>>,
+    /// The pod selectors of each namespace's policies, by id: what a pod change
+    /// walks (no key allocation or hashing per policy).
+    selectors_by_ns: HashMap<String, BTreeMap<PolicyId, LabelSelector>>,
     selected_by: HashMap<PodKey, BTreeSet<PolicyId>>,
     /// Policy id -> key (for selected_by lookups).
     policy_keys: Vec<Option<PodKey>>,
@@ -252,7 +255,7 @@ impl Compiler {
             if was == is && (same_ips || !is) {
                 continue;
             }
-            let Some(Some(set)) = self.engine.groups.get_mut(gi) else {
+            let Some(Some(set)) = Arc::make_mut(&mut self.engine.groups).get_mut(gi) else {
                 continue;
             };
             let set = Arc::make_mut(set);
@@ -283,15 +286,13 @@ impl Compiler {
         // Selection by the policies of the pod's namespace.
         let mut sel: BTreeSet<PolicyId> = BTreeSet::new();
         if let Some(n) = new.filter(|n| n.selectable)
-            && let Some(names) = self.policies_by_ns.get(ns)
+            && let Some(sels) = self.selectors_by_ns.get(ns)
         {
-            for pname in names {
-                if let Some(pr) = self.policies.get(&(ns.to_string(), pname.clone()))
-                    && pr.selector.matches(&n.labels)
-                {
-                    sel.insert(pr.id);
-                }
-            }
+            sel.extend(
+                sels.iter()
+                    .filter(|(_, s)| s.matches(&n.labels))
+                    .map(|(id, _)| *id),
+            );
         }
         // Keep the policies' own selected sets in step.
         let before = self.selected_by.get(key).cloned().unwrap_or_default();
@@ -426,7 +427,7 @@ impl Compiler {
         let slot = id as usize;
         if self.groups.len() <= slot {
             self.groups.resize(slot + 1, None);
-            self.engine.groups.resize(slot + 1, None);
+            Arc::make_mut(&mut self.engine.groups).resize(slot + 1, None);
         }
         self.groups[slot] = Some(GroupDef { refs: 1, ..def });
         if !set.is_empty() {
@@ -439,7 +440,7 @@ impl Compiler {
                 m.insert(*ip, l.into());
             }
         }
-        self.engine.groups[slot] = Some(Arc::new(set));
+        Arc::make_mut(&mut self.engine.groups)[slot] = Some(Arc::new(set));
         self.group_index.insert(name, id);
         id
     }
@@ -456,7 +457,7 @@ impl Compiler {
         let name = serde_json::to_string(&(&g.scope, &g.ns_sel, &g.pod_sel)).unwrap_or_default();
         self.group_index.remove(&name);
         self.groups[slot] = None;
-        if let Some(e) = self.engine.groups.get_mut(slot)
+        if let Some(e) = Arc::make_mut(&mut self.engine.groups).get_mut(slot)
             && let Some(set) = e.take()
             && !set.is_empty()
         {
@@ -489,7 +490,7 @@ impl Compiler {
             .unwrap_or(self.engine.policies.len() as PolicyId);
         let slot = id as usize;
         if self.engine.policies.len() <= slot {
-            self.engine.policies.resize(slot + 1, None);
+            Arc::make_mut(&mut self.engine.policies).resize(slot + 1, None);
             self.policy_keys.resize(slot + 1, None);
         }
         let types = p.spec.effective_policy_types();
@@ -571,9 +572,9 @@ impl Compiler {
                     .pop()
                     .unwrap_or(self.engine.rules.len() as RuleId);
                 if self.engine.rules.len() <= rid as usize {
-                    self.engine.rules.resize(rid as usize + 1, None);
+                    Arc::make_mut(&mut self.engine.rules).resize(rid as usize + 1, None);
                 }
-                self.engine.rules[rid as usize] = Some(Arc::new(rule));
+                Arc::make_mut(&mut self.engine.rules)[rid as usize] = Some(Arc::new(rule));
                 match dir {
                     Dir::Ingress => rec.ingress_rules.push(rid),
                     Dir::Egress => rec.egress_rules.push(rid),
@@ -586,7 +587,7 @@ impl Compiler {
             Some(c) if c.allowed.len() == n_rules => c,
             _ => Arc::new(PolicyCounters::new(n_rules)),
         };
-        self.engine.policies[slot] = Some(Arc::new(PolicyInfo {
+        Arc::make_mut(&mut self.engine.policies)[slot] = Some(Arc::new(PolicyInfo {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             n_ingress: n_in as u32,
@@ -616,6 +617,10 @@ impl Compiler {
             .entry(key.0.clone())
             .or_default()
             .insert(key.1.clone());
+        self.selectors_by_ns
+            .entry(key.0.clone())
+            .or_default()
+            .insert(id, rec.selector.clone());
         self.policies.insert(key, rec);
         for pk in selected {
             self.reapply(&pk, &[]);
@@ -633,8 +638,11 @@ impl Compiler {
         if let Some(s) = self.policies_by_ns.get_mut(&key.0) {
             s.remove(&key.1);
         }
+        if let Some(s) = self.selectors_by_ns.get_mut(&key.0) {
+            s.remove(&rec.id);
+        }
         for rid in rec.ingress_rules.iter().chain(&rec.egress_rules) {
-            if let Some(r) = self.engine.rules.get_mut(*rid as usize) {
+            if let Some(r) = Arc::make_mut(&mut self.engine.rules).get_mut(*rid as usize) {
                 *r = None;
             }
             self.free_rules.push(*rid);
@@ -643,9 +651,7 @@ impl Compiler {
             self.release_group(*g);
         }
         let slot = rec.id as usize;
-        let counters = self
-            .engine
-            .policies
+        let counters = Arc::make_mut(&mut self.engine.policies)
             .get_mut(slot)
             .and_then(Option::take)
             .map(|p| p.counters.clone());

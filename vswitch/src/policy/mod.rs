@@ -197,9 +197,13 @@ pub struct Applied {
 /// The published policy state workers evaluate against. Cloning is shallow.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
-    pub(crate) groups: Vec<Option<Arc<HashSet<Ip>>>>,
-    pub(crate) rules: Vec<Option<Arc<Rule>>>,
-    pub(crate) policies: Vec<Option<Arc<PolicyInfo>>>,
+    // The slabs sit behind an `Arc` of their own too: publishing (a clone) is
+    // then O(1) whatever the number of policies, and a change copies a slab's
+    // pointer vector only when it changes that slab (a pod relabel touches no
+    // rule or policy; it copies the group slab only when its groups change).
+    pub(crate) groups: Arc<Vec<Option<Arc<HashSet<Ip>>>>>,
+    pub(crate) rules: Arc<Vec<Option<Arc<Rule>>>>,
+    pub(crate) policies: Arc<Vec<Option<Arc<PolicyInfo>>>>,
     pub(crate) ingress: Arc<HashMap<Ip, Arc<Applied>>>,
     pub(crate) egress: Arc<HashMap<Ip, Arc<Applied>>>,
     /// Named container ports by pod IP (every pod with an IP, local or not).
