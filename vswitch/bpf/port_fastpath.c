@@ -126,6 +126,8 @@ struct {
 #define ETH_HLEN 14
 #define REFRESH_NS 1000000000ULL
 
+#include "fastpath_nat.h"
+
 SEC("xdp")
 int vswitch_fastpath(struct xdp_md *ctx)
 {
@@ -150,8 +152,12 @@ int vswitch_fastpath(struct xdp_md *ctx)
 	k.eth_type = type;
 	k.pad = 0;
 	struct fdb_value *v = bpf_map_lookup_elem(&fdb, &k);
-	if (!v)
+	if (!v) {
+		int nat = nat_fastpath(ctx);
+		if (nat >= 0)
+			return nat;
 		goto slow;
+	}
 	__u32 *epoch = bpf_map_lookup_elem(&epoch_map, &zero);
 	if (!epoch || v->epoch != *epoch)
 		goto slow;

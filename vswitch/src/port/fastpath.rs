@@ -200,6 +200,8 @@ pub struct FastPath {
     epoch_map: OwnedFd,
     tx_ports: OwnedFd,
     stats: OwnedFd,
+    /// Established NAT connections (port/fastpath_nat.rs).
+    pub(super) nat_flows: OwnedFd,
     epoch: AtomicU32,
     /// Serialises bumps so the kernel's epoch never goes backwards.
     bump: Mutex<()>,
@@ -233,6 +235,7 @@ impl FastPath {
             epoch_map: take(c"epoch_map")?,
             tx_ports: take(c"tx_ports")?,
             stats: take(c"fp_stats")?,
+            nat_flows: take(c"nat_flows")?,
             epoch: AtomicU32::new(0),
             bump: Mutex::new(()),
             ncpus: possible_cpus(),
@@ -255,6 +258,7 @@ impl FastPath {
                 (c"epoch_map", self.epoch_map.as_raw_fd()),
                 (c"tx_ports", self.tx_ports.as_raw_fd()),
                 (c"fp_stats", self.stats.as_raw_fd()),
+                (c"nat_flows", self.nat_flows.as_raw_fd()),
             ],
         )
     }

@@ -85,12 +85,16 @@ impl Worker {
             None
         };
         let in_port = key.in_port();
+        let nat_stage = self.nat_stage_begin(id, depth);
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
         self.fp.out = None;
         self.execute(frame, &mut key, off, &actions, last, depth, now, tally);
         self.cache.put_actions(id, actions);
+        if nat_stage == crate::port::fastpath_nat::STAGE_OUT {
+            self.nat_finish(&key, now);
+        }
         if let Some(k) = fp_key
             && let Some(out) = self.fp.out.take()
         {
