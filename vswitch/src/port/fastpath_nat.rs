@@ -61,8 +61,8 @@ fn consults_only_connection(consulted: &Key) -> bool {
         let allowed = match w {
             W_PORT_TYPE_VLAN | W_NW => u64::MAX,
             W_ETH_SRC => MAC_PROTO,
-            W_ETH_DST => MAC,           // not ip_tos / ip_frag
-            W_TP => 0xffff_ffff,        // ports, not tcp_flags
+            W_ETH_DST => MAC,    // not ip_tos / ip_frag
+            W_TP => 0xffff_ffff, // ports, not tcp_flags
             W_CT | W_CT_LABEL | W_CT_LABEL_LO | W_METADATA | W_RECIRC => u64::MAX,
             w if (W_REGS..W_METADATA).contains(&w) => u64::MAX,
             _ => 0,
@@ -99,7 +99,10 @@ pub fn stage(actions: &[DpAction], consulted: &Key) -> u8 {
                 DpAction::DecTtl | DpAction::SetMeta { .. } => true,
                 _ => false,
             });
-            let ttl = init.iter().filter(|a| matches!(a, DpAction::DecTtl)).count();
+            let ttl = init
+                .iter()
+                .filter(|a| matches!(a, DpAction::DecTtl))
+                .count();
             if plain && ttl <= 1 {
                 STAGE_OUT
             } else {
@@ -223,7 +226,9 @@ impl FastPath {
         let r = ok(rc);
         let c = &self.counters;
         match &r {
-            Ok(()) => c.installs.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Ok(()) => c
+                .installs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             Err(_) => c
                 .install_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -249,10 +254,7 @@ impl FastPath {
     pub fn nat_delete(&self, k: &NatKey) {
         // SAFETY: a key of the map's size; the kernel only reads it.
         unsafe {
-            libxdp_sys::bpf_map_delete_elem(
-                self.nat_flows.as_raw_fd(),
-                (k as *const NatKey).cast(),
-            )
+            libxdp_sys::bpf_map_delete_elem(self.nat_flows.as_raw_fd(), (k as *const NatKey).cast())
         };
     }
 }
@@ -340,7 +342,14 @@ mod tests {
             STAGE_NONE
         );
         // Megaflows that looked at what varies within a connection.
-        for f in ["tcp_flags", "ip_ttl", "ip_dscp", "ip_frag", "tun_id", "ipv6_src"] {
+        for f in [
+            "tcp_flags",
+            "ip_ttl",
+            "ip_dscp",
+            "ip_frag",
+            "tun_id",
+            "ipv6_src",
+        ] {
             let mut m = k;
             Field::by_name(f)
                 .expect("field")

@@ -49,7 +49,11 @@ const FIN_RST: u16 = 0x05;
 impl Worker {
     /// Called before a megaflow's actions run: its NAT stage (0 without the fast path).
     #[inline]
-    pub(super) fn nat_stage_begin(&mut self, id: crate::flow::megaflow::MegaflowId, depth: u32) -> u8 {
+    pub(super) fn nat_stage_begin(
+        &mut self,
+        id: crate::flow::megaflow::MegaflowId,
+        depth: u32,
+    ) -> u8 {
         if self.links.fastpath.is_none() {
             return STAGE_NONE;
         }
