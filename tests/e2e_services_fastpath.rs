@@ -380,6 +380,15 @@ fn cluster_ip_established_connections_in_the_kernel() {
         "one connection, one backend, every datagram answered (reverse translation): {:?}",
         summary(&who)
     );
+    // One connection throughout: conntrack never expired it and never had to
+    // make it again, although user space saw almost none of its packets for
+    // longer than its timeout.
+    let inserts = |s: &Stats| s.0["switch"]["conntrack"]["inserts"].as_u64().unwrap_or(0);
+    assert_eq!(
+        inserts(&after) - inserts(&before),
+        1,
+        "the UDP stream must stay one conntrack connection"
+    );
     let (rx, fp) = kernel_share(&before, &after, &[&client.switch_if, port_of(chosen)]);
     eprintln!(
         "udp: {n} datagrams and echoes to .{chosen} over {}s: {fp} of {rx} frames in the kernel",
