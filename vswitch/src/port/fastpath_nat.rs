@@ -79,6 +79,26 @@ pub fn stage(actions: &[DpAction], consulted: &Key) -> u8 {
     if !consults_only_connection(consulted) {
         return STAGE_NONE;
     }
+    // Register/metadata writes before the `ct` (the overlay's table 0 loads
+    // reg0 with the port's kind): deterministic, and only the key carries them.
+    let lead = actions
+        .iter()
+        .take_while(|a| matches!(a, DpAction::SetMeta { .. }))
+        .count();
+    let actions_ct = &actions[lead..];
+    if let [
+        DpAction::Ct {
+            commit: false,
+            nat: Some(_),
+            set_mark: None,
+            set_label: None,
+            recirc: Some(_),
+            ..
+        },
+    ] = actions_ct
+    {
+        return STAGE_CT;
+    }
     match actions {
         [
             DpAction::Ct {
@@ -298,6 +318,13 @@ mod tests {
                 .set_masked(&mut k, u128::MAX, u128::MAX);
         }
         assert_eq!(stage(&[ct()], &k), STAGE_CT);
+        let reg0 = DpAction::SetMeta {
+            word: 15,
+            value: 2,
+            mask: 0xffff_ffff,
+        };
+        assert_eq!(stage(&[reg0.clone(), ct()], &k), STAGE_CT);
+        assert_eq!(stage(&[ct(), reg0.clone()], &k), STAGE_NONE);
         assert_eq!(stage(&[DpAction::Normal], &k), STAGE_OUT);
         let routed = [
             DpAction::SetField {
