@@ -12,6 +12,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-changed=bpf/fastpath_vxlan.h");
+    println!("cargo:rerun-if-changed=bpf/fastpath_nat.h");
     for name in ["uplink_filter", "port_fastpath"] {
         compile(name);
     }

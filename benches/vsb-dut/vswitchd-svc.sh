@@ -26,6 +26,8 @@
 #                  policy allows it. 0 = no policy at all (nothing isolated).
 #   bin_dir=DIR    where vswitchd and vsctl are (default $VSWITCH_BIN_DIR)
 #   mode=M         port mode for add-port (default auto)
+#   args=A         extra vswitchd arguments, as the vswitchd DUT's (e.g.
+#                  args=--xdp-fastpath)
 set -euo pipefail
 # shellcheck source=/dev/null
 . "$(dirname "$0")/../lib/common.sh"
@@ -138,7 +140,7 @@ start() {
 	# no uplink port here, so nothing is tunnelled
 	printf '[overlay]\nmode = "vxlan"\n[conntrack]\nmax_entries = %d\n[conntrack.timeouts]\nudp_unreplied = %d\n' "$CT_MAX" "$UDP_TO" >"$cfg"
 	ip netns exec "$VSB_NS_DUT" "$BIN_DIR/vswitchd" --socket "$SOCK" --config "$cfg" \
-		--state-dir "$st" --cores "$VSB_DUT_CPU" >"$VSB_STATE/$NAME.log" 2>&1 &
+		--state-dir "$st" --cores "$VSB_DUT_CPU" ${VSB_P_args:-} >"$VSB_STATE/$NAME.log" 2>&1 &
 	echo $! >"$PIDF"
 	for _ in $(seq 100); do
 		[ -S "$SOCK" ] && vsctl show >/dev/null 2>&1 && break
@@ -178,7 +180,7 @@ info() {
 		echo "GEN_DST_IP=$VSB_IP_S0"
 		echo "GEN_DPORT=$VSB_DPORT"
 	else
-		echo "DUT_DESC=$NAME (mode=$MODE) ClusterIP DNAT, $((SVC_N + 1)) services, udp_unreplied ${UDP_TO}s; worker on CPU $VSB_DUT_CPU"
+		echo "DUT_DESC=$NAME (mode=$MODE${VSB_P_args:+ $VSB_P_args}) ClusterIP DNAT, $((SVC_N + 1)) services, udp_unreplied ${UDP_TO}s; worker on CPU $VSB_DUT_CPU"
 		echo "GEN_DST_MAC=$GW_MAC"
 		echo "GEN_DST_IP=$(cluster_ip)"
 		echo "GEN_DPORT=80"

@@ -127,6 +127,7 @@ struct {
 #define REFRESH_NS 1000000000ULL
 
 #include "fastpath_vxlan.h"
+#include "fastpath_nat.h"
 
 SEC("xdp")
 int vswitch_fastpath(struct xdp_md *ctx)
@@ -156,6 +157,9 @@ int vswitch_fastpath(struct xdp_md *ctx)
 		int r = vx_encap(ctx);
 		if (r >= 0)
 			return r;
+		int nat = nat_fastpath(ctx);
+		if (nat >= 0)
+			return nat;
 		goto slow;
 	}
 	__u32 *epoch = bpf_map_lookup_elem(&epoch_map, &zero);

@@ -313,11 +313,12 @@ impl Daemon {
             Op::SyncStatus => to_value(&self.desired.status()),
             Op::Conntrack(p) => {
                 let now = self.dp.now_ns();
-                to_value(&crate::svcctl::conntrack(
-                    &self.dp.conntrack().table,
-                    &p,
-                    now,
-                ))
+                let r = crate::svcctl::conntrack(&self.dp.conntrack().table, &p, now);
+                if r.flushed > 0 {
+                    // Flushed connections may be in the XDP fast path.
+                    self.dp.fastpath_invalidate();
+                }
+                to_value(&r)
             }
             Op::Services => to_value(&crate::svcctl::services(&self.dp)),
             Op::Policies(p) => to_value(&crate::policy::report::policies(

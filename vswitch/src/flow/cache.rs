@@ -54,6 +54,8 @@ pub struct CachedFlow {
     pub last_consumer: Option<usize>,
     /// The in-kernel fast path may execute this entry (see [`offloadable`]).
     pub offloadable: bool,
+    /// Its part in an offloadable NAT decision (`port::fastpath_nat::stage`).
+    pub nat_stage: u8,
     tables: u128,
     built_at: u64,
     rules: Box<[Arc<Rule>]>,
@@ -278,10 +280,12 @@ impl FlowCache {
         };
         let last_consumer = actions.iter().rposition(consumes_frame);
         let offloadable = offloadable(&actions, &tr.consulted);
+        let nat_stage = crate::port::fastpath_nat::stage(&actions, &tr.consulted);
         let f = CachedFlow {
             actions: Some(actions.into_boxed_slice()),
             last_consumer,
             offloadable,
+            nat_stage,
             tables: tr.tables,
             built_at: tr.built_at,
             rules: tr.rules.into_boxed_slice(),
@@ -312,6 +316,12 @@ impl FlowCache {
     #[inline]
     pub fn offloadable(&self, id: MegaflowId) -> bool {
         self.mf.get(id).is_some_and(|f| f.offloadable)
+    }
+
+    /// The entry's part in an offloadable NAT decision (`port::fastpath_nat`).
+    #[inline]
+    pub fn nat_stage(&self, id: MegaflowId) -> u8 {
+        self.mf.get(id).map_or(0, |f| f.nat_stage)
     }
 
     #[inline]

@@ -202,6 +202,8 @@ pub struct FastPath {
     stats: OwnedFd,
     /// VXLAN encap/decap entries (port/fastpath_tunnel.rs).
     pub tunnel: super::fastpath_tunnel::TunnelMaps,
+    /// Established NAT connections (port/fastpath_nat.rs).
+    pub(super) nat_flows: OwnedFd,
     epoch: AtomicU32,
     /// Serialises bumps so the kernel's epoch never goes backwards.
     bump: Mutex<()>,
@@ -236,6 +238,7 @@ impl FastPath {
             tx_ports: take(c"tx_ports")?,
             stats: take(c"fp_stats")?,
             tunnel: super::fastpath_tunnel::TunnelMaps::new(take)?,
+            nat_flows: take(c"nat_flows")?,
             epoch: AtomicU32::new(0),
             bump: Mutex::new(()),
             ncpus: possible_cpus(),
@@ -261,6 +264,7 @@ impl FastPath {
                 (c"fp_stats", self.stats.as_raw_fd()),
                 t0,
                 t1,
+                (c"nat_flows", self.nat_flows.as_raw_fd()),
             ],
         )
     }

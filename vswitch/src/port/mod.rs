@@ -12,6 +12,7 @@
 pub mod afxdp;
 pub mod anchor;
 pub mod fastpath;
+pub mod fastpath_nat;
 pub mod fastpath_tunnel;
 pub mod memory;
 pub mod netdev;

@@ -682,6 +682,9 @@ impl Realizer for ServiceRealizer {
                 .collect();
             let n = dp.conntrack().table.remove_backends(&keys);
             if n > 0 {
+                // Their connections may have entries in the XDP fast path, written
+                // after the frontends' epoch bump above.
+                dp.fastpath_invalidate();
                 tracing::info!(
                     connections = n,
                     "conntrack entries of removed endpoints flushed"

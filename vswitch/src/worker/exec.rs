@@ -87,6 +87,7 @@ impl Worker {
         };
         let in_port = key.in_port();
         let tun = self.tunnel_fp_pre(&frame, &key, depth);
+        let nat_stage = self.nat_stage_begin(id, depth);
         let Some((actions, last)) = self.cache.take_actions(id, frame.len, now) else {
             return self.drop_frame(frame, DropReason::Pipeline, tally);
         };
@@ -96,6 +97,9 @@ impl Worker {
             self.tunnel_fp_post(t, &key, &actions);
         }
         self.cache.put_actions(id, actions);
+        if nat_stage == crate::port::fastpath_nat::STAGE_OUT {
+            self.nat_finish(&key, now);
+        }
         if let Some(k) = fp_key
             && let Some(out) = self.fp.out.take()
         {

@@ -9,6 +9,7 @@
 //! ownership (a socket can have only one user) through a command channel.
 
 mod exec;
+mod fastpath_nat;
 pub mod handoff;
 mod learning;
 pub mod punt;
@@ -125,6 +126,8 @@ struct FpWorker {
     last_sweep: u64,
     /// VXLAN encap/decap entries (tunnel_fp.rs).
     tun: tunnel_fp::TunFp,
+    /// Established NAT connections (worker/fastpath_nat.rs).
+    nat: fastpath_nat::NatWorker,
 }
 
 struct Slot {
@@ -703,6 +706,7 @@ impl Worker {
             .ports
             .store(self.slots.len() as u64, relaxed);
         self.cache.housekeeping();
+        self.nat_sweep(now);
         self.conntrack.expire_some(now);
         let moved = self.fastpath_aging_sweep(now);
         let aged = self.macs.expire(now);

@@ -65,11 +65,19 @@ impl Worker {
         now: u64,
     ) -> bool {
         let info = self.packet_info(f, k, off);
+        // As received, for the XDP fast path (worker/fastpath_nat.rs).
+        let pre = (req.nat.is_some() && self.nat_wants(k)).then_some(*k);
         let v = self.conntrack.process(k, req, &info, now);
         if req.nat.is_none() {
             return true;
         }
-        self.apply_verdict(f, k, off, &v)
+        let ok = self.apply_verdict(f, k, off, &v);
+        if let Some(pre) = pre
+            && ok
+        {
+            self.nat_note(&pre, k, &v);
+        }
+        ok
     }
 
     fn apply_verdict(
