@@ -17,361 +17,45 @@
 //!
 //! Needs root, built binaries and containernetworking-plugins (host-local).
 
-use serde_json::{Value, json};
+mod overlay_cluster;
+
+use overlay_cluster::{
+    Cluster, ClusterOpts, Extra, NodeNs, WAIT, host_tunnel_packets, node_doc, ping_df, ping_ns,
+    ping_until, udp_echo, udp_receiver, vxlan_payload, write,
+};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
-use vswitch_suite::agent::Agent;
-use vswitch_suite::cni::{Attachment, Runtime};
-use vswitch_suite::daemon::{DaemonOpts, Vswitchd};
 use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::tcp_transfer_ns;
+use vswitch_suite::unique_suffix;
 use vswitch_suite::veth::Veth;
-use vswitch_suite::{Result, TempDir, err, unique_suffix, wait_for};
+use vswitch_suite::wait_for;
 
 const NETWORK: &str = "vstovl";
-const WAIT: Duration = Duration::from_secs(30);
-
-/// One node of the cluster: its namespace, switch, agent, CNI runtime and IPAM data.
-/// Fields drop in order: the agent and the daemon stop before the namespace goes.
-struct NodeNs {
-    agent: Option<Agent>,
-    daemon: Vswitchd,
-    rt: Runtime,
-    ipam: TempDir,
-    manifests: TempDir,
-    _config: TempDir,
-    ns: Netns,
-    name: String,
-    node_ip: Ipv4Addr,
-    /// Third octet of the pod CIDR 10.244.N.0/24.
-    subnet: u8,
-    uplink: String,
-    /// `mtu` in the CNI configuration; without it the plugin takes the uplink's
-    /// MTU − 50 from the switch.
-    pod_mtu: Option<u32>,
-}
-
-/// A pod made by the CNI plugin on a node.
-struct CniPod {
-    name: String,
-    node: String,
-    ip: Ipv4Addr,
-    ns: Netns,
-    _att: Attachment,
-}
 
 impl NodeNs {
-    fn pod_cidr(&self) -> String {
-        format!("10.244.{}.0/24", self.subnet)
-    }
-
     fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 244, self.subnet, 1)
     }
-
-    fn conf(&self) -> Value {
-        let mut c = json!({
-            "cniVersion": "1.1.0",
-            "name": NETWORK,
-            "type": "vswitch-cni",
-            "socket": self.daemon.socket(),
-            "ipam": {
-                "type": "host-local",
-                "subnet": self.pod_cidr(),
-                "dataDir": self.ipam.path(),
-                "routes": [{"dst": "0.0.0.0/0"}]
-            }
-        });
-        if let Some(m) = self.pod_mtu {
-            c["mtu"] = json!(m);
-        }
-        c
-    }
-
-    /// CNI ADD of a new pod namespace.
-    fn add_pod(&self, name: &str) -> CniPod {
-        let ns = Netns::new("pod").expect("pod namespace");
-        let id = format!("ctr{}", unique_suffix());
-        let att = Attachment::kube(&id, &ns, "eth0", name);
-        let result = self
-            .rt
-            .vswitch("ADD", Some(&att), &self.conf())
-            .and_then(|r| r.ok())
-            .unwrap_or_else(|e| panic!("ADD {name}: {e}"));
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no IPv4 address in {result}"));
-        CniPod {
-            name: name.into(),
-            node: self.name.clone(),
-            ip,
-            ns,
-            _att: att,
-        }
-    }
-
-    /// `n_packets` of the table-0 flows whose text contains all of `words`.
-    fn flow_packets(&self, words: &[&str]) -> u64 {
-        let dump = self
-            .daemon
-            .vsctl_json(&["dump-flows", "--table", "0"])
-            .expect("dump-flows");
-        dump.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| {
-                let t = f.to_string();
-                words.iter().all(|w| t.contains(w))
-            })
-            .filter_map(|f| f["n_packets"].as_u64())
-            .sum()
-    }
-
-    fn dump_flows(&self) -> String {
-        self.daemon.vsctl(&["dump-flows"]).unwrap_or_default()
-    }
 }
 
-fn node_doc(name: &str, subnet: u8, ip: Ipv4Addr, annotations: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Node
-metadata:
-  name: {name}
-  annotations: {{{annotations}}}
-spec: {{podCIDR: 10.244.{subnet}.0/24}}
-status:
-  addresses: [{{type: InternalIP, address: {ip}}}]
----
-"
-    )
+/// Two nodes on an underlay with MTU `mtu`, switches in overlay `mode`, the uplink
+/// in `packet` mode.
+fn cluster(mtu: u32, mode: &str) -> Cluster {
+    cluster_with(mtu, mode, "packet")
 }
 
-fn pod_doc(p: &CniPod) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: {}, namespace: default, uid: uid-{}}}
-spec:
-  nodeName: {}
-  containers: [{{name: c, image: x}}]
-status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
----
-",
-        p.name,
-        p.name,
-        p.node,
-        ip = p.ip
-    )
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    // Write then rename: the agent never reads half a file.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).expect("write manifest");
-    std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
-}
-
-/// The two-node cluster. The underlay is a bridge in a namespace of its own, so a
-/// third node (the flannel one) can join it.
-struct Cluster {
-    pods: Vec<CniPod>,
-    nodes: Vec<NodeNs>,
-    links: Vec<Veth>,
-    underlay: Netns,
-    mtu: u32,
-}
-
-/// Extra node documents (a flannel node) every agent sees.
-#[derive(Default, Clone)]
-struct Extra {
-    nodes: String,
-}
-
-/// Our nodes' Node annotations in flannel mode: flannel's backend data with our VTEP
-/// MAC (the gateway MAC), as a flannel node reads it.
-fn flannel_annotations(subnet: u8, ip: Ipv4Addr) -> String {
-    format!(
-        "flannel.alpha.coreos.com/backend-type: vxlan, \
-         flannel.alpha.coreos.com/backend-data: '{{\"VNI\":1,\"VtepMAC\":\"0a:58:0a:f4:{subnet:02x}:01\"}}', \
-         flannel.alpha.coreos.com/public-ip: {ip}"
-    )
-}
-
-impl Cluster {
-    /// Two nodes on an underlay with MTU `mtu`, switches in overlay `mode`, the
-    /// uplink in `packet` mode.
-    fn new(mtu: u32, mode: &str) -> Cluster {
-        Cluster::new_with(mtu, mode, "packet")
-    }
-
-    /// [`Cluster::new`] with the uplink port in `uplink_mode` (`packet`, or an XDP
-    /// mode: then the switch's uplink filter takes the tunnel traffic).
-    fn new_with(mtu: u32, mode: &str, uplink_mode: &str) -> Cluster {
-        let underlay = Netns::new("ul").expect("underlay namespace");
-        underlay
-            .ip(&["link", "add", "br0", "type", "bridge"])
-            .expect("underlay bridge");
-        underlay
-            .ip(&["link", "set", "br0", "mtu", &mtu.to_string(), "up"])
-            .expect("bridge up");
-        let mut c = Cluster {
-            pods: Vec::new(),
-            nodes: Vec::new(),
-            links: Vec::new(),
-            underlay,
-            mtu,
-        };
-        for (name, i) in [("node-a", 1u8), ("node-b", 2u8)] {
-            let ns = Netns::new(&format!("node{i}")).expect("node namespace");
-            let up = c.join_underlay(&ns, Ipv4Addr::new(192, 168, 77, i));
-            c.nodes
-                .push(start_node(ns, &up, name, i, mode, uplink_mode));
-        }
-        c
-    }
-
-    /// Connects `ns` to the underlay bridge with address `ip`; the interface's name.
-    fn join_underlay(&mut self, ns: &Netns, ip: Ipv4Addr) -> String {
-        let (up, port) = (
-            format!("u{}", unique_suffix()),
-            format!("p{}", unique_suffix()),
-        );
-        let v = Veth::new(ns, &up, &self.underlay, &port).expect("underlay veth");
-        let mtu = self.mtu.to_string();
-        self.underlay
-            .ip(&["link", "set", &port, "mtu", &mtu, "master", "br0", "up"])
-            .expect("bridge port");
-        ns.ip(&["link", "set", &up, "mtu", &mtu]).expect("mtu");
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", &up])
-            .expect("node ip");
-        self.links.push(v);
-        up
-    }
-
-    fn node_docs(&self, extra: &Extra) -> String {
-        let mut s = String::new();
-        for n in &self.nodes {
-            let ann = if extra.nodes.is_empty() {
-                String::new()
-            } else {
-                flannel_annotations(n.subnet, n.node_ip)
-            };
-            s += &node_doc(&n.name, n.subnet, n.node_ip, &ann);
-        }
-        s + &extra.nodes
-    }
-
-    /// Writes the Node documents into every node's manifests and starts the agents.
-    fn start_agents(&mut self, extra: &Extra) {
-        let docs = self.node_docs(extra);
-        for n in &mut self.nodes {
-            write(n.manifests.path(), "nodes.yaml", &docs);
-            n.agent = Some(
-                Agent::start_manifests(
-                    n.daemon.socket(),
-                    &n.name,
-                    n.manifests.path(),
-                    &["--uplink", &n.uplink],
-                )
-                .expect("agent"),
-            );
-        }
-    }
-
-    /// A pod on node `i`; its Pod object is published to every node's agent.
-    fn add_pod(&mut self, node: usize, name: &str) -> usize {
-        let p = self.nodes[node].add_pod(name);
-        self.pods.push(p);
-        let docs: String = self.pods.iter().map(pod_doc).collect();
-        for n in &self.nodes {
-            write(n.manifests.path(), "pods.yaml", &docs);
-        }
-        self.pods.len() - 1
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for n in &self.nodes {
-            s += &format!(
-                "=== {} flows ===\n{}\n=== {} agent ===\n{}\n",
-                n.name,
-                n.dump_flows(),
-                n.name,
-                n.agent.as_ref().map(Agent::log_text).unwrap_or_default()
-            );
-        }
-        s
-    }
-}
-
-fn start_node(ns: Netns, uplink: &str, name: &str, i: u8, mode: &str, uplink_mode: &str) -> NodeNs {
-    let node_ip = Ipv4Addr::new(192, 168, 77, i);
-    let config = TempDir::new("config").expect("config dir");
-    let path = config.path().join("vswitchd.toml");
-    std::fs::write(&path, format!("[overlay]\nmode = \"{mode}\"\n")).expect("config");
-    let port = if mode == "flannel" { "8472" } else { "4789" };
-    // The node's own stack must not answer the tunnel traffic the switch takes:
-    // in packet mode it gets a copy, which this rule drops (the uplink XDP filter
-    // takes it away from the host in the XDP modes). In an XDP mode the rule only
-    // counts: the host must see no tunnel traffic at all.
-    let target: &[&str] = if uplink_mode == "packet" {
-        &["-j", "DROP"]
-    } else {
-        &[]
-    };
-    let mut rule = vec!["iptables", "-A", "INPUT", "-p", "udp", "--dport", port];
-    rule.extend_from_slice(target);
-    ns.run(&rule).expect("iptables");
-    let daemon = Vswitchd::start(
-        &ns,
-        DaemonOpts {
-            config: Some(path),
-            ..DaemonOpts::default()
-        },
-    )
-    .expect("vswitchd");
-    daemon
-        .add_port_kind(uplink, "uplink", uplink_mode)
-        .expect("uplink port");
-    NodeNs {
-        agent: None,
-        rt: Runtime::new(&ns).expect("CNI runtime"),
-        ipam: TempDir::new("ipam").expect("ipam dir"),
-        manifests: TempDir::new("manifests").expect("manifest dir"),
-        _config: config,
-        daemon,
-        ns,
-        name: name.into(),
-        node_ip,
-        subnet: i,
-        uplink: uplink.into(),
-        pod_mtu: None,
-    }
-}
-
-fn ping_ns(ns: &Netns, to: Ipv4Addr, count: u32) -> (u32, String) {
-    let out = ns
-        .command("ping")
-        .args(["-n", "-q", "-i", "0.2", "-W", "1", "-c", &count.to_string()])
-        .arg(to.to_string())
-        .output()
-        .expect("ping");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let got = text
-        .split(", ")
-        .find_map(|p| p.strip_suffix(" received"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    (got, text)
-}
-
-/// Waits until one ping from `ns` to `to` is answered.
-fn ping_until(ns: &Netns, to: Ipv4Addr, timeout: Duration) -> bool {
-    wait_for(timeout, || (ping_ns(ns, to, 1).0 == 1).then_some(())).is_some()
+/// [`cluster`] with the uplink port in `uplink_mode` (`packet`, or an XDP mode: then
+/// the switch's uplink filter takes the tunnel traffic).
+fn cluster_with(mtu: u32, mode: &str, uplink_mode: &str) -> Cluster {
+    Cluster::new(&ClusterOpts {
+        network: NETWORK,
+        mtu,
+        mode,
+        uplink_mode,
+        vswitchd_args: Vec::new(),
+        underlay_gro: false,
+    })
 }
 
 /// Until `pods[a]` and `pods[b]` ping each other, then 5 pings each way all answered.
@@ -392,65 +76,6 @@ fn assert_pings(c: &Cluster, a: usize, b: usize) {
     }
 }
 
-/// UDP request/response with real sockets: `n` distinct datagrams from `from` to an
-/// echo server in `to`, each echoed back exactly (a lost one is retried up to 3 times).
-fn udp_echo(from: &CniPod, to: &CniPod, n: u32) -> Result<()> {
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let server = to.ns.spawn_in(move || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        let _ = port_tx.send(s.local_addr()?.port());
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut buf = [0u8; 2048];
-        let mut seen = std::collections::BTreeSet::new();
-        while seen.len() < n as usize {
-            let (len, peer) = s
-                .recv_from(&mut buf)
-                .map_err(|e| err!("server: after {} datagrams: {e}", seen.len()))?;
-            s.send_to(&buf[..len], peer)?;
-            if let Some(k) = buf[..len].get(..4) {
-                seen.insert(u32::from_be_bytes([k[0], k[1], k[2], k[3]]));
-            }
-        }
-        Ok(seen.len())
-    })?;
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| err!("server did not start"))?;
-    let dst = SocketAddr::from((to.ip, port));
-    from.ns.enter(move || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut buf = [0u8; 2048];
-        for i in 0..n {
-            // Sizes from 4 to ~1400 bytes, content depending on i.
-            let len = 4 + (i as usize * 97) % 1396;
-            let mut msg: Vec<u8> = (0..len).map(|j| (j as u32 ^ i) as u8).collect();
-            msg[..4].copy_from_slice(&i.to_be_bytes());
-            let mut ok = false;
-            for _ in 0..3 {
-                s.send_to(&msg, dst)?;
-                match s.recv_from(&mut buf) {
-                    Ok((got, _)) if buf[..got] == msg[..] => {
-                        ok = true;
-                        break;
-                    }
-                    Ok((got, _)) => return Err(err!("datagram {i}: echo of {got} bytes differs")),
-                    Err(_) => continue,
-                }
-            }
-            if !ok {
-                return Err(err!("datagram {i} ({len} bytes) never echoed"));
-            }
-        }
-        Ok(())
-    })?;
-    let seen = server.join().map_err(|_| err!("server panicked"))??;
-    if seen != n as usize {
-        return Err(err!("server saw {seen} of {n} datagrams"));
-    }
-    Ok(())
-}
-
 /// The standard two-node cluster with two pods on node a and one on node b, every
 /// pod reaching every other.
 fn two_nodes(mtu: u32) -> Cluster {
@@ -459,7 +84,7 @@ fn two_nodes(mtu: u32) -> Cluster {
 
 /// [`two_nodes`] with `mtu` in the CNI configuration.
 fn two_nodes_with(mtu: u32, pod_mtu: Option<u32>) -> Cluster {
-    let mut c = Cluster::new(mtu, "vxlan");
+    let mut c = cluster(mtu, "vxlan");
     for n in &mut c.nodes {
         n.pod_mtu = pod_mtu;
     }
@@ -554,30 +179,6 @@ fn removing_a_node_stops_traffic_and_re_adding_restores_it() {
     tcp_transfer_ns(&a1.ns, &b1.ns, b1.ip, 1 << 20).expect("tcp after re-adding");
 }
 
-/// A VXLAN datagram (VNI 1) carrying an Ethernet/IPv4/UDP frame for `dst` on node a
-/// (gateway MAC 0a:58:0a:f4:01:01), as node b's switch would send it.
-fn vxlan_payload(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, data: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + data.len();
-    let mut udp = Vec::with_capacity(udp_len);
-    udp.extend_from_slice(&40000u16.to_be_bytes());
-    udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]); // no checksum (IPv4)
-    udp.extend_from_slice(data);
-    let ip = vswitch_suite::frames::ipv4_header(src, dst, 17, (20 + udp_len) as u16);
-    let mut ipp = ip.to_vec();
-    ipp.extend_from_slice(&udp);
-    let inner = vswitch_suite::frames::ethernet(
-        [0x0a, 0x58, 10, 244, 1, 1],
-        [0x0a, 0x58, 10, 244, 2, 1],
-        0x0800,
-        &ipp,
-    );
-    let mut v = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    v.extend_from_slice(&inner);
-    v
-}
-
 #[test]
 fn vxlan_from_an_unknown_address_is_dropped_and_counted() {
     let Some(_env) = vswitch_suite::e2e() else {
@@ -591,19 +192,7 @@ fn vxlan_from_an_unknown_address_is_dropped_and_counted() {
         .ip(&["addr", "add", "192.168.77.9/24", "dev", &nb.uplink])
         .expect("impostor address");
 
-    let rx = a1
-        .ns
-        .spawn_in(|| {
-            let s = UdpSocket::bind("0.0.0.0:7777")?;
-            s.set_read_timeout(Some(Duration::from_secs(4)))?;
-            let mut got = Vec::new();
-            let mut buf = [0u8; 256];
-            while let Ok((n, _)) = s.recv_from(&mut buf) {
-                got.push(buf[..n].to_vec());
-            }
-            Ok(got)
-        })
-        .expect("receiver");
+    let rx = udp_receiver(&a1.ns, 7777, Duration::from_secs(4));
     std::thread::sleep(Duration::from_millis(300));
     let before = na.flow_packets(&["priority=150"]);
     let (a1_ip, b1_ip) = (a1.ip, b1.ip);
@@ -613,7 +202,7 @@ fn vxlan_from_an_unknown_address_is_dropped_and_counted() {
             // b's real address (must arrive: the test can tell the difference).
             for (from, tag) in [("192.168.77.9", b"spoofed"), ("192.168.77.2", b"genuine")] {
                 let s = UdpSocket::bind(format!("{from}:0"))?;
-                let p = vxlan_payload(b1_ip, a1_ip, 7777, tag);
+                let p = vxlan_payload(b1_ip, a1_ip, 7777, 1, tag);
                 for _ in 0..5 {
                     s.send_to(&p, "192.168.77.1:4789")?;
                     std::thread::sleep(Duration::from_millis(20));
@@ -659,20 +248,7 @@ fn df_packets_too_big_for_the_tunnel_get_frag_needed() {
     assert!(a1_link.contains("mtu 1450"), "explicit pod MTU: {a1_link}");
     let (a1, b1) = (&c.pods[0], &c.pods[2]);
     // 1422 + 28 = 1450 bytes of IP with DF: the switch answers frag-needed, mtu 1350.
-    let out = a1
-        .ns
-        .command("ping")
-        .args([
-            "-n", "-M", "do", "-s", "1422", "-c", "3", "-i", "0.3", "-W", "1",
-        ])
-        .arg(b1.ip.to_string())
-        .output()
-        .expect("ping");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = ping_df(&a1.ns, b1.ip, 1422);
     assert!(
         text.contains("mtu = 1350") || text.contains("mtu=1350"),
         "no frag-needed with mtu 1350: {text}"
@@ -820,7 +396,7 @@ fn flannel_node_and_our_nodes_share_the_cluster() {
     let Some(_env) = vswitch_suite::e2e() else {
         return;
     };
-    let mut c = Cluster::new(1500, "flannel");
+    let mut c = cluster(1500, "flannel");
     let (_veth, _nf, pf) = flannel_node(&mut c);
     let pf_ip = Ipv4Addr::new(10, 244, 3, 2);
     // The flannel node as the API shows it: its VTEP in flannel's annotations, the
@@ -1028,18 +604,6 @@ fn gateway_port_connects_the_node_and_the_outside() {
     }
 }
 
-/// Packets of the node's INPUT rule for the tunnel port (tunnel traffic its own
-/// stack saw).
-fn host_tunnel_packets(ns: &Netns, port: &str) -> u64 {
-    let out = ns
-        .run(&["iptables", "-L", "INPUT", "-v", "-n", "-x"])
-        .expect("iptables -L");
-    out.lines()
-        .filter(|l| l.contains(&format!("dpt:{port}")))
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// The uplink in an XDP mode (skb, on the underlay veth): the switch's uplink
 /// filter takes the VXLAN traffic, the node's stack keeps everything else (ARP for
 /// the next hops, ping between the nodes) and never sees a tunnel datagram.
@@ -1061,7 +625,7 @@ fn pods_reach_each_other_with_the_uplink_in_xdp_drv_mode() {
 }
 
 fn pods_over_an_xdp_uplink(mode: &str) {
-    let mut c = Cluster::new_with(1500, "vxlan", mode);
+    let mut c = cluster_with(1500, "vxlan", mode);
     for n in &c.nodes {
         let port = n.daemon.port(&n.uplink).expect("vsctl").expect("uplink");
         assert_eq!(port["mode"], mode, "{port}");
