@@ -529,3 +529,21 @@ impl Realizer for NodeNetwork {
         self.sync(state, ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::port_masks;
+
+    #[test]
+    fn port_masks_match_exactly_the_range() {
+        for (lo, hi) in [(30000, 32767), (1, 65535), (31000, 31010), (8, 8), (65535, 65535)] {
+            let m = port_masks(lo, hi);
+            for p in 0..=u16::MAX {
+                let hits = m.iter().filter(|(v, k)| p & k == *v).count();
+                let want = usize::from((lo..=hi).contains(&p));
+                assert_eq!(hits, want, "{lo}-{hi}: port {p} matched {hits} times");
+            }
+        }
+        assert!(port_masks(30000, 32767).len() <= 16);
+    }
+}
