@@ -8,7 +8,9 @@
 //! Topology: namespace `node` (vswitchd, the host stack, uplink `npup0`
 //! 192.0.2.1/24) joined by a veth to namespace `client` (`npup1`, 192.0.2.2/24);
 //! a pod namespace (10.250.0.21, a socat server that answers with the peer address
-//! it sees) on a port of the switch.
+//! it sees) on a port of the switch. The second test puts two nodes and the
+//! client on an underlay bridge, with the endpoint on node b behind node a's
+//! NodePort (SNAT to node a, tunnelled both ways).
 //!
 //!     cargo build && cargo test --test e2e_nodeport -- --nocapture
 //!
@@ -302,4 +304,161 @@ fn node_port_from_outside_the_node() {
         .expect("TCP to the host over the uplink");
     assert_eq!(reply, b"world");
     assert_eq!(server.join().expect("thread").expect("server"), b"hello");
+}
+
+/// A node namespace on the underlay bridge, with its switch and uplink.
+struct NodeNs {
+    d: Vswitchd,
+    ns: Netns,
+}
+
+fn start_node(ns: Netns, up: &str, dir: &TempDir, name: &str) -> NodeNs {
+    let cfg = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&cfg, "[overlay]\nmode = \"vxlan\"\n").expect("config");
+    let d = Vswitchd::start(
+        &ns,
+        DaemonOpts {
+            config: Some(cfg),
+            ..DaemonOpts::default()
+        },
+    )
+    .expect("vswitchd");
+    d.add_port_kind(up, "uplink", "xdp-skb")
+        .expect("uplink with its filter");
+    NodeNs { d, ns }
+}
+
+const TWO_NODES: &str = "apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.250.0.0/24}
+status: {addresses: [{type: InternalIP, address: 192.0.2.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+spec: {podCIDR: 10.251.0.0/24}
+status: {addresses: [{type: InternalIP, address: 192.0.2.3}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b1, namespace: shop, uid: uid-b1}
+spec: {nodeName: node-b, containers: [{name: c, image: x}]}
+status: {phase: Running, podIP: 10.251.0.21, podIPs: [{ip: 10.251.0.21}]}
+---
+";
+
+#[test]
+fn node_port_to_an_endpoint_on_another_node() {
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let dir = TempDir::new("nodeport2").expect("dir");
+    // The underlay: a bridge joining node a, node b and the client.
+    let underlay = Netns::new("ul").expect("underlay namespace");
+    underlay
+        .ip(&["link", "add", "br0", "type", "bridge"])
+        .expect("bridge");
+    underlay
+        .ip(&["link", "set", "br0", "up"])
+        .expect("bridge up");
+    let mut links = Vec::new();
+    let mut join = |ns: &Netns, ifname: &str, port: &str, ip: &str| {
+        links.push(Veth::new(ns, ifname, &underlay, port).expect("underlay veth"));
+        underlay
+            .ip(&["link", "set", port, "master", "br0", "up"])
+            .expect("bridge port");
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", ifname])
+            .expect("address");
+    };
+    let a_ns = Netns::new("nodea").expect("node a");
+    let b_ns = Netns::new("nodeb").expect("node b");
+    let client = Netns::new("client").expect("client");
+    join(&a_ns, "npa0", "ula", "192.0.2.1");
+    join(&b_ns, "npb0", "ulb", "192.0.2.3");
+    join(&client, "npc0", "ulc", CLIENT_IP);
+    disable_offloads(&client, "npc0").expect("client offloads");
+    for ip in ["192.0.2.1", "192.0.2.3"] {
+        client
+            .run(&["ping", "-c1", "-W2", ip])
+            .expect("ping the nodes before the switches");
+    }
+    let a = start_node(a_ns, "npa0", &dir, "node-a");
+    let b = start_node(b_ns, "npb0", &dir, "node-b");
+
+    let pod = Pod::new(&b.ns, Ipv4Addr::new(10, 251, 0, 21), PodOpts::default()).expect("pod");
+    pod.ns
+        .ip(&[
+            "link",
+            "set",
+            "dev",
+            &pod.ifname,
+            "address",
+            "0a:58:0a:fb:00:15",
+        ])
+        .expect("pod mac");
+    b.d.vsctl(&[
+        "add-port",
+        &pod.switch_if,
+        "--mode",
+        "packet",
+        "--pod",
+        "shop/b1",
+    ])
+    .expect("pod port");
+    pod.ns
+        .ip(&["route", "add", "default", "via", "10.251.0.1"])
+        .expect("default route");
+    let mut servers = Servers(Vec::new());
+    servers.0.push(
+        pod.command("socat")
+            .args([
+                "TCP-LISTEN:8080,fork,reuseaddr",
+                "SYSTEM:echo from $SOCAT_PEERADDR",
+            ])
+            .spawn()
+            .expect("tcp server"),
+    );
+    let ep = "{addresses: [10.251.0.21], nodeName: node-b, conditions: {ready: true}}";
+    let m = format!("{TWO_NODES}{}", svc("cluster", "Cluster", 30080, 8080, ep));
+    let f = dir.path().join("m.yaml");
+    std::fs::write(&f, &m).expect("manifest");
+    for (n, name) in [(&a, "node-a"), (&b, "node-b")] {
+        let out =
+            n.d.vsctl(&["apply", f.to_str().unwrap_or_default(), "--node-name", name])
+                .expect("apply");
+        assert!(out.starts_with("applied"), "{name}: {out}");
+    }
+
+    // Node a DNATs to the pod on node b, source-NATs to its own address and
+    // tunnels; node b tunnels the answer back to node a's address, whose
+    // conntrack translates it and sends it out of the uplink to the client.
+    let got = wait_for(Duration::from_secs(15), || {
+        fetch(&client, "192.0.2.1:30080").ok()
+    });
+    assert_eq!(
+        got.as_deref(),
+        Some("from 192.0.2.1"),
+        "NodePort on node a to the endpoint on node b\n{}\n{}",
+        a.d.vsctl(&["dump-flows"]).unwrap_or_default(),
+        b.d.vsctl(&["dump-flows"]).unwrap_or_default()
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            fetch(&client, "192.0.2.1:30080").as_deref(),
+            Ok("from 192.0.2.1"),
+            "again"
+        );
+    }
+    // And through node b's own NodePort: a local endpoint there.
+    assert_eq!(
+        fetch(&client, "192.0.2.3:30080").as_deref(),
+        Ok("from 192.0.2.3"),
+        "node b's NodePort"
+    );
+    drop(servers);
+    drop(pod);
+    drop(b);
+    drop(a);
+    drop(links);
 }

@@ -200,13 +200,20 @@ fn node_port_from_the_uplink_is_translated_both_ways() {
     let (sm, dm, s, d, sp, dp, _) = parse(&got[0]);
     assert_eq!((sm, dm), (GW_MAC, POD_MAC), "routed to the pod");
     assert_eq!((d, dp), (POD_IP, 8080), "DNAT");
-    assert_eq!(s, NODE_IP, "externalTrafficPolicy Cluster: SNAT to the node IP");
-    assert!(n.up.take_output().is_empty(), "nothing echoed on the uplink");
+    assert_eq!(
+        s, NODE_IP,
+        "externalTrafficPolicy Cluster: SNAT to the node IP"
+    );
+    assert!(
+        n.up.take_output().is_empty(),
+        "nothing echoed on the uplink"
+    );
 
     // The answer leaves by the uplink, translated back, to the client's MAC.
-    assert!(n.pod.inject(&tcp(
-        POD_MAC, GW_MAC, POD_IP, NODE_IP, 8080, sp, false
-    )));
+    assert!(
+        n.pod
+            .inject(&tcp(POD_MAC, GW_MAC, POD_IP, NODE_IP, 8080, sp, false))
+    );
     n.run();
     let out = n.up.take_output();
     assert_eq!(out.len(), 1, "SYN-ACK out of the uplink");
@@ -228,9 +235,10 @@ fn node_port_from_the_uplink_is_translated_both_ways() {
     let (_, _, s, d, sp, dp, _) = parse(&got[0]);
     assert_eq!((s, sp), (CLIENT_IP, 40001), "Local keeps the client");
     assert_eq!((d, dp), (POD_IP, 8080));
-    assert!(n.pod.inject(&tcp(
-        POD_MAC, GW_MAC, POD_IP, CLIENT_IP, 8080, 40001, false
-    )));
+    assert!(
+        n.pod
+            .inject(&tcp(POD_MAC, GW_MAC, POD_IP, CLIENT_IP, 8080, 40001, false))
+    );
     n.run();
     let out = n.up.take_output();
     assert_eq!(out.len(), 1, "Local answer out of the uplink");
@@ -240,16 +248,13 @@ fn node_port_from_the_uplink_is_translated_both_ways() {
 
     // What no service takes is dropped: a NodePort-range port without a
     // service, a port outside the range, a ClusterIP from the uplink.
-    for (dst, port) in [
-        (NODE_IP, 30099u16),
-        (NODE_IP, 22),
-        ([10, 96, 0, 80], 80),
-    ] {
-        assert!(n.up.inject(&tcp(
-            CLIENT_MAC, up_mac, CLIENT_IP, dst, 40002, port, true
-        )));
+    for (dst, port) in [(NODE_IP, 30099u16), (NODE_IP, 22), ([10, 96, 0, 80], 80)] {
+        assert!(n.up.inject(&tcp(CLIENT_MAC, up_mac, CLIENT_IP, dst, 40002, port, true)));
         n.run();
-        assert!(n.pod.take_output().is_empty(), "{dst:?}:{port} reached the pod");
+        assert!(
+            n.pod.take_output().is_empty(),
+            "{dst:?}:{port} reached the pod"
+        );
         assert!(n.up.take_output().is_empty(), "{dst:?}:{port} came back");
     }
 }

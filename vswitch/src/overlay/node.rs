@@ -366,6 +366,14 @@ impl NodeNetwork {
                         r.vtep_mac
                     ));
                 }
+                // Replies to that node's own address (a NodePort connection it
+                // source-NATed to its node IP and tunnelled here) go back through
+                // the tunnel, so they meet its conntrack again, rather than by our
+                // default route to the host (which it would not recognise).
+                f.push(format!(
+                    "table={t30},priority=160,ip,ct_state=+trk+rpl,nw_dst={ri} actions=set_field:{gm}->eth_src,set_field:{}->eth_dst,dec_ttl,set_field:{vni}->tun_id,set_field:{li}->tun_src,set_field:{ri}->tun_dst,load:{un}->reg1,goto_table:{t40}",
+                    r.vtep_mac
+                ));
                 if let Some(mac) = self.neigh.lookup(r.ip, Instant::now()) {
                     f.push(format!(
                         "table={t60},priority=200,reg1={un},tun_dst={ri} actions=encap(vxlan),set_field:{}->eth_src,set_field:{}->eth_dst,output:{un}",
@@ -536,7 +544,13 @@ mod tests {
 
     #[test]
     fn port_masks_match_exactly_the_range() {
-        for (lo, hi) in [(30000, 32767), (1, 65535), (31000, 31010), (8, 8), (65535, 65535)] {
+        for (lo, hi) in [
+            (30000, 32767),
+            (1, 65535),
+            (31000, 31010),
+            (8, 8),
+            (65535, 65535),
+        ] {
             let m = port_masks(lo, hi);
             for p in 0..=u16::MAX {
                 let hits = m.iter().filter(|(v, k)| p & k == *v).count();
