@@ -152,9 +152,11 @@ fn tcp(
     out
 }
 
-/// (eth src, eth dst, ip src, ip dst, sport, dport, ttl); panics unless the IPv4
-/// and TCP checksums are right.
-fn parse(f: &[u8]) -> ([u8; 6], [u8; 6], [u8; 4], [u8; 4], u16, u16, u8) {
+/// (eth src, eth dst, ip src, ip dst, sport, dport, ttl).
+type Fields = ([u8; 6], [u8; 6], [u8; 4], [u8; 4], u16, u16, u8);
+
+/// The fields of a TCP frame; panics unless the IPv4 and TCP checksums are right.
+fn parse(f: &[u8]) -> Fields {
     let p = SlicedPacket::from_ethernet(f).expect("parse");
     let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
