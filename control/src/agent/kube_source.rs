@@ -111,6 +111,7 @@ pub async fn run(
     handoff: Arc<Handoff>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    gateway: Option<Arc<crate::agent::gateway::GatewayHandle>>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -206,7 +207,9 @@ pub async fn run(
                 announced = true;
             }
             // Changes accumulated while listing go out together with the first.
-            handoff.update(cluster.take_changes(), seen_at);
+            let changes = cluster.take_changes();
+            crate::agent::gateway::update(gateway.as_deref(), &cluster, &changes);
+            handoff.update(changes, seen_at);
         }
     };
     for t in tasks {
