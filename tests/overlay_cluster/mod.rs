@@ -303,6 +303,30 @@ impl Cluster {
         }
     }
 
+    /// Writes the Node documents and starts every node's agent inside its node
+    /// namespace with `args` after `--uplink` (the agent then manages that
+    /// namespace's links: `--gateway`).
+    pub fn start_agents_in_nodes(&mut self, args: &[&str]) {
+        let docs = self.node_docs(&Extra::default());
+        for i in 0..self.nodes.len() {
+            write(self.nodes[i].manifests.path(), "nodes.yaml", &docs);
+            self.restart_agent_in_node(i, args);
+        }
+    }
+
+    /// Stops node `i`'s agent (if any) and starts it again inside the node
+    /// namespace with `args` after `--uplink`.
+    pub fn restart_agent_in_node(&mut self, i: usize, args: &[&str]) {
+        let n = &mut self.nodes[i];
+        n.agent = None;
+        let mut all = vec!["--uplink", n.uplink.as_str()];
+        all.extend_from_slice(args);
+        n.agent = Some(
+            Agent::start_manifests_in(&n.ns, n.daemon.socket(), &n.name, n.manifests.path(), &all)
+                .expect("agent"),
+        );
+    }
+
     /// A pod on node `i`; its Pod object is published to every node's agent.
     pub fn add_pod(&mut self, node: usize, name: &str) -> usize {
         let p = self.nodes[node].add_pod(name);
