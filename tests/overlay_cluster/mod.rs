@@ -1,6 +1,7 @@
-//! The two-node overlay cluster shared by tests/e2e_overlay.rs and
-//! tests/e2e_overlay_fastpath.rs (included by each with `mod overlay_cluster;`; a
-//! folder, so Cargo does not build it as a test target of its own).
+//! The two-node overlay cluster shared by tests/e2e_overlay.rs,
+//! tests/e2e_overlay_fastpath.rs and tests/e2e_gateway.rs (included by each with
+//! `mod overlay_cluster;`; a folder, so Cargo does not build it as a test target of
+//! its own).
 //!
 //! Two "nodes" are network namespaces joined by an underlay bridge (a namespace of its
 //! own, so further nodes can join it) carrying the node IPs 192.168.77.N; each runs

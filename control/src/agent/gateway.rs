@@ -273,7 +273,8 @@ fn ensure_port(cfg: &GatewayConfig, client: &mut Option<Client>) -> anyhow::Resu
 
 /// The host side: link, address, routes, forwarding, masquerade.
 pub fn reconcile_host(cfg: &GatewayConfig, want: &Want) -> anyhow::Result<()> {
-    let Some((net, prefix, gw)) = want.local else {
+    // The pod CIDR's connected route comes with the address.
+    let Some((_, prefix, gw)) = want.local else {
         return Ok(());
     };
     let sw = switch_end(&cfg.name);
@@ -333,7 +334,6 @@ pub fn reconcile_host(cfg: &GatewayConfig, want: &Want) -> anyhow::Result<()> {
     }
     nl.set_up(sw_link.index, None)?;
     nl.set_up(host.index, None)?;
-    let _ = net; // the connected route comes with the address
 
     // Routes to remote pod CIDRs: add the wanted, remove ours nobody wants.
     let ours: Vec<_> = nl
