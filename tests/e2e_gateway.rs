@@ -328,4 +328,15 @@ fn agent_creates_the_gateway_port() {
     })
     .unwrap_or_else(|| panic!("gateway port never re-attached\n{}", c.logs()));
     node_reaches_pods(&c);
+
+    // vswitchd restarts: the agent (not the test) attaches the gateway port to the
+    // new daemon, and the host side stays exactly as it was.
+    c.nodes[0].daemon.restart().expect("vswitchd restart");
+    wait_host_side(&c).unwrap_or_else(|e| panic!("after a vswitchd restart: {e}"));
+    let port = c.nodes[0].daemon.port("vsgw0-sw").expect("ports");
+    assert_eq!(
+        port.as_ref().and_then(|p| p["kind"].as_str()),
+        Some("gateway"),
+        "{port:?}"
+    );
 }
