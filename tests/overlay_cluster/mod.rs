@@ -307,6 +307,7 @@ impl Cluster {
     /// Writes the Node documents and starts every node's agent inside its node
     /// namespace with `args` after `--uplink` (the agent then manages that
     /// namespace's links: `--gateway`).
+    #[allow(dead_code)] // used by e2e_gateway only
     pub fn start_agents_in_nodes(&mut self, args: &[&str]) {
         let docs = self.node_docs(&Extra::default());
         for i in 0..self.nodes.len() {
@@ -317,6 +318,7 @@ impl Cluster {
 
     /// Stops node `i`'s agent (if any) and starts it again inside the node
     /// namespace with `args` after `--uplink`.
+    #[allow(dead_code)] // used by e2e_gateway only
     pub fn restart_agent_in_node(&mut self, i: usize, args: &[&str]) {
         let n = &mut self.nodes[i];
         n.agent = None;

@@ -111,6 +111,17 @@ pub async fn run(
     handoff: Arc<Handoff>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    run_with_gateway(client, settings, handoff, metrics, stop, None).await
+}
+
+/// [`run`], also handing the Node objects to the gateway thread (`--gateway`).
+pub async fn run_with_gateway(
+    client: kube::Client,
+    settings: NodeSettings,
+    handoff: Arc<Handoff>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
     gateway: Option<Arc<crate::agent::gateway::GatewayHandle>>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();

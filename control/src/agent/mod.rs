@@ -114,7 +114,7 @@ pub fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     Source::Kubeconfig(p) => kube_source::client_from_kubeconfig(p).await?,
                     _ => kube_source::client_in_cluster()?,
                 };
-                kube_source::run(
+                kube_source::run_with_gateway(
                     client,
                     cfg.settings,
                     handoff.clone(),
