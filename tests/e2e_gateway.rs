@@ -339,4 +339,26 @@ fn agent_creates_the_gateway_port() {
         Some("gateway"),
         "{port:?}"
     );
+
+    // Node a's pod CIDR changes to 10.244.9.0/24: the gateway address, MAC and
+    // MASQUERADE rule follow, the old ones go.
+    let docs = c
+        .node_docs(&overlay_cluster::Extra::default())
+        .replace("podCIDR: 10.244.1.0/24", "podCIDR: 10.244.9.0/24");
+    assert!(docs.contains("10.244.9.0/24"), "{docs}");
+    overlay_cluster::write(c.nodes[0].manifests.path(), "nodes.yaml", &docs);
+    let want = HostSide {
+        mac: "0a:58:0a:f4:09:01".into(),
+        addrs: vec!["10.244.9.1/24".into()],
+        rules: vec![expected().rules[0].replace("10.244.1.0/24", "10.244.9.0/24")],
+        ..expected()
+    };
+    let mut last = None;
+    wait_for(WAIT, || {
+        let h = host_side(&c.nodes[0].ns);
+        let done = h == want;
+        last = Some(h);
+        done.then_some(())
+    })
+    .unwrap_or_else(|| panic!("after the pod CIDR change: {last:?}\n{}", c.logs()));
 }

@@ -6,7 +6,7 @@
 //! host routes"):
 //!
 //! * the veth `IFNAME` (host end: the gateway MAC, the gateway IP with the pod
-//!   CIDR's prefix, MTU = uplink MTU − 50) and `IFNAME-sw` (the switch end),
+//!   CIDR's prefix and no other IPv4 address, MTU = uplink MTU − 50) and `IFNAME-sw` (the switch end),
 //!   offloads off on both, both up;
 //! * `IFNAME-sw` attached to vswitchd as a port of kind `gateway` (checked every
 //!   [`PORT_CHECK`], so a restarted vswitchd gets it back);
@@ -326,7 +326,13 @@ pub fn reconcile_host(cfg: &GatewayConfig, want: &Want) -> anyhow::Result<()> {
         addr: IpAddr::V4(gw),
         prefix,
     };
-    if !nl.addresses(host.index)?.contains(&addr) {
+    let present = nl.addresses(host.index)?;
+    for a in present.iter().filter(|a| a.addr.is_ipv4() && **a != addr) {
+        // An old gateway address (this node's pod CIDR changed).
+        nl.del_address(host.index, *a)?;
+        tracing::info!(addr = %a.addr, prefix = a.prefix, "stale gateway address removed");
+    }
+    if !present.contains(&addr) {
         match nl.add_address(host.index, addr) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             other => other?,

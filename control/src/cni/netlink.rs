@@ -240,6 +240,22 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Removes `addr` from link `index`. Gone already is fine.
+    pub fn del_address(&mut self, index: u32, addr: Cidr) -> io::Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr.addr);
+        m.header.prefix_len = addr.prefix;
+        m.header.index = index;
+        if addr.addr.is_ipv4() {
+            m.attributes.push(AddressAttribute::Local(addr.addr));
+        }
+        m.attributes.push(AddressAttribute::Address(addr.addr));
+        match self.request(RouteNetlinkMessage::DelAddress(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// The addresses on link `index`.
     pub fn addresses(&mut self, index: u32) -> io::Result<Vec<Cidr>> {
         let msgs = self.request(
