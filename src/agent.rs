@@ -34,11 +34,38 @@ impl Agent {
         manifests: &Path,
         extra: &[&str],
     ) -> Result<Agent> {
+        Agent::start(None, socket, node_name, manifests, extra)
+    }
+
+    /// [`Agent::start_manifests`] inside network namespace `ns` (the agent then
+    /// manages that namespace's links: `--gateway`). Its metrics address is on
+    /// `ns`'s loopback.
+    pub fn start_manifests_in(
+        ns: &crate::netns::Netns,
+        socket: &Path,
+        node_name: &str,
+        manifests: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        Agent::start(Some(ns), socket, node_name, manifests, extra)
+    }
+
+    fn start(
+        ns: Option<&crate::netns::Netns>,
+        socket: &Path,
+        node_name: &str,
+        manifests: &Path,
+        extra: &[&str],
+    ) -> Result<Agent> {
         let dir = TempDir::new("agent")?;
         let log = dir.path().join("agent.log");
         let metrics_addr = free_loopback_addr()?;
         let out = std::fs::File::create(&log)?;
-        let mut c = Command::new(binary("vswitch-agent")?);
+        let bin = binary("vswitch-agent")?;
+        let mut c = match ns {
+            Some(ns) => ns.command(&bin.to_string_lossy()),
+            None => Command::new(bin),
+        };
         c.arg("--socket")
             .arg(socket)
             .args(["--node-name", node_name])

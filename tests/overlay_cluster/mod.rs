@@ -1,6 +1,7 @@
-//! The two-node overlay cluster shared by tests/e2e_overlay.rs and
-//! tests/e2e_overlay_fastpath.rs (included by each with `mod overlay_cluster;`; a
-//! folder, so Cargo does not build it as a test target of its own).
+//! The two-node overlay cluster shared by tests/e2e_overlay.rs,
+//! tests/e2e_overlay_fastpath.rs and tests/e2e_gateway.rs (included by each with
+//! `mod overlay_cluster;`; a folder, so Cargo does not build it as a test target of
+//! its own).
 //!
 //! Two "nodes" are network namespaces joined by an underlay bridge (a namespace of its
 //! own, so further nodes can join it) carrying the node IPs 192.168.77.N; each runs
@@ -301,6 +302,32 @@ impl Cluster {
                 .expect("agent"),
             );
         }
+    }
+
+    /// Writes the Node documents and starts every node's agent inside its node
+    /// namespace with `args` after `--uplink` (the agent then manages that
+    /// namespace's links: `--gateway`).
+    #[allow(dead_code)] // used by e2e_gateway only
+    pub fn start_agents_in_nodes(&mut self, args: &[&str]) {
+        let docs = self.node_docs(&Extra::default());
+        for i in 0..self.nodes.len() {
+            write(self.nodes[i].manifests.path(), "nodes.yaml", &docs);
+            self.restart_agent_in_node(i, args);
+        }
+    }
+
+    /// Stops node `i`'s agent (if any) and starts it again inside the node
+    /// namespace with `args` after `--uplink`.
+    #[allow(dead_code)] // used by e2e_gateway only
+    pub fn restart_agent_in_node(&mut self, i: usize, args: &[&str]) {
+        let n = &mut self.nodes[i];
+        n.agent = None;
+        let mut all = vec!["--uplink", n.uplink.as_str()];
+        all.extend_from_slice(args);
+        n.agent = Some(
+            Agent::start_manifests_in(&n.ns, n.daemon.socket(), &n.name, n.manifests.path(), &all)
+                .expect("agent"),
+        );
     }
 
     /// A pod on node `i`; its Pod object is published to every node's agent.

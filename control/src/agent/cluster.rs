@@ -238,6 +238,22 @@ impl Cluster {
         }
     }
 
+    /// Every Node object held, translated.
+    pub fn nodes(&self) -> impl Iterator<Item = &vswitch_proto::model::Node> {
+        let first = KubeKey {
+            kind: KubeKind::Node,
+            namespace: String::new(),
+            name: String::new(),
+        };
+        self.items
+            .range(first..)
+            .take_while(|(k, _)| k.kind == KubeKind::Node)
+            .filter_map(|(_, t)| match t {
+                Translated::Object(Object::Node(n)) => Some(n),
+                _ => None,
+            })
+    }
+
     pub fn settings(&self) -> &NodeSettings {
         &self.settings
     }

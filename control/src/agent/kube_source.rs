@@ -112,6 +112,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    run_with_gateway(client, settings, handoff, metrics, stop, None).await
+}
+
+/// [`run`], also handing the Node objects to the gateway thread (`--gateway`).
+pub async fn run_with_gateway(
+    client: kube::Client,
+    settings: NodeSettings,
+    handoff: Arc<Handoff>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    gateway: Option<Arc<crate::agent::gateway::GatewayHandle>>,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let nodes: Api<Node> = Api::all(client.clone());
     let mut last_patch: Option<(serde_json::Value, std::time::Instant)> = None;
@@ -206,7 +218,9 @@ pub async fn run(
                 announced = true;
             }
             // Changes accumulated while listing go out together with the first.
-            handoff.update(cluster.take_changes(), seen_at);
+            let changes = cluster.take_changes();
+            crate::agent::gateway::update(gateway.as_deref(), &cluster, &changes);
+            handoff.update(changes, seen_at);
         }
     };
     for t in tasks {

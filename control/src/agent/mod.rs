@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod flannel;
+pub mod gateway;
 pub mod http;
 pub mod kobj;
 pub mod kube_source;
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     pub settings: NodeSettings,
     pub source: Source,
     pub metrics_addr: SocketAddr,
+    /// `--gateway IFNAME`: create and keep the gateway port ([`gateway`]).
+    pub gateway: Option<String>,
 }
 
 /// Runs the agent until `stop` is set or the source fails for good.
@@ -73,9 +76,34 @@ pub fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .name("sync".into())
         .spawn(move || syncer.run())
         .context("starting the sync thread")?;
+    let gateway_handle = match &cfg.gateway {
+        Some(name) => {
+            gateway::check_name(name).map_err(|e| anyhow::anyhow!(e))?;
+            let h = Arc::new(gateway::GatewayHandle::default());
+            let gcfg = gateway::GatewayConfig {
+                name: name.clone(),
+                socket: cfg.socket.clone(),
+                uplink: cfg.settings.uplink.clone(),
+            };
+            let (h2, stop2) = (h.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("gateway".into())
+                .spawn(move || gateway::run(gcfg, h2, stop2))
+                .context("starting the gateway thread")?;
+            Some(h)
+        }
+        None => None,
+    };
 
     let result = match cfg.source {
-        Source::Manifests(path) => watch_manifests(&path, cfg.settings, &handoff, &metrics, &stop),
+        Source::Manifests(path) => watch_manifests(
+            &path,
+            cfg.settings,
+            &handoff,
+            &metrics,
+            &stop,
+            gateway_handle.as_deref(),
+        ),
         Source::Kubeconfig(_) | Source::InCluster => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -86,12 +114,13 @@ pub fn run(cfg: AgentConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     Source::Kubeconfig(p) => kube_source::client_from_kubeconfig(p).await?,
                     _ => kube_source::client_in_cluster()?,
                 };
-                kube_source::run(
+                kube_source::run_with_gateway(
                     client,
                     cfg.settings,
                     handoff.clone(),
                     metrics.clone(),
                     stop.clone(),
+                    gateway_handle.clone(),
                 )
                 .await
             })
@@ -110,6 +139,7 @@ fn watch_manifests(
     handoff: &Handoff,
     metrics: &Metrics,
     stop: &AtomicBool,
+    gateway: Option<&gateway::GatewayHandle>,
 ) -> anyhow::Result<()> {
     let mut set = ManifestSet::new(path);
     let mut cluster = Cluster::new(settings);
@@ -138,7 +168,9 @@ fn watch_manifests(
                             manifest::ManifestEvent::Delete(k) => cluster.delete(k),
                         }
                     }
-                    handoff.update(cluster.take_changes(), seen_at);
+                    let changes = cluster.take_changes();
+                    gateway::update(gateway, &cluster, &changes);
+                    handoff.update(changes, seen_at);
                     for (kind, n) in cluster.counts() {
                         metrics.set_watched(kind.as_str(), n);
                     }

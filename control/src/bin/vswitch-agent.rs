@@ -43,6 +43,12 @@ struct Cli {
     /// MAC, public-ip) on this node's Node object (Kubernetes sources only).
     #[arg(long, value_name = "MODE", default_value = "vxlan")]
     overlay: vswitch_control::agent::cluster::OverlayMode,
+    /// Create and keep the gateway port into the host stack: the veth IFNAME (the
+    /// gateway IP and MAC of this node's pod CIDR) and IFNAME-sw (a `gateway` port
+    /// of vswitchd), routes to the other nodes' pod CIDRs and the MASQUERADE rule
+    /// for pod traffic leaving the cluster (docs/overlay.md). Off by default.
+    #[arg(long, value_name = "IFNAME", value_parser = parse_gateway)]
+    gateway: Option<String>,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9401")]
     metrics_addr: SocketAddr,
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
         },
         source,
         metrics_addr: cli.metrics_addr,
+        gateway: cli.gateway,
     };
     // SIGTERM/SIGINT end the process: there is nothing to undo, the daemon keeps
     // the state it was given.
@@ -88,6 +95,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_gateway(s: &str) -> Result<String, String> {
+    vswitch_control::agent::gateway::check_name(s).map(|()| s.to_string())
 }
 
 /// Help and version as clap prints them; usage errors as one line.
@@ -124,5 +135,29 @@ mod tests {
         let c = Cli::try_parse_from(["a", "--node-name", "n", "--manifests", "/m"]).expect("ok");
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9401");
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.gateway, None);
+        let c = Cli::try_parse_from([
+            "a",
+            "--node-name",
+            "n",
+            "--manifests",
+            "/m",
+            "--gateway",
+            "vsgw0",
+        ])
+        .expect("ok");
+        assert_eq!(c.gateway.as_deref(), Some("vsgw0"));
+        assert!(
+            Cli::try_parse_from([
+                "a",
+                "--node-name",
+                "n",
+                "--manifests",
+                "/m",
+                "--gateway",
+                "much-too-long0"
+            ])
+            .is_err()
+        );
     }
 }

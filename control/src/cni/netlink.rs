@@ -20,8 +20,8 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -240,6 +240,22 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Removes `addr` from link `index`. Gone already is fine.
+    pub fn del_address(&mut self, index: u32, addr: Cidr) -> io::Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr.addr);
+        m.header.prefix_len = addr.prefix;
+        m.header.index = index;
+        if addr.addr.is_ipv4() {
+            m.attributes.push(AddressAttribute::Local(addr.addr));
+        }
+        m.attributes.push(AddressAttribute::Address(addr.addr));
+        match self.request(RouteNetlinkMessage::DelAddress(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
     /// The addresses on link `index`.
     pub fn addresses(&mut self, index: u32) -> io::Result<Vec<Cidr>> {
         let msgs = self.request(
@@ -282,8 +298,13 @@ impl Netlink {
             Some(_) => 0, // RT_TABLE_UNSPEC: the RTA_TABLE attribute says
             None => RouteHeader::RT_TABLE_MAIN,
         };
-        m.header.protocol = RouteProtocol::Boot;
+        m.header.protocol = route
+            .protocol
+            .map_or(RouteProtocol::Boot, RouteProtocol::from);
         m.header.kind = RouteType::Unicast;
+        if route.onlink {
+            m.header.flags = RouteFlags::Onlink;
+        }
         m.header.scope = match (route.scope, route.gw) {
             (Some(s), _) => RouteScope::from(s as u8),
             (None, Some(_)) => RouteScope::Universe,
@@ -321,6 +342,101 @@ impl Netlink {
             other => other.map(drop),
         }
     }
+
+    /// The routes of the main table of family `ipv4` (true) or IPv6.
+    pub fn routes(&mut self, ipv4: bool) -> io::Result<Vec<RouteEntry>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = if ipv4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let msgs = self.request(RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| {
+                let RouteNetlinkMessage::NewRoute(r) = m else {
+                    return None;
+                };
+                let mut table = u32::from(r.header.table);
+                let (mut dst, mut gw, mut oif) = (None, None, None);
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => dst = route_ip(d),
+                        RouteAttribute::Gateway(g) => gw = route_ip(g),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Table(t) => table = *t,
+                        _ => {}
+                    }
+                }
+                if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+                    return None;
+                }
+                let unspecified = if ipv4 {
+                    IpAddr::from([0u8; 4])
+                } else {
+                    IpAddr::from([0u8; 16])
+                };
+                Some(RouteEntry {
+                    dst: Cidr {
+                        addr: dst.unwrap_or(unspecified),
+                        prefix: r.header.destination_prefix_length,
+                    },
+                    gw,
+                    oif,
+                    protocol: u8::from(r.header.protocol),
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the main-table route to `dst` out of link `index` (by gateway `gw`
+    /// when given). Gone already is fine.
+    pub fn del_route(&mut self, index: u32, dst: Cidr, gw: Option<IpAddr>) -> io::Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family(dst.addr);
+        m.header.destination_prefix_length = dst.prefix;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.scope = RouteScope::NoWhere;
+        if dst.prefix > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(dst.addr)));
+        }
+        if let Some(g) = gw {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+        }
+        m.attributes.push(RouteAttribute::Oif(index));
+        match self.request(RouteNetlinkMessage::DelRoute(m), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Sets the MAC address of link `index`.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+    }
+
+    /// Sets the MTU of link `index`.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+    }
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
 }
 
 /// A route to install: the result's route with its gateway resolved.
@@ -333,6 +449,21 @@ pub struct RouteSpec {
     pub priority: Option<u32>,
     pub table: Option<u32>,
     pub scope: Option<u32>,
+    /// `onlink`: the gateway is on the link even though no address of the link
+    /// covers it (the gateway port's routes to remote pod CIDRs).
+    pub onlink: bool,
+    /// The route's protocol (`RTPROT_*`); `None`: `boot`, as `ip route add`.
+    pub protocol: Option<u8>,
+}
+
+/// A route of the main table as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub dst: Cidr,
+    pub gw: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub protocol: u8,
+    pub onlink: bool,
 }
 
 fn family(ip: IpAddr) -> AddressFamily {

@@ -88,6 +88,8 @@ pub fn route_specs(ipam: &Success) -> Vec<RouteSpec> {
                 priority: r.priority,
                 table: r.table,
                 scope: r.scope,
+                onlink: false,
+                protocol: None,
             }
         })
         .collect()
