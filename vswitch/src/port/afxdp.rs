@@ -1,4 +1,5 @@
-//! AF_XDP ports: one socket per interface (queue 0), bound to the worker's shared UMEM.
+//! AF_XDP ports: one socket per interface (queue 0), bound to the worker's shared UMEM
+//! (a multi-queue uplink adds one socket per further RX queue: port/multiqueue.rs).
 //!
 //! # Why descriptors move and bytes do not
 //!
