@@ -80,6 +80,8 @@ pub struct LbChoice {
     /// Source NAT to this address (hairpin, NodePort to a remote endpoint).
     pub snat: Option<u128>,
     pub hairpin: bool,
+    /// The connection's `ct_label` (0: none).
+    pub label: u128,
 }
 
 /// ICMPv6 messages that belong to the link, not to a connection: MLD query,
@@ -413,6 +415,7 @@ impl Conntrack {
         c.state = tstate;
         c.service = lb.service;
         c.backend = lb.backend;
+        c.label = [(lb.label >> 64) as u64, lb.label as u64];
         c.timeout_s = self.timeout_for(&c);
         if !self.table.insert(c) {
             return None;

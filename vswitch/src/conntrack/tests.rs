@@ -110,6 +110,7 @@ fn dnat_both_ways_and_zones() {
         dst: (u128::from(be), 8080),
         snat: None,
         hairpin: false,
+        label: 0,
     };
     let v = ct.commit_lb(&mut k, 1, &i, &lb, 1).expect("committed");
     assert_eq!(v.xlate.dst, Some((u128::from(be), 8080)));
@@ -200,6 +201,7 @@ fn icmp_echo_by_id_and_errors_related() {
         dst: (50, 5353),
         snat: None,
         hairpin: false,
+        label: 0,
     };
     let mut u = pkt(17, 9, 100, 4000, 53, 0);
     ct.commit_lb(&mut u, 1, &PacketInfo::default(), &lb, 1)
@@ -318,6 +320,7 @@ fn remove_where_drops_both_directions() {
         dst: (50, 53),
         snat: None,
         hairpin: false,
+        label: 0,
     };
     let mut u = pkt(17, 9, 100, 4000, 53, 0);
     ct.commit_lb(&mut u, 1, &i, &lb, 1).expect("lb");

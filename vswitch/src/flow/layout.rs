@@ -65,6 +65,23 @@ pub mod svc_flags {
     /// The source MAC was rewritten to the gateway's (a routed, load-balanced
     /// packet): `normal` must not learn the gateway MAC on the pod's port.
     pub const ROUTED: u32 = 0x2;
+    /// Arrived on the uplink to a node IP and NodePort (set by the node
+    /// pipeline's table 0): `service_lb` source-NATs it to the node IP under
+    /// `externalTrafficPolicy: Cluster` and records the client's next-hop MAC in
+    /// the connection's label ([`super::ct_label`]).
+    pub const UPLINK_IN: u32 = 0x4;
+    /// A reply of such a connection, routed back out of the uplink (table 30 sets
+    /// it, table 60 outputs on it).
+    pub const UPLINK_OUT: u32 = 0x8;
+}
+
+/// What `service_lb` stores in a connection's `ct_label`.
+pub mod ct_label {
+    /// The connection came from the uplink (NodePort from outside the node).
+    pub const VIA_UPLINK: u128 = 1 << 48;
+    /// Bits 0..47: the source MAC of its first packet (the client's L2 next hop),
+    /// the destination MAC of its replies.
+    pub const MAC: u128 = (1 << 48) - 1;
 }
 
 /// The conntrack zone of pod traffic (policy and services share it).

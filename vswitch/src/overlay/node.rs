@@ -12,7 +12,7 @@
 //! skeleton.
 
 use crate::desired::realize::{Change, RealizeCtx, Realizer};
-use crate::flow::layout::{self, cookie, port_kind};
+use crate::flow::layout::{self, cookie, ct_label, port_kind, svc_flags};
 use crate::flow::parse::{NoPortNames, parse_flow};
 use crate::flow::spec::FlowFilter;
 use crate::flow::tables::FlowMod;
@@ -122,9 +122,27 @@ fn remote(n: &Node) -> Option<Remote> {
     })
 }
 
+/// `tp_dst` value/mask pairs that together match exactly `lo..=hi`.
+fn port_masks(lo: u16, hi: u16) -> Vec<(u16, u16)> {
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    let mut out = Vec::new();
+    while lo <= hi {
+        // The largest aligned block that starts at `lo` and ends by `hi`.
+        let mut size = 1u32;
+        while size < 0x1_0000 && lo % (size * 2) == 0 && lo + size * 2 - 1 <= hi {
+            size *= 2;
+        }
+        out.push((lo as u16, (!(size - 1) & 0xffff) as u16));
+        lo += size;
+    }
+    out
+}
+
 /// The node realizer.
 pub struct NodeNetwork {
     cfg: OverlayConfig,
+    /// The NodePort range the uplink takes (`[uplink] nodeport_range`).
+    nodeports: Option<(u16, u16)>,
     /// Installed flows (texts) per cookie.
     installed: BTreeMap<u64, Vec<String>>,
     /// Stable ids of remote nodes (their cookies).
@@ -139,6 +157,7 @@ impl NodeNetwork {
     pub fn new(cfg: OverlayConfig) -> NodeNetwork {
         NodeNetwork {
             cfg,
+            nodeports: crate::port::xdp_filter::FilterParams::default().nodeports,
             installed: BTreeMap::new(),
             ids: BTreeMap::new(),
             next_id: 1,
@@ -244,6 +263,40 @@ impl NodeNetwork {
             b.push(format!("table={t0},priority=100,in_port={n} actions=drop"));
             // Tunnel traffic to an unresolved next hop: dropped, never bridged.
             b.push(format!("table={t60},priority=100,reg1={n} actions=drop"));
+            // NodePort from outside the node: TCP/UDP to a node IP in the NodePort
+            // range enters the service pipeline marked UPLINK_IN (service_lb then
+            // SNATs under externalTrafficPolicy Cluster and records the client's
+            // MAC in the connection's label); what no service took is dropped in
+            // table 30, never handed to the host through the gateway.
+            if let Some((lo, hi)) = self.nodeports {
+                let fl = svc_flags::UPLINK_IN;
+                for ip in ln.node_ips.iter().filter_map(|s| v4(s)) {
+                    for proto in ["tcp", "udp"] {
+                        for (v, m) in port_masks(lo, hi) {
+                            b.push(format!(
+                                "table={t0},priority=120,in_port={n},{proto},nw_dst={ip},tp_dst={v}/{m:#x} actions=load:{}->reg0,set_field:{fl:#x}/{fl:#x}->reg4,goto_table:{t5}",
+                                port_kind::UPLINK
+                            ));
+                        }
+                    }
+                }
+                b.push(format!(
+                    "table={t30},priority=100,reg0={} actions=drop",
+                    port_kind::UPLINK
+                ));
+                // Replies of those connections (after reverse NAT: from the node
+                // IP and NodePort to the client) go back out of the uplink to the
+                // MAC the request came from, never into the host.
+                let via = ct_label::VIA_UPLINK;
+                let out = svc_flags::UPLINK_OUT;
+                b.push(format!(
+                    "table={t30},priority=250,ip,ct_state=+trk+rpl,ct_label={via:#x}/{via:#x} actions=move:ct_label[0..47]->eth_dst,set_field:{}->eth_src,dec_ttl,set_field:{out:#x}/{out:#x}->reg4,load:{n}->reg1,goto_table:{t40}",
+                    u.mac
+                ));
+                b.push(format!(
+                    "table={t60},priority=150,reg1={n},reg4={out:#x}/{out:#x} actions=output:{n}"
+                ));
+            }
         }
         out.insert(base, b);
 
@@ -313,6 +366,14 @@ impl NodeNetwork {
                         r.vtep_mac
                     ));
                 }
+                // Replies to that node's own address (a NodePort connection it
+                // source-NATed to its node IP and tunnelled here) go back through
+                // the tunnel, so they meet its conntrack again, rather than by our
+                // default route to the host (which it would not recognise).
+                f.push(format!(
+                    "table={t30},priority=160,ip,ct_state=+trk+rpl,nw_dst={ri} actions=set_field:{gm}->eth_src,set_field:{}->eth_dst,dec_ttl,set_field:{vni}->tun_id,set_field:{li}->tun_src,set_field:{ri}->tun_dst,load:{un}->reg1,goto_table:{t40}",
+                    r.vtep_mac
+                ));
                 if let Some(mac) = self.neigh.lookup(r.ip, Instant::now()) {
                     f.push(format!(
                         "table={t60},priority=200,reg1={un},tun_dst={ri} actions=encap(vxlan),set_field:{}->eth_src,set_field:{}->eth_dst,output:{un}",
@@ -335,6 +396,15 @@ impl NodeNetwork {
 
     /// Replaces the groups whose flows changed.
     fn sync(&mut self, state: &DesiredState, ctx: &mut RealizeCtx<'_>) {
+        if let Some(dp) = ctx.dp.as_deref() {
+            use crate::port::XdpProgram;
+            self.nodeports = match &dp.config().uplink_xdp {
+                XdpProgram::Filter(p)
+                | XdpProgram::FilterOrAll(p)
+                | XdpProgram::FilterFastPath(p, _) => p.nodeports,
+                _ => crate::port::xdp_filter::FilterParams::default().nodeports,
+            };
+        }
         if let Some(ln) = state.local_node() {
             let mtu = ctx
                 .ports
@@ -465,5 +535,29 @@ impl Realizer for NodeNetwork {
     fn tick(&mut self, state: &DesiredState, ctx: &mut RealizeCtx<'_>) {
         self.refresh_neighbours(state, ctx.ports);
         self.sync(state, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_masks;
+
+    #[test]
+    fn port_masks_match_exactly_the_range() {
+        for (lo, hi) in [
+            (30000, 32767),
+            (1, 65535),
+            (31000, 31010),
+            (8, 8),
+            (65535, 65535),
+        ] {
+            let m = port_masks(lo, hi);
+            for p in 0..=u16::MAX {
+                let hits = m.iter().filter(|(v, k)| p & k == *v).count();
+                let want = usize::from((lo..=hi).contains(&p));
+                assert_eq!(hits, want, "{lo}-{hi}: port {p} matched {hits} times");
+            }
+        }
+        assert!(port_masks(30000, 32767).len() <= 16);
     }
 }

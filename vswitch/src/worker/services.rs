@@ -7,7 +7,7 @@ use crate::conntrack::{CtRequest, LbChoice, PacketInfo, Verdict, Xlate, icmp};
 use crate::flow::extract::Offsets;
 use crate::flow::field::{Field, ip_proto};
 use crate::flow::key::Key;
-use crate::flow::layout::{reg, svc_flags};
+use crate::flow::layout::{ct_label, reg, svc_flags};
 use crate::flow::rewrite;
 use crate::pool::Frame;
 use crate::services::lb::{HAIRPIN_SNAT_V4, conn_hash};
@@ -168,12 +168,23 @@ impl Worker {
             .get(usize::from(b))
             .ok_or(DropReason::Pipeline)?;
         let hairpin = !v6 && be.ip == src;
+        // NodePort from outside the node (the node pipeline marked it in table
+        // 0): source NAT to the node IP whatever the endpoint, as kube-proxy
+        // masquerades it (`snat_remote` is `None` under externalTrafficPolicy
+        // Local, which keeps the client's address), and the client's next-hop MAC
+        // kept in the label for the replies, which leave by the uplink.
+        let from_uplink = reg::SVC_FLAGS.get(k) & u128::from(svc_flags::UPLINK_IN) != 0;
         let snat = if hairpin {
             Some(u128::from(HAIRPIN_SNAT_V4))
-        } else if !be.local {
+        } else if !be.local || from_uplink {
             fe.snat_remote
         } else {
             None
+        };
+        let label = if from_uplink {
+            ct_label::VIA_UPLINK | (Field::EthSrc.get(k) & ct_label::MAC)
+        } else {
+            0
         };
         let choice = LbChoice {
             service: id,
@@ -181,6 +192,7 @@ impl Worker {
             dst: (be.ip, be.port),
             snat,
             hairpin,
+            label,
         };
         let v = match self.conntrack.commit_lb(k, zone, &info, &choice, now) {
             Some(v) => {
