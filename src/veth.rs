@@ -18,23 +18,33 @@ impl Veth {
     /// Creates the pair from inside `ns_a` (the interface never exists in the root
     /// namespace, not even for a moment) and sets both ends up.
     pub fn new(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> Result<Veth> {
+        Self::create(ns_a, a, ns_b, b, None)
+    }
+
+    /// [`Veth::new`] with `queues` RX and TX queues on both ends (`numrxqueues`,
+    /// `numtxqueues`), like a multi-queue NIC: the sender's TX queue, chosen by flow
+    /// hash, is the receiver's RX queue.
+    pub fn with_queues(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str, queues: u32) -> Result<Veth> {
+        Self::create(ns_a, a, ns_b, b, Some(queues))
+    }
+
+    fn create(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str, queues: Option<u32>) -> Result<Veth> {
         for n in [a, b] {
             if n.is_empty() || n.len() > 15 {
                 return Err(err!("interface name '{n}' must have 1 to 15 characters"));
             }
         }
-        ns_a.ip(&[
-            "link",
-            "add",
-            a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b,
-            "netns",
-            ns_b.name(),
-        ])?;
+        let q = queues.map(|q| q.to_string());
+        let mut args = vec!["link", "add", a];
+        if let Some(q) = &q {
+            args.extend(["numrxqueues", q, "numtxqueues", q]);
+        }
+        args.extend(["type", "veth", "peer", "name", b]);
+        if let Some(q) = &q {
+            args.extend(["numrxqueues", q, "numtxqueues", q]);
+        }
+        args.extend(["netns", ns_b.name()]);
+        ns_a.ip(&args)?;
         let v = Veth {
             ns_a: ns_a.name().into(),
             a: a.into(),

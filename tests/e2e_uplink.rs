@@ -454,3 +454,138 @@ fn uplink_filter_left_by_sigkill_passes_everything() {
     assert!(status.success(), "{status}");
     assert_eq!(xdp_prog_name(&n.node, UPLINK).expect("link"), None);
 }
+
+/// The host's UDP counters in `ns` (`/proc/net/snmp`): datagrams for which no
+/// socket was listening, and datagrams delivered to a socket.
+fn host_udp(ns: &Netns) -> (u64, u64) {
+    let snmp = ns.run(&["cat", "/proc/net/snmp"]).expect("/proc/net/snmp");
+    let mut rows = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        panic!("no Udp rows in /proc/net/snmp:\n{snmp}");
+    };
+    let get = |what: &str| -> u64 {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == what)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Udp {what} in /proc/net/snmp"))
+    };
+    (get("NoPorts"), get("InDatagrams"))
+}
+
+/// Per-RX-queue XDP packet counts of a veth (`ethtool -S`: `rx_queue_N_xdp_packets`).
+fn xdp_packets_per_queue(ns: &Netns, ifname: &str) -> Vec<u64> {
+    let out = ns.run(&["ethtool", "-S", ifname]).expect("ethtool -S");
+    let mut per = Vec::new();
+    for line in out.lines() {
+        let Some((key, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(q) = key
+            .strip_prefix("rx_queue_")
+            .and_then(|r| r.strip_suffix("_xdp_packets"))
+            .and_then(|q| q.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if per.len() <= q {
+            per.resize(q + 1, 0);
+        }
+        per[q] = value.trim().parse().unwrap_or(0);
+    }
+    per
+}
+
+/// A multi-queue uplink (a veth with 4 RX/TX queues on both ends, the filter in
+/// driver mode): VXLAN and NodePort datagrams of many flows land, by the sender's
+/// flow hash, on several RX queues, and every one of them is taken by the switch
+/// (one AF_XDP socket per queue) — none reaches the host's UDP stack. With a socket
+/// on queue 0 only, the other queues' frames would be passed to the host, which
+/// counts them as "no port".
+#[test]
+fn multi_queue_uplink_takes_every_queue_drv() {
+    const QUEUES: u32 = 4;
+    const FLOWS: usize = 48;
+    const PER_FLOW: usize = 3;
+    let Some(_env) = vswitch_suite::e2e() else {
+        return;
+    };
+    let node = Netns::new("node").expect("node namespace");
+    let peer = Netns::new("peer").expect("peer namespace");
+    let _link = Veth::with_queues(&node, UPLINK, &peer, "vsup1", QUEUES).expect("veth");
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", UPLINK])
+        .expect("node address");
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "vsup1"])
+        .expect("peer address");
+    let d = Vswitchd::start(&node, DaemonOpts::default()).expect("vswitchd");
+    peer.run(&["ping", "-c1", "-W2", &NODE_IP.to_string()])
+        .expect("ping before the switch");
+    d.add_port_kind(UPLINK, "uplink", "xdp-drv")
+        .expect("add the uplink in driver mode");
+    assert_eq!(
+        xdp_prog_name(&node, UPLINK).expect("link"),
+        Some("vswitch_uplink".to_string())
+    );
+    let base = settled_rx(&d);
+    let (noports0, indgrams0) = host_udp(&node);
+    let queues0 = xdp_packets_per_queue(&node, UPLINK);
+
+    // Many flows: one socket (source port) each, to VXLAN and to a NodePort.
+    peer.enter(|| {
+        let mut msg = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        msg.extend_from_slice(&[0x55; 64]);
+        for i in 0..FLOWS {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            let port = if i % 2 == 0 { 4789 } else { 30080 };
+            for _ in 0..PER_FLOW {
+                s.send_to(&msg, (NODE_IP, port))?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        Ok(())
+    })
+    .expect("send");
+    let sent = (FLOWS * PER_FLOW) as u64;
+    wait_for(Duration::from_secs(5), || {
+        (rx_packets(&d) >= base + sent).then_some(())
+    });
+    let taken = settled_rx(&d) - base;
+    let queues1 = xdp_packets_per_queue(&node, UPLINK);
+    let per_queue: Vec<u64> = queues1
+        .iter()
+        .enumerate()
+        .map(|(q, n)| n - queues0.get(q).copied().unwrap_or(0))
+        .collect();
+    let (noports1, indgrams1) = host_udp(&node);
+    eprintln!(
+        "multi-queue uplink: sent {sent}, switch took {taken}, XDP packets per RX queue {per_queue:?}, host UDP no-port +{}",
+        noports1 - noports0
+    );
+    assert!(
+        per_queue.iter().filter(|n| **n > 0).count() > 1,
+        "the flows must land on more than one RX queue to test anything: {per_queue:?}"
+    );
+    assert_eq!(
+        noports1 - noports0,
+        0,
+        "no VXLAN/NodePort datagram may reach the host's UDP stack (per-queue {per_queue:?}, switch took {taken} of {sent})"
+    );
+    assert_eq!(indgrams1, indgrams0, "nor any host UDP socket");
+    assert_eq!(
+        taken, sent,
+        "the switch takes every datagram, whatever its queue ({per_queue:?})"
+    );
+
+    // Host traffic still passes with a socket on every queue.
+    peer.run(&["ping", "-c3", "-i0.2", "-W2", &NODE_IP.to_string()])
+        .expect("the host answers ping with the switch on every queue");
+    d.del_port(UPLINK).expect("del-port");
+    assert_eq!(
+        xdp_prog_name(&node, UPLINK).expect("link"),
+        None,
+        "del-port removes the filter"
+    );
+    peer.run(&["ping", "-c1", "-W2", &NODE_IP.to_string()])
+        .expect("ping after del-port");
+}

@@ -1,4 +1,5 @@
-//! AF_XDP ports: one socket per interface (queue 0), bound to the worker's shared UMEM.
+//! AF_XDP ports: one socket per interface (queue 0), bound to the worker's shared UMEM
+//! (a multi-queue uplink adds one socket per further RX queue: port/multiqueue.rs).
 //!
 //! # Why descriptors move and bytes do not
 //!
@@ -108,8 +109,9 @@ pub const TX_RING_SIZE: u32 = 2048;
 pub const FILL_TARGET: u32 = 1024;
 /// The least a port keeps for receiving however many ports share the pool.
 pub const MIN_FILL: u32 = 64;
-/// The queue every port binds to. veths have one; for multi-queue NICs the uplink
-/// would need one socket per queue (or RSS steered to queue 0).
+/// The queue every port binds first. Pods' veths have one; the uplink of a
+/// multi-queue NIC gets one more socket per further RX queue
+/// ([`AfXdpPort::open_queue`], port/multiqueue.rs).
 const QUEUE_ID: u32 = 0;
 /// Descriptors moved per ring operation; the scratch array's size.
 const SCRATCH: usize = 256;
@@ -225,7 +227,9 @@ pub struct AfXdpPort {
     xdp: XdpWatch,
     /// The uplink's own program (instead of libxdp's): detached on drop.
     filter: Option<UplinkFilter>,
-    _claim: Claim,
+    /// The interface's claim; `None` on the further queues of a multi-queue uplink,
+    /// whose queue-0 port holds it.
+    _claim: Option<Claim>,
 }
 
 impl AfXdpPort {
@@ -434,7 +438,7 @@ impl AfXdpPort {
                     ours: query_xdp_prog(ifindex, xdp_flags),
                 },
                 filter: prog,
-                _claim: claim,
+                _claim: Some(claim),
             };
             let att = PortAttachment {
                 mode,
@@ -447,6 +451,106 @@ impl AfXdpPort {
             return Ok((port, att));
         }
         Err(unsupported(format!("{what} refused: {last_err}")))
+    }
+
+    /// A socket on RX queue `queue` (> 0) of the interface this port (queue 0,
+    /// opened with the uplink filter) serves, on the same UMEM, registered in the
+    /// filter's `xsks_map` at `queue`. The program is already attached (by this
+    /// port) and stays this port's: the new socket only receives (its TX ring is
+    /// never used; the switch transmits through queue 0). Call in the interface's
+    /// namespace, from the thread that owns this port.
+    pub fn open_queue(
+        &self,
+        name: &str,
+        mode: PortMode,
+        pool: &impl AsUmem,
+        queue: u32,
+    ) -> Result<AfXdpPort, PortError> {
+        let unsupported = |reason: String| PortError::Unsupported {
+            name: name.to_string(),
+            mode,
+            reason,
+        };
+        let Some(filter) = self.filter.as_ref().filter(|_| queue != QUEUE_ID) else {
+            return Err(unsupported(format!(
+                "queue {queue}: further queues need the uplink filter on queue 0"
+            )));
+        };
+        let ifindex =
+            netdev::ifindex(name).ok_or_else(|| PortError::NoSuchInterface(name.to_string()))?;
+        if ifindex != self.xdp.ifindex {
+            return Err(unsupported(format!(
+                "queue {queue}: not the interface of this port"
+            )));
+        }
+        let iface: Interface = name
+            .parse()
+            .map_err(|_| PortError::NoSuchInterface(name.to_string()))?;
+        let Some(UmemHandle { umem, .. }) = pool.umem_handle() else {
+            return Err(unsupported(
+                "this worker has no UMEM (AF_XDP unavailable)".into(),
+            ));
+        };
+        let (Ok(rx_size), Ok(tx_size)) =
+            (QueueSize::new(RX_RING_SIZE), QueueSize::new(TX_RING_SIZE))
+        else {
+            return Err(unsupported("ring sizes must be powers of two".into()));
+        };
+        // A socket sharing the UMEM is bound with XDP_SHARED_UMEM and takes the
+        // first socket's copy/zero-copy mode; the flags matter only for the record.
+        let bind_flags = if self.zero_copy {
+            BindFlags::XDP_ZEROCOPY
+        } else {
+            BindFlags::XDP_COPY
+        }
+        .union(BindFlags::XDP_USE_NEED_WAKEUP);
+        let config = SocketConfig::builder()
+            .rx_queue_size(rx_size)
+            .tx_queue_size(tx_size)
+            .xdp_flags(self.xdp.flags)
+            .bind_flags(bind_flags)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .build();
+        // SAFETY: INHIBIT_PROG_LOAD is set, and (interface, queue) is bound by no
+        // other socket of ours: the interface's claim is held by this port, which
+        // binds queue 0 only, and the multi-queue port opens each queue once.
+        let (tx, rx, fq_cq) = unsafe { Socket::new(config, &umem, &iface, queue) }
+            .map_err(|e| unsupported(format!("queue {queue}: {}", explain(&e))))?;
+        let Some((fq, cq)) = fq_cq else {
+            return Err(unsupported(format!(
+                "queue {queue} is already bound from this pool"
+            )));
+        };
+        let fd = rx.fd().as_raw_fd();
+        filter.add_socket(queue, fd).map_err(|e| {
+            unsupported(format!(
+                "queue {queue}: adding the socket to the filter's map: {e}"
+            ))
+        })?;
+        let zero_copy = kernel_zero_copy(fd).unwrap_or(self.zero_copy);
+        Ok(AfXdpPort {
+            rings: ManuallyDrop::new(Rings { rx, tx, fq, cq }),
+            fd,
+            port_no: self.port_no,
+            zero_copy,
+            scratch: vec![FrameDesc::default(); SCRATCH].into_boxed_slice(),
+            rx_held: 0,
+            tx_held: 0,
+            fill_target: self.fill_target,
+            rx_idle: true,
+            gone: false,
+            counters: AfXdpCounters::default(),
+            netns: current_netns()?,
+            // Not the program's owner: nothing to detach when this socket goes.
+            xdp: XdpWatch {
+                ifindex,
+                flags: self.xdp.flags,
+                before: None,
+                ours: None,
+            },
+            filter: None,
+            _claim: None,
+        })
     }
 
     /// Frames this port has lent to the kernel (fill, RX, TX and completion rings).

@@ -6,8 +6,10 @@
 //! | [`afxdp`] | `xdp-drv`, `xdp-skb` | AF_XDP socket on the worker's shared UMEM: RX and TX move frame descriptors |
 //! | [`packet`] | `packet` | AF_PACKET socket, `recvmmsg`/`sendmmsg` straight into/out of pool frames |
 //! | [`memory`] | `memory` | in-process queues, for tests and micro benchmarks |
+//! | [`multiqueue`] | `xdp-drv`, `xdp-skb` | the uplink on a multi-queue NIC: one AF_XDP socket per RX queue |
 //!
-//! A port is owned by exactly one poll worker and only ever touched by that thread.
+//! A port is owned by exactly one poll worker and only ever touched by that thread
+//! (a multi-queue uplink's sockets included).
 
 pub mod afxdp;
 pub mod anchor;
@@ -15,6 +17,7 @@ pub mod fastpath;
 pub mod fastpath_nat;
 pub mod fastpath_tunnel;
 pub mod memory;
+pub mod multiqueue;
 pub mod netdev;
 pub mod packet;
 pub mod xdp_filter;
@@ -137,6 +140,12 @@ pub trait Port: Send {
     /// long while such a port exists).
     fn poll_fd(&self) -> Option<RawFd>;
 
+    /// Further descriptors to sleep on besides [`Port::poll_fd`] (the other RX
+    /// queues' sockets of a multi-queue uplink).
+    fn extra_poll_fds(&self) -> &[RawFd] {
+        &[]
+    }
+
     /// Frames the kernel dropped before the switch saw them (AF_XDP statistics),
     /// cumulative. Read by the worker now and then, not per packet.
     fn kernel_drops(&self) -> u64 {
@@ -175,7 +184,7 @@ pub fn open(
 ) -> Result<(Box<dyn Port>, PortAttachment), PortError> {
     match mode {
         PortMode::XdpDrv | PortMode::XdpSkb => {
-            let (port, att) = {
+            let (port, att): (afxdp::AfXdpPort, PortAttachment) = {
                 let umem = umem.ok_or_else(|| PortError::Unsupported {
                     name: name.to_string(),
                     mode,
@@ -219,6 +228,22 @@ pub fn open(
                     }
                 }
             };
+            // The uplink filter (and only it) serves every RX queue of a multi-queue
+            // NIC; with one queue the port is the plain single-socket one.
+            let queues = if att.filter.is_some() {
+                multiqueue::queues_of(name)
+            } else {
+                1
+            };
+            if queues > 1 {
+                let umem = umem.ok_or_else(|| PortError::Unsupported {
+                    name: name.to_string(),
+                    mode,
+                    reason: "this worker has no UMEM (AF_XDP unavailable)".into(),
+                })?;
+                let mq = multiqueue::MultiQueuePort::open(port, name, mode, umem, queues)?;
+                return Ok((Box::new(mq), att));
+            }
             Ok((Box::new(port), att))
         }
         PortMode::Packet => {

@@ -57,6 +57,61 @@ fn ifreq(name: &str, request: libc::c_ulong) -> io::Result<libc::ifreq> {
     Ok(req)
 }
 
+/// `SIOCETHTOOL` (linux/sockios.h) and `ETHTOOL_GCHANNELS` (linux/ethtool.h).
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+
+/// `struct ethtool_channels`.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// How many RX queues the interface delivers frames on: its combined plus
+/// RX-only channels (`ethtool -l`), asked with `ETHTOOL_GCHANNELS` in the calling
+/// thread's namespace. `None` when the driver does not report channels (then it
+/// has one RX queue as far as AF_XDP is concerned) or the interface is unknown.
+pub fn rx_queues(name: &str) -> Option<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return None;
+    }
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    // SAFETY: all-zero is a valid ifreq (name empty, union zeroed).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS writes one ethtool_channels
+    // through ifr_data, which points at `ch`, alive for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) } < 0 {
+        return None;
+    }
+    let n = ch.combined_count.saturating_add(ch.rx_count);
+    (n > 0).then_some(n)
+}
+
 /// The interface's MAC address (zeros when unknown).
 pub fn mac(name: &str) -> [u8; 6] {
     if let Ok(req) = ifreq(name, libc::SIOCGIFHWADDR) {

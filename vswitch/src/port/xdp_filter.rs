@@ -48,8 +48,8 @@ use std::ptr::NonNull;
 pub const MAX_NODE_IPS: usize = 8;
 /// The program's name as the kernel reports it (`ip -d link`, `bpftool prog`).
 pub const PROG_NAME: &str = "vswitch_uplink";
-/// Entries of `xsks_map` (queue indexes); only queue 0 has a socket today.
-const XSKS_MAP_ENTRIES: u32 = 64;
+/// Entries of `xsks_map` (queue indexes): the most RX queues an uplink can serve.
+pub(crate) const XSKS_MAP_ENTRIES: u32 = 64;
 
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 /// `XDP_FLAGS_REPLACE`: attach/detach only if the program attached is the one named.

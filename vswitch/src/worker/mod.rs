@@ -785,6 +785,13 @@ impl Worker {
                 }),
                 None => self.must_spin = true,
             }
+            for &fd in s.port.extra_poll_fds() {
+                self.pollfds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
         }
         self.pollfds_dirty = false;
     }
