@@ -25,74 +25,26 @@ use vswitch_suite::pod::{Pod, PodOpts};
 use vswitch_suite::veth::{Veth, disable_offloads};
 use vswitch_suite::{TempDir, wait_for};
 
+mod services_common;
+use services_common::{
+    NODE, Servers, apply_text, ep_on, fetch, plain_pod, pod_on, svc, via_gateway,
+};
+
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const CLIENT_IP: &str = "192.0.2.2";
 const UPLINK: &str = "npup0";
-const GW_IP: &str = "10.250.0.1";
-const GW_MAC: &str = "0a:58:0a:fa:00:01";
-
-const NODE: &str = "apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.250.0.0/24}
-status: {addresses: [{type: InternalIP, address: 192.0.2.1}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b1, namespace: shop, uid: uid-b1}
-spec: {nodeName: node-a, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.250.0.21, podIPs: [{ip: 10.250.0.21}]}
----
-";
-
 /// A NodePort Service and its EndpointSlice (`eps` may be empty).
-fn svc(name: &str, policy: &str, node_port: u16, target: u16, eps: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: shop}}
-spec: {{type: NodePort, clusterIP: 10.96.0.{node_port_lo}, externalTrafficPolicy: {policy},
-  ports: [{{name: http, port: 80, targetPort: {target}, nodePort: {node_port}}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-endpoints: [{eps}]
-ports: [{{name: http, port: {target}}}]
----
-",
-        node_port_lo = node_port % 250
+fn node_port_svc(name: &str, policy: &str, node_port: u16, target: u16, eps: &str) -> String {
+    svc(
+        name,
+        &format!(
+            "type: NodePort, clusterIP: 10.96.0.{}, externalTrafficPolicy: {policy},
+  ports: [{{name: http, port: 80, targetPort: {target}, nodePort: {node_port}}}]",
+            node_port % 250
+        ),
+        eps,
+        &format!("{{name: http, port: {target}}}"),
     )
-}
-
-const EP: &str = "{addresses: [10.250.0.21], nodeName: node-a, conditions: {ready: true}}";
-
-/// One TCP exchange from the client namespace: what the server wrote, or the
-/// error text.
-fn fetch(client: &Netns, addr: &str) -> Result<String, String> {
-    let out = client
-        .command("socat")
-        .args(["-T", "3", "-", &format!("TCP:{addr},connect-timeout=3")])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-struct Servers(Vec<std::process::Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for s in &mut self.0 {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-    }
 }
 
 #[test]
@@ -149,12 +101,7 @@ fn node_port_from_outside_the_node() {
         "shop/b1",
     ])
     .expect("pod port");
-    b1.ns
-        .ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &b1.ifname])
-        .expect("gateway neighbour");
-    b1.ns
-        .ip(&["route", "add", "default", "via", GW_IP])
-        .expect("default route");
+    via_gateway(&b1);
     let mut servers = Servers(Vec::new());
     servers.0.push(
         b1.command("socat")
@@ -166,22 +113,13 @@ fn node_port_from_outside_the_node() {
             .expect("tcp server"),
     );
 
-    let mut m = String::from(NODE);
-    m += &svc("cluster", "Cluster", 30080, 8080, EP);
-    m += &svc("local", "Local", 30081, 8080, EP);
-    m += &svc("empty", "Cluster", 30082, 8080, "");
-    m += &svc("bulk", "Cluster", 30083, 8081, EP);
-    let f = dir.path().join("m.yaml");
-    std::fs::write(&f, &m).expect("manifest");
-    let out = d
-        .vsctl(&[
-            "apply",
-            f.to_str().unwrap_or_default(),
-            "--node-name",
-            "node-a",
-        ])
-        .expect("apply");
-    assert!(out.starts_with("applied"), "{out}");
+    let ep = ep_on("10.250.0.21", "node-a");
+    let mut m = format!("{NODE}{}", plain_pod("b1", "10.250.0.21"));
+    m += &node_port_svc("cluster", "Cluster", 30080, 8080, &ep);
+    m += &node_port_svc("local", "Local", 30081, 8080, &ep);
+    m += &node_port_svc("empty", "Cluster", 30082, 8080, "");
+    m += &node_port_svc("bulk", "Cluster", 30083, 8081, &ep);
+    apply_text(&d, &dir, &m);
     let s = d.vsctl(&["services"]).expect("services");
     println!("{s}");
     assert!(s.contains("192.0.2.1:30080"), "{s}");
@@ -328,25 +266,19 @@ fn start_node(ns: Netns, up: &str, dir: &TempDir, name: &str) -> NodeNs {
     NodeNs { d, ns }
 }
 
-const TWO_NODES: &str = "apiVersion: v1
+/// node-a, node-b (10.251.0.0/24 at 192.0.2.3) and pod b1 on node-b.
+fn two_nodes() -> String {
+    format!(
+        "{NODE}apiVersion: v1
 kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.250.0.0/24}
-status: {addresses: [{type: InternalIP, address: 192.0.2.1}]}
+metadata: {{name: node-b}}
+spec: {{podCIDR: 10.251.0.0/24}}
+status: {{addresses: [{{type: InternalIP, address: 192.0.2.3}}]}}
 ---
-apiVersion: v1
-kind: Node
-metadata: {name: node-b}
-spec: {podCIDR: 10.251.0.0/24}
-status: {addresses: [{type: InternalIP, address: 192.0.2.3}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b1, namespace: shop, uid: uid-b1}
-spec: {nodeName: node-b, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.251.0.21, podIPs: [{ip: 10.251.0.21}]}
----
-";
+{}",
+        pod_on("b1", "10.251.0.21", "node-b")
+    )
+}
 
 #[test]
 fn node_port_to_an_endpoint_on_another_node() {
@@ -419,8 +351,8 @@ fn node_port_to_an_endpoint_on_another_node() {
             .spawn()
             .expect("tcp server"),
     );
-    let ep = "{addresses: [10.251.0.21], nodeName: node-b, conditions: {ready: true}}";
-    let m = format!("{TWO_NODES}{}", svc("cluster", "Cluster", 30080, 8080, ep));
+    let ep = ep_on("10.251.0.21", "node-b");
+    let m = two_nodes() + &node_port_svc("cluster", "Cluster", 30080, 8080, &ep);
     let f = dir.path().join("m.yaml");
     std::fs::write(&f, &m).expect("manifest");
     for (n, name) in [(&a, "node-a"), (&b, "node-b")] {

@@ -17,9 +17,10 @@ use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::{Pod, PodOpts};
 use vswitch_suite::{TempDir, wait_for};
 
-const GW_IP: &str = "10.250.0.1";
-/// What the agent derives for the gateway of 10.250.0.0/24: 0a:58 + 10.250.0.1.
-const GW_MAC: &str = "0a:58:0a:fa:00:01";
+mod services_common;
+use services_common::{
+    GW_MAC, NODE, Servers, apply, apply_text, ep, ep_on, fetch, plain_pod, svc, via_gateway,
+};
 
 fn pod_doc(name: &str, ip: &str, mac: &str) -> String {
     format!(
@@ -37,26 +38,14 @@ status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
 }
 
 fn services(eps: &str) -> String {
+    let web = svc(
+        "web",
+        "clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: http}]",
+        eps,
+        "{name: http, port: 8080}",
+    );
     format!(
-        r#"apiVersion: v1
-kind: Node
-metadata: {{name: node-a}}
-spec: {{podCIDR: 10.250.0.0/24}}
-status: {{addresses: [{{type: InternalIP, address: 192.0.2.1}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: shop}}
-spec: {{clusterIP: 10.96.0.10, ports: [{{name: http, port: 80, targetPort: http}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-endpoints: [{eps}]
-ports: [{{name: http, port: 8080}}]
----
-apiVersion: v1
+        r#"{NODE}{web}apiVersion: v1
 kind: Service
 metadata: {{name: empty, namespace: shop}}
 spec: {{clusterIP: 10.96.0.11, ports: [{{port: 80, targetPort: 8080}}]}}
@@ -69,48 +58,13 @@ spec: {{clusterIP: 10.96.0.300, ports: [{{port: 80}}]}}
     )
 }
 
-fn ep(ip: &str, ready: bool) -> String {
-    format!("{{addresses: [{ip}], conditions: {{ready: {ready}}}}}")
-}
-
-/// A pod attached to the switch, with a default route via the gateway address
-/// (resolved statically: the gateway's ARP responder is the overlay's work).
+/// A pod attached to the switch, with a default route via the gateway address.
 fn attach(sw: &Netns, d: &Vswitchd, last: u8) -> Pod {
     let ip = std::net::Ipv4Addr::new(10, 250, 0, last);
     let p = Pod::new(sw, ip, PodOpts::default()).expect("pod");
     d.add_port(&p.switch_if, "packet").expect("add-port");
-    p.ns.ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &p.ifname])
-        .expect("gateway neighbour");
-    p.ns.ip(&["route", "add", "default", "via", GW_IP])
-        .expect("default route");
+    via_gateway(&p);
     p
-}
-
-/// One TCP exchange: the server's answer (its address), or the error text.
-fn fetch(client: &Pod, addr: &str) -> Result<String, String> {
-    let out = client
-        .command("socat")
-        .args(["-T", "3", "-", &format!("TCP:{addr},connect-timeout=3")])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn apply(d: &Vswitchd, dir: &TempDir, text: &str) -> String {
-    let f = dir.path().join("m.yaml");
-    std::fs::write(&f, text).expect("write");
-    d.vsctl(&[
-        "apply",
-        f.to_str().unwrap_or_default(),
-        "--node-name",
-        "node-a",
-    ])
-    .unwrap_or_else(|e| format!("apply failed: {e}"))
 }
 
 #[test]
@@ -155,12 +109,12 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
 
     // Wait for the servers, then many connections.
     let first = wait_for(Duration::from_secs(10), || {
-        fetch(&client, "10.96.0.10:80").ok()
+        fetch(&client.ns, "10.96.0.10:80").ok()
     });
     assert!(first.is_some(), "no answer through the ClusterIP");
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..40 {
-        let a = fetch(&client, "10.96.0.10:80").expect("answer through the service");
+        let a = fetch(&client.ns, "10.96.0.10:80").expect("answer through the service");
         *seen.entry(a).or_default() += 1;
     }
     println!("answers: {seen:?}");
@@ -175,7 +129,7 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
 
     // No endpoints: refused at once (RST), not a timeout.
     let t = Instant::now();
-    let r = fetch(&client, "10.96.0.11:80");
+    let r = fetch(&client.ns, "10.96.0.11:80");
     let took = t.elapsed();
     assert!(r.is_err(), "{r:?}");
     assert!(
@@ -192,7 +146,7 @@ fn cluster_ip_balances_over_ready_endpoints_and_rejects_when_empty() {
     apply(&d, &dir, &format!("{pods}{}", services(&eps)));
     for _ in 0..10 {
         assert_eq!(
-            fetch(&client, "10.96.0.10:80").as_deref(),
+            fetch(&client.ns, "10.96.0.10:80").as_deref(),
             Ok("10.250.0.22")
         );
     }
@@ -224,55 +178,8 @@ fn attach_cni(sw: &Netns, d: &Vswitchd, last: u8) -> Pod {
     p.ns.ip(&["link", "set", "dev", &p.ifname, "address", &mac])
         .expect("pod mac");
     d.add_port(&p.switch_if, "packet").expect("add-port");
-    p.ns.ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &p.ifname])
-        .expect("gateway neighbour");
-    p.ns.ip(&["route", "add", "default", "via", GW_IP])
-        .expect("default route");
+    via_gateway(&p);
     p
-}
-
-fn plain_pod(name: &str, ip: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: shop, uid: uid-{name}}}
-spec: {{nodeName: node-a, containers: [{{name: c, image: x}}]}}
-status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
----
-"
-    )
-}
-
-const NODE: &str = "apiVersion: v1
-kind: Node
-metadata: {name: node-a}
-spec: {podCIDR: 10.250.0.0/24}
-status: {addresses: [{type: InternalIP, address: 192.0.2.1}]}
----
-";
-
-/// A Service and its EndpointSlice. `spec` is the inside of the Service's spec
-/// (flow mapping), `eps` the endpoints, `ports` the slice's ports.
-fn svc(name: &str, spec: &str, eps: &str, ports: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: shop}}
-spec: {{{spec}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-endpoints: [{eps}]
-ports: [{ports}]
----
-"
-    )
-}
-
-fn ep_on(ip: &str, node: &str) -> String {
-    format!("{{addresses: [{ip}], nodeName: {node}, conditions: {{ready: true}}}}")
 }
 
 /// One UDP exchange from `sport` (0: any): the answer or the error text.
@@ -295,17 +202,6 @@ fn udp_ask(client: &Pod, addr: &str, sport: u16) -> Result<String, String> {
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
-    }
-}
-
-struct Servers(Vec<std::process::Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for s in &mut self.0 {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
     }
 }
 
@@ -334,11 +230,6 @@ fn serve(p: &Pod, tcp: &[u16], out: &mut Servers) {
             .spawn()
             .expect("udp server"),
     );
-}
-
-fn apply_text(d: &Vswitchd, dir: &TempDir, text: &str) {
-    let out = apply(d, dir, text);
-    assert!(out.starts_with("applied"), "{out}");
 }
 
 #[test]
@@ -395,13 +286,13 @@ fn udp_affinity_hairpin_ports_and_icmp_errors() {
     };
     apply_text(&d, &dir, &manifest(&both));
     let first = wait_for(Duration::from_secs(10), || {
-        fetch(&client, "10.96.0.40:80").ok()
+        fetch(&client.ns, "10.96.0.40:80").ok()
     });
     assert_eq!(first.as_deref(), Some("8080 10.250.0.22"), "multi port 80");
 
     // Several ports of one service, each to its own target port.
     assert_eq!(
-        fetch(&client, "10.96.0.40:81").as_deref(),
+        fetch(&client.ns, "10.96.0.40:81").as_deref(),
         Ok("8081 10.250.0.22")
     );
 
@@ -443,7 +334,7 @@ fn udp_affinity_hairpin_ports_and_icmp_errors() {
     // Session affinity: one client, one endpoint, over many connections.
     let mut seen = BTreeSet::new();
     for _ in 0..12 {
-        seen.insert(fetch(&client, "10.96.0.20:80").expect("sticky"));
+        seen.insert(fetch(&client.ns, "10.96.0.20:80").expect("sticky"));
     }
     assert_eq!(seen.len(), 1, "affinity not kept: {seen:?}");
     // ... and its 1 s timeout honoured: after a pause, Maglev chooses again
@@ -451,7 +342,7 @@ fn udp_affinity_hairpin_ports_and_icmp_errors() {
     let mut after = seen.clone();
     for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(1200));
-        after.insert(fetch(&client, "10.96.0.20:80").expect("sticky"));
+        after.insert(fetch(&client.ns, "10.96.0.20:80").expect("sticky"));
         if after.len() == 2 {
             break;
         }
@@ -460,7 +351,7 @@ fn udp_affinity_hairpin_ports_and_icmp_errors() {
 
     // Hairpin: a pod reaching its own service lands on itself.
     assert_eq!(
-        fetch(&b1, "10.96.0.30:80").as_deref(),
+        fetch(&b1.ns, "10.96.0.30:80").as_deref(),
         Ok("8080 10.250.0.21"),
         "hairpin"
     );
@@ -586,7 +477,7 @@ fn node_port_via_gateway_local_policies_and_full_table() {
     println!("{s}");
     assert!(s.contains("192.0.2.1:30080"), "{s}");
     let first = wait_for(Duration::from_secs(10), || {
-        fetch(&host, "192.0.2.1:30080").ok()
+        fetch(&host.ns, "192.0.2.1:30080").ok()
     });
     assert_eq!(first.as_deref(), Some("8080 10.250.0.21"), "NodePort");
     // Four of each: every one stays in the table (assured, TIME_WAIT for 30 s)
@@ -595,12 +486,12 @@ fn node_port_via_gateway_local_policies_and_full_table() {
     // nothing is evictable); 8 + 1 leave room for the full-table part below.
     for _ in 0..4 {
         assert_eq!(
-            fetch(&host, "192.0.2.1:30080").as_deref(),
+            fetch(&host.ns, "192.0.2.1:30080").as_deref(),
             Ok("8080 10.250.0.21"),
             "externalTrafficPolicy Local"
         );
         assert_eq!(
-            fetch(&client, "10.96.0.70:80").as_deref(),
+            fetch(&client.ns, "10.96.0.70:80").as_deref(),
             Ok("8080 10.250.0.21"),
             "internalTrafficPolicy Local"
         );
@@ -618,7 +509,7 @@ fn node_port_via_gateway_local_policies_and_full_table() {
     assert!(c["entries"].as_u64().unwrap_or(99) <= 16, "{c}");
     for _ in 0..4 {
         assert_eq!(
-            fetch(&client, "10.96.0.70:80").as_deref(),
+            fetch(&client.ns, "10.96.0.70:80").as_deref(),
             Ok("8080 10.250.0.21"),
             "a new connection with the table full"
         );
@@ -717,7 +608,9 @@ fn ipv6_neighbour_discovery_and_ping_with_services_and_policy() {
     let n = a.ns.ip(&["-6", "neigh", "show", &c6]).unwrap_or_default();
     assert!(n.contains("lladdr"), "a resolved c: {n}");
     // The IPv4 service still works beside it.
-    let got = wait_for(Duration::from_secs(10), || fetch(&a, "10.96.0.10:80").ok());
+    let got = wait_for(Duration::from_secs(10), || {
+        fetch(&a.ns, "10.96.0.10:80").ok()
+    });
     assert!(got.is_some(), "service over IPv4");
     assert_eq!(inv(&d), before, "nothing was invalid");
 

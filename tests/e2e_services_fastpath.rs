@@ -21,9 +21,9 @@ use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::{Pod, PodOpts};
 use vswitch_suite::{TempDir, err, wait_for};
 
-const GW_IP: &str = "10.250.0.1";
-/// What the agent derives for the gateway of 10.250.0.0/24: 0a:58 + 10.250.0.1.
-const GW_MAC: &str = "0a:58:0a:fa:00:01";
+mod services_common;
+use services_common::{NODE, apply_text, ep, svc, via_gateway};
+
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const TCP_BYTES: u64 = 64 << 20;
 /// conntrack's UDP timeouts in this test (seconds): short, so that a stream
@@ -45,44 +45,17 @@ status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
 
 /// The node, and Service `web` (TCP 80 → 8080, UDP 53 → 5353) over `eps`.
 fn manifest(pods: &str, eps: &[Ipv4Addr]) -> String {
-    let eps: Vec<String> = eps
-        .iter()
-        .map(|ip| format!("{{addresses: [{ip}], conditions: {{ready: true}}}}"))
-        .collect();
-    format!(
-        "{pods}apiVersion: v1
-kind: Node
-metadata: {{name: node-a}}
-spec: {{podCIDR: 10.250.0.0/24}}
-status: {{addresses: [{{type: InternalIP, address: 192.0.2.1}}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: shop}}
-spec: {{clusterIP: {VIP}, ports: [{{name: http, port: 80, targetPort: 8080}},
-  {{name: dns, protocol: UDP, port: 53, targetPort: 5353}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-endpoints: [{}]
-ports: [{{name: http, port: 8080}}, {{name: dns, protocol: UDP, port: 5353}}]
-",
-        eps.join(", ")
-    )
-}
-
-fn apply(d: &Vswitchd, dir: &TempDir, text: &str) {
-    let f = dir.path().join("m.yaml");
-    std::fs::write(&f, text).expect("write manifest");
-    d.vsctl(&[
-        "apply",
-        f.to_str().unwrap_or_default(),
-        "--node-name",
-        "node-a",
-    ])
-    .expect("vsctl apply");
+    let eps: Vec<String> = eps.iter().map(|ip| ep(&ip.to_string(), true)).collect();
+    let web = svc(
+        "web",
+        &format!(
+            "clusterIP: {VIP}, ports: [{{name: http, port: 80, targetPort: 8080}},
+  {{name: dns, protocol: UDP, port: 53, targetPort: 5353}}]"
+        ),
+        &eps.join(", "),
+        "{name: http, port: 8080}, {name: dns, protocol: UDP, port: 5353}",
+    );
+    format!("{pods}{NODE}{web}")
 }
 
 /// A pod on an XDP port of the switch, GRO on at its end (a veth accepts
@@ -92,10 +65,7 @@ fn attach(sw: &Netns, d: &Vswitchd, last: u8) -> Pod {
     p.ns.run(&["ethtool", "-K", &p.ifname, "gro", "on"])
         .expect("gro on at the pod end");
     d.add_port(&p.switch_if, "xdp-drv").expect("add-port");
-    p.ns.ip(&["neigh", "add", GW_IP, "lladdr", GW_MAC, "dev", &p.ifname])
-        .expect("gateway neighbour");
-    p.ns.ip(&["route", "add", "default", "via", GW_IP])
-        .expect("default route");
+    via_gateway(&p);
     p
 }
 
@@ -308,7 +278,7 @@ fn cluster_ip_established_connections_in_the_kernel() {
         docs.push_str(&pod_doc(&format!("web-{i}"), p.ip, &p.mac));
     }
     let backends: Vec<Backend> = pods.iter().map(Backend::start).collect();
-    apply(&d, &dir, &manifest(&docs, &[pods[0].ip, pods[1].ip]));
+    apply_text(&d, &dir, &manifest(&docs, &[pods[0].ip, pods[1].ip]));
     let port_of = |id: u8| -> &str {
         let p = pods
             .iter()
@@ -433,7 +403,7 @@ fn cluster_ip_established_connections_in_the_kernel() {
         .filter(|p| p.ip.octets()[3] != chosen)
         .map(|p| p.ip)
         .collect();
-    apply(&d, &dir, &manifest(&docs, &keep));
+    apply_text(&d, &dir, &manifest(&docs, &keep));
     let seen_gone = gone.udp_seen.load(Ordering::Relaxed);
     let who = udp.exchange(50, Duration::from_millis(2));
     assert!(

@@ -3,14 +3,15 @@
 //! objects that vswitchd embeds (`include_bytes!`) and loads with libbpf at run time.
 //!
 //! clang is already required by the vendored libxdp (xsk-rs builds its BPF objects
-//! with it); `CLANG` names another binary. The program is self-contained (no kernel
-//! or libbpf headers), so nothing else is needed.
+//! with it); `CLANG` names another binary. The programs are self-contained (no kernel
+//! or libbpf headers: `bpf/common.h` stands in for them), so nothing else is needed.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-changed=bpf/common.h");
     println!("cargo:rerun-if-changed=bpf/fastpath_vxlan.h");
     println!("cargo:rerun-if-changed=bpf/fastpath_nat.h");
     for name in ["uplink_filter", "port_fastpath"] {

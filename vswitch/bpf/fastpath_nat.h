@@ -96,7 +96,6 @@ static __attribute__((always_inline)) int nat_fastpath(struct xdp_md *ctx)
 {
 	__u8 *data = (__u8 *)(long)ctx->data;
 	const __u8 *end = (const __u8 *)(long)ctx->data_end;
-	__u32 zero = 0;
 
 	// Ethernet (14) + IPv4 without options (20) + the larger L4 header (TCP, 20).
 	if (data + 14 + 20 + 8 > end)
@@ -135,9 +134,6 @@ static __attribute__((always_inline)) int nat_fastpath(struct xdp_md *ctx)
 	struct nat_value *v = bpf_map_lookup_elem(&nat_flows, &k);
 	if (!v)
 		return -1;
-	__u32 *epoch = bpf_map_lookup_elem(&epoch_map, &zero);
-	if (!epoch || v->epoch != *epoch)
-		return -1;
 	if (v->in_ifindex != ctx->ingress_ifindex)
 		return -1;
 	if (!nat_mac_eq(data, v->match_dst) || !nat_mac_eq(data + 6, v->match_src))
@@ -148,7 +144,7 @@ static __attribute__((always_inline)) int nat_fastpath(struct xdp_md *ctx)
 	if (v->dec_ttl && ip[8] <= 1)
 		return -1;
 	__u32 out = v->out_ifindex;
-	if (!bpf_map_lookup_elem(&tx_ports, &out))
+	if (!fp_usable(v->epoch, out))
 		return -1;
 
 	// Rewrite: IPv4 header (addresses, TTL) with its checksum, then the ports
@@ -192,18 +188,7 @@ static __attribute__((always_inline)) int nat_fastpath(struct xdp_md *ctx)
 	__builtin_memcpy(data + 6, v->new_src, 6);
 
 	__u64 len = (__u64)(end - data);
-	__u32 in_port = v->in_port;
-	__u32 out_port = v->out_port;
-	struct fp_stats *s = bpf_map_lookup_elem(&fp_stats, &in_port);
-	if (s) {
-		s->rx_packets++;
-		s->rx_bytes += len;
-	}
-	s = bpf_map_lookup_elem(&fp_stats, &out_port);
-	if (s) {
-		s->tx_packets++;
-		s->tx_bytes += len;
-	}
+	fp_count(v->in_port, len, v->out_port, len);
 	if (now - v->last_seen > REFRESH_NS)
 		v->last_seen = now;
 	return bpf_redirect_map(&tx_ports, out, 0);

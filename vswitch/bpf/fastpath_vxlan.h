@@ -20,51 +20,11 @@
 //
 // Every entry carries the switch-wide epoch it was computed in (epoch_map) and is
 // ignored once that changed; its egress must be in tx_ports. Frames are counted in
-// fp_stats like the L2 fast path's.
+// fp_stats like the L2 fast path's (fp_count). Those maps, like the prelude, come
+// from common.h.
 
 #define VX_OVERHEAD 50
 #define VX_ENTRIES 16384
-
-static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)44;
-
-#ifdef VX_UPLINK
-// The maps the port programs share (declared as in port_fastpath.c; vswitchd
-// hands this program the same descriptors).
-struct fp_stats {
-	__u64 rx_packets;
-	__u64 rx_bytes;
-	__u64 tx_packets;
-	__u64 tx_bytes;
-};
-
-#define MAX_PORTS 1024
-#define BPF_MAP_TYPE_PERCPU_ARRAY 6
-#define BPF_MAP_TYPE_LRU_HASH 9
-#define BPF_MAP_TYPE_DEVMAP_HASH 25
-
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} epoch_map SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} tx_ports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32);
-	__type(value, struct fp_stats);
-} fp_stats SEC(".maps");
-#endif
 
 // 48 bytes; `TunFlowKey` in fastpath_tunnel.rs. w[0] has no in_port (in_ifindex
 // stands for it).
@@ -219,28 +179,6 @@ static __attribute__((always_inline)) void vx_dec_ttl(__u8 *ip)
 	ip[11] = c & 0xff;
 }
 
-static __attribute__((always_inline)) void vx_count(__u32 in_port, __u64 in_len, __u32 out_port,
-						    __u64 out_len)
-{
-	struct fp_stats *s = bpf_map_lookup_elem(&fp_stats, &in_port);
-	if (s) {
-		s->rx_packets++;
-		s->rx_bytes += in_len;
-	}
-	s = bpf_map_lookup_elem(&fp_stats, &out_port);
-	if (s) {
-		s->tx_packets++;
-		s->tx_bytes += out_len;
-	}
-}
-
-static __attribute__((always_inline)) int vx_current(__u32 epoch)
-{
-	__u32 zero = 0;
-	__u32 *e = bpf_map_lookup_elem(&epoch_map, &zero);
-	return e && *e == epoch;
-}
-
 #ifndef VX_UPLINK
 // Encapsulation on a pod port: returns an XDP action, or -1 for the slow path.
 static __attribute__((always_inline)) int vx_encap(struct xdp_md *ctx)
@@ -253,11 +191,9 @@ static __attribute__((always_inline)) int vx_encap(struct xdp_md *ctx)
 	if (!vx_words(data, end, k.w))
 		return -1;
 	struct tun_encap *v = bpf_map_lookup_elem(&tun_encap, &k);
-	if (!v || !vx_current(v->epoch))
+	if (!v || !fp_usable(v->epoch, v->out_ifindex))
 		return -1;
 	__u32 out = v->out_ifindex;
-	if (!bpf_map_lookup_elem(&tx_ports, &out))
-		return -1;
 	__u64 len = (__u64)(end - data);
 	// Too big for the port or for the tunnel: the slow path drops it or answers
 	// ICMP fragmentation-needed.
@@ -275,7 +211,7 @@ static __attribute__((always_inline)) int vx_encap(struct xdp_md *ctx)
 	__builtin_memcpy(mac, v->inner_dst, 12);
 	__u32 in_port = v->in_port, out_port = v->out_port;
 	__u64 now = bpf_ktime_get_ns();
-	if (now - v->last_seen > 1000000000ULL)
+	if (now - v->last_seen > REFRESH_NS)
 		v->last_seen = now;
 	// Copy what the header needs before the value pointer is no longer needed.
 	__u8 hdr[VX_OVERHEAD];
@@ -331,7 +267,7 @@ static __attribute__((always_inline)) int vx_encap(struct xdp_md *ctx)
 	__builtin_memcpy(data + VX_OVERHEAD, mac, 12);
 	if (dec)
 		vx_dec_ttl(data + VX_OVERHEAD + 14);
-	vx_count(in_port, len, out_port, len + VX_OVERHEAD);
+	fp_count(in_port, len, out_port, len + VX_OVERHEAD);
 	return bpf_redirect_map(&tx_ports, out, 0);
 }
 #else
@@ -357,11 +293,9 @@ static __attribute__((always_inline)) int vx_decap(struct xdp_md *ctx)
 	if (!vx_words(data + VX_OVERHEAD, end, k.inner))
 		return -1;
 	struct tun_decap *v = bpf_map_lookup_elem(&tun_decap, &k);
-	if (!v || !vx_current(v->epoch))
+	if (!v || !fp_usable(v->epoch, v->out_ifindex))
 		return -1;
 	__u32 out = v->out_ifindex;
-	if (!bpf_map_lookup_elem(&tx_ports, &out))
-		return -1;
 	__u64 len = (__u64)(end - data);
 	if (len > v->max_in)
 		return -1;
@@ -370,7 +304,7 @@ static __attribute__((always_inline)) int vx_decap(struct xdp_md *ctx)
 	__builtin_memcpy(mac, v->inner_dst, 12);
 	__u32 in_port = v->in_port, out_port = v->out_port;
 	__u64 now = bpf_ktime_get_ns();
-	if (now - v->last_seen > 1000000000ULL)
+	if (now - v->last_seen > REFRESH_NS)
 		v->last_seen = now;
 	if (bpf_xdp_adjust_head(ctx, VX_OVERHEAD))
 		return -1;
@@ -385,7 +319,7 @@ static __attribute__((always_inline)) int vx_decap(struct xdp_md *ctx)
 		vx_dec_ttl(ip);
 	}
 	__builtin_memcpy(data, mac, 12);
-	vx_count(in_port, len, out_port, len - VX_OVERHEAD);
+	fp_count(in_port, len, out_port, len - VX_OVERHEAD);
 	return bpf_redirect_map(&tx_ports, out, 0);
 }
 #endif

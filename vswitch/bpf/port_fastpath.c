@@ -24,40 +24,12 @@
 // every fdb miss, stale epoch, or egress not in tx_ports. A queue without a socket
 // in xsks_map passes the frame (bpf_redirect_map's fallback action).
 //
-// Self-contained on purpose (no kernel or libbpf headers), like uplink_filter.c.
-// The maps fdb, epoch_map, tx_ports and fp_stats are shared by all fast-path ports
-// (vswitchd reuses one set of descriptors for every port's object); xsks_map is
-// each port's own. Layouts must match vswitch/src/port/fastpath.rs.
+// Self-contained on purpose (no kernel or libbpf headers; common.h stands in for
+// them), like uplink_filter.c. The maps fdb, epoch_map, tx_ports and fp_stats are
+// shared by all fast-path ports (vswitchd reuses one set of descriptors for every
+// port's object); xsks_map is each port's own. Layouts must match vswitch/src/port/fastpath.rs.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int (*name)[val]
-#define __type(name, val) typeof(val) *name
-
-#define BPF_MAP_TYPE_ARRAY 2
-#define BPF_MAP_TYPE_PERCPU_ARRAY 6
-#define BPF_MAP_TYPE_LRU_HASH 9
-#define BPF_MAP_TYPE_XSKMAP 17
-#define BPF_MAP_TYPE_DEVMAP_HASH 25
-
-enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
-
-struct xdp_md {
-	__u32 data;
-	__u32 data_end;
-	__u32 data_meta;
-	__u32 ingress_ifindex;
-	__u32 rx_queue_index;
-	__u32 egress_ifindex;
-};
-
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
-static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
-static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+#include "common.h"
 
 // 20 bytes; `FdbKey` in fastpath.rs.
 struct fdb_key {
@@ -77,23 +49,7 @@ struct fdb_value {
 	__u64 last_seen; // bpf_ktime_get_ns (CLOCK_MONOTONIC), refreshed about once a second
 };
 
-// Per CPU, indexed by switch port number; `FpStats` in fastpath.rs.
-struct fp_stats {
-	__u64 rx_packets;
-	__u64 rx_bytes;
-	__u64 tx_packets;
-	__u64 tx_bytes;
-};
-
-#define MAX_PORTS 1024
 #define FDB_ENTRIES 65536
-
-struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u32);
-} xsks_map SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -101,30 +57,6 @@ struct {
 	__type(key, struct fdb_key);
 	__type(value, struct fdb_value);
 } fdb SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} epoch_map SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
-	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} tx_ports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MAX_PORTS);
-	__type(key, __u32);
-	__type(value, struct fp_stats);
-} fp_stats SEC(".maps");
-
-#define ETH_HLEN 14
-#define REFRESH_NS 1000000000ULL
 
 #include "fastpath_vxlan.h"
 #include "fastpath_nat.h"
@@ -134,7 +66,6 @@ int vswitch_fastpath(struct xdp_md *ctx)
 {
 	const __u8 *data = (const __u8 *)(long)ctx->data;
 	const __u8 *end = (const __u8 *)(long)ctx->data_end;
-	__u32 zero = 0;
 
 	if (data + ETH_HLEN > end)
 		goto slow;
@@ -162,25 +93,11 @@ int vswitch_fastpath(struct xdp_md *ctx)
 			return nat;
 		goto slow;
 	}
-	__u32 *epoch = bpf_map_lookup_elem(&epoch_map, &zero);
-	if (!epoch || v->epoch != *epoch)
-		goto slow;
 	__u32 out = v->out_ifindex;
-	if (!bpf_map_lookup_elem(&tx_ports, &out))
+	if (!fp_usable(v->epoch, out))
 		goto slow;
 	__u64 len = (__u64)(end - data);
-	__u32 in_port = v->in_port;
-	__u32 out_port = v->out_port;
-	struct fp_stats *s = bpf_map_lookup_elem(&fp_stats, &in_port);
-	if (s) {
-		s->rx_packets++;
-		s->rx_bytes += len;
-	}
-	s = bpf_map_lookup_elem(&fp_stats, &out_port);
-	if (s) {
-		s->tx_packets++;
-		s->tx_bytes += len;
-	}
+	fp_count(v->in_port, len, v->out_port, len);
 	__u64 now = bpf_ktime_get_ns();
 	if (now - v->last_seen > REFRESH_NS)
 		v->last_seen = now;

@@ -14,36 +14,12 @@
 // passes (bpf_redirect_map's fallback action), so a filter left attached after the
 // switch died (SIGKILL) hands everything to the host instead of black-holing it.
 //
-// Self-contained on purpose (no kernel or libbpf headers): the build needs clang
-// only, which the vendored libxdp already needs. vswitchd fills `config` (key 0)
-// and `xsks_map` at run time (vswitch/src/port/xdp_filter.rs) and changes the node
+// Self-contained on purpose (no kernel or libbpf headers; common.h stands in for
+// them): the build needs clang only, which the vendored libxdp already needs.
+// vswitchd fills `config` (key 0) and `xsks_map` at run time (vswitch/src/port/xdp_filter.rs) and changes the node
 // addresses in place when the uplink's addresses change.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int (*name)[val]
-#define __type(name, val) typeof(val) *name
-
-#define BPF_MAP_TYPE_ARRAY 2
-#define BPF_MAP_TYPE_XSKMAP 17
-
-enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
-
-struct xdp_md {
-	__u32 data;
-	__u32 data_end;
-	__u32 data_meta;
-	__u32 ingress_ifindex;
-	__u32 rx_queue_index;
-	__u32 egress_ifindex;
-};
-
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
-static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+#include "common.h"
 
 // Must match `FilterConfig` in vswitch/src/port/xdp_filter.rs (repr(C), 48 bytes).
 #define MAX_NODE_IPS 8
@@ -58,20 +34,12 @@ struct filter_config {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u32);
-} xsks_map SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct filter_config);
 } config SEC(".maps");
 
-#define ETH_HLEN 14
 #define ETH_P_IP_BE 0x0008 // htons(0x0800) on a little-endian host
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17

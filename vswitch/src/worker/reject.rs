@@ -46,15 +46,64 @@ pub fn reject(buf: &mut [u8], len: usize) -> Option<usize> {
         0x8100 | 0x88a8 => (18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])),
         et => (14, et),
     };
-    if et == ETH_IPV6 {
-        let n = reject_v6(buf, len, o)?;
-        let (d, s) = buf.split_at_mut(6);
-        d[..6].swap_with_slice(&mut s[..6]);
-        return Some(n);
+    let new_len = match et {
+        ETH_IPV4 => reject_v4(buf, len, o)?,
+        ETH_IPV6 => reject_v6(buf, len, o)?,
+        _ => return None,
+    };
+    // Back to the sender.
+    let (d, s) = buf.split_at_mut(6);
+    d[..6].swap_with_slice(&mut s[..6]);
+    Some(new_len)
+}
+
+/// The answer's IP layer, by address family: its source (the request's
+/// destination) and destination (the request's source).
+#[derive(Clone, Copy)]
+enum Answer {
+    V4 { src: [u8; 4], dst: [u8; 4] },
+    V6 { src: [u8; 16], dst: [u8; 16] },
+}
+
+impl Answer {
+    /// The answer's IP header carries no options or extension headers.
+    fn header_len(self) -> usize {
+        match self {
+            Answer::V4 { .. } => 20,
+            Answer::V6 { .. } => 40,
+        }
     }
-    if et != ETH_IPV4 {
-        return None;
+
+    /// Writes the IP header for `l4_len` bytes of protocol `proto` after it.
+    fn write_header(self, b: &mut [u8], l4_len: usize, proto: u8) {
+        match self {
+            Answer::V4 { src, dst } => ipv4_header(b, (20 + l4_len) as u16, proto, src, dst),
+            Answer::V6 { src, dst } => ipv6_header(b, l4_len, proto, src, dst),
+        }
     }
+
+    /// The pseudo-header sum a TCP checksum over `l4_len` bytes starts from.
+    fn pseudo(self, l4_len: usize, proto: u8) -> u32 {
+        match self {
+            Answer::V4 { src, dst } => pseudo_header(&src, &dst, l4_len, proto),
+            Answer::V6 { src, dst } => pseudo_header(&src, &dst, l4_len, proto),
+        }
+    }
+
+    /// Port unreachable: the ICMP protocol number, its type and code, and the
+    /// sum its checksum over `len` bytes starts from (ICMPv6 covers a
+    /// pseudo-header, ICMP does not).
+    fn unreachable(self, len: usize) -> (u8, u8, u8, u32) {
+        match self {
+            Answer::V4 { .. } => (1, 3, 3, 0),
+            Answer::V6 { .. } => (58, 1, 4, self.pseudo(len, 58)),
+        }
+    }
+}
+
+/// The IPv4 answer at `o`: a RST for TCP, ICMP port unreachable otherwise.
+fn reject_v4(buf: &mut [u8], len: usize, o: usize) -> Option<usize> {
+    let frame = buf.get(..len)?;
     let ihl = usize::from(*frame.get(o)? & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([*frame.get(o + 2)?, *frame.get(o + 3)?]));
     if ihl < 20 || total < ihl || o + total > len {
@@ -69,16 +118,13 @@ pub fn reject(buf: &mut [u8], len: usize) -> Option<usize> {
     let mut dst = [0u8; 4];
     src.copy_from_slice(&frame[o + 12..o + 16]);
     dst.copy_from_slice(&frame[o + 16..o + 20]);
-    let l4 = o + ihl;
-    let new_len = if proto == 6 {
-        tcp_rst(buf, o, l4, total - ihl, src, dst)?
+    let ip = Answer::V4 { src: dst, dst: src };
+    if proto == 6 {
+        tcp_rst(buf, o, o + ihl, total - ihl, ip)
     } else {
-        port_unreachable(buf, o, ihl, total, src, dst)?
-    };
-    // Back to the sender.
-    let (d, s) = buf.split_at_mut(6);
-    d[..6].swap_with_slice(&mut s[..6]);
-    Some(new_len)
+        // Quote the IP header and the first 8 bytes of its payload (RFC 792).
+        port_unreachable(buf, o, ihl + (total - ihl).min(8), ip)
+    }
 }
 
 /// A RST's source port, destination port, sequence and acknowledgment
@@ -107,8 +153,10 @@ fn rst_answer(t: &[u8], l4_len: usize) -> Option<RstFields> {
     Some(([t[2], t[3]], [t[0], t[1]], new_seq, new_ack, new_flags))
 }
 
-/// Sum of the IPv6 pseudo-header (RFC 8200 8.1).
-fn pseudo_v6(src: &[u8], dst: &[u8], len: usize, next: u8) -> u32 {
+/// Sum of the pseudo-header over `src`, `dst`, the upper-layer length and
+/// protocol: IPv6's (RFC 8200 8.1), and with 4-byte addresses IPv4's (RFC
+/// 793; the one's-complement sum does not depend on the fields' order).
+fn pseudo_header(src: &[u8], dst: &[u8], len: usize, next: u8) -> u32 {
     let len = len as u32;
     sum16(dst, sum16(src, 0)) + (len >> 16) + (len & 0xffff) + u32::from(next)
 }
@@ -139,57 +187,23 @@ fn reject_v6(buf: &mut [u8], len: usize, o: usize) -> Option<usize> {
     if src == [0; 16] || src[0] == 0xff || o + 40 + plen > len {
         return None;
     }
-    let l4 = o + 40;
+    let ip = Answer::V6 { src: dst, dst: src };
     match next {
-        6 => {
-            let (sport, dport, seq, ack, flags) = rst_answer(buf.get(l4..l4 + plen)?, plen)?;
-            ipv6_header(buf.get_mut(o..l4)?, 20, 6, dst, src);
-            let t = buf.get_mut(l4..l4 + 20)?;
-            t[0..2].copy_from_slice(&sport);
-            t[2..4].copy_from_slice(&dport);
-            t[4..8].copy_from_slice(&seq.to_be_bytes());
-            t[8..12].copy_from_slice(&ack.to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = flags;
-            t[14..20].copy_from_slice(&[0; 6]);
-            let c = fold(sum16(t, pseudo_v6(&dst, &src, 20, 6)));
-            t[16..18].copy_from_slice(&c.to_be_bytes());
-            Some(l4 + 20)
-        }
-        17 | 132 => {
-            // Quote the invoking packet, as much as fits in the minimum MTU.
-            let quoted = (40 + plen).min(IPV6_MIN_MTU - 40 - 8);
-            let icmp = l4;
-            let end = icmp + 8 + quoted;
-            if buf.len() < end {
-                return None;
-            }
-            buf.copy_within(o..o + quoted, icmp + 8);
-            ipv6_header(&mut buf[o..l4], 8 + quoted, 58, dst, src);
-            let m = &mut buf[icmp..end];
-            m[0..8].copy_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
-            let c = fold(sum16(m, pseudo_v6(&dst, &src, 8 + quoted, 58)));
-            m[2..4].copy_from_slice(&c.to_be_bytes());
-            Some(end)
-        }
+        6 => tcp_rst(buf, o, o + 40, plen, ip),
+        // Quote the invoking packet, as much as fits in the minimum MTU.
+        17 | 132 => port_unreachable(buf, o, (40 + plen).min(IPV6_MIN_MTU - 40 - 8), ip),
         _ => None,
     }
 }
 
-fn tcp_rst(
-    buf: &mut [u8],
-    o: usize,
-    l4: usize,
-    l4_len: usize,
-    src: [u8; 4],
-    dst: [u8; 4],
-) -> Option<usize> {
-    // Never answer a RST.
+/// Rewrites the TCP segment at `l4` (`l4_len` bytes of TCP) of the packet at
+/// `o` into the RST answering it; never answers a RST.
+fn tcp_rst(buf: &mut [u8], o: usize, l4: usize, l4_len: usize, ip: Answer) -> Option<usize> {
     let (new_sport, new_dport, new_seq, new_ack, new_flags) =
         rst_answer(buf.get(l4..l4 + 20)?, l4_len)?;
-    let l4 = o + 20;
-    // The answer carries no IP options: the TCP header moves to o + 20.
-    ipv4_header(buf.get_mut(o..o + 20)?, 40, 6, dst, src);
+    // The TCP header moves to just after the answer's fixed IP header.
+    let l4 = o + ip.header_len();
+    ip.write_header(buf.get_mut(o..l4)?, 20, 6);
     let t = buf.get_mut(l4..l4 + 20)?;
     t[0..2].copy_from_slice(&new_sport);
     t[2..4].copy_from_slice(&new_dport);
@@ -198,36 +212,25 @@ fn tcp_rst(
     t[12] = 5 << 4;
     t[13] = new_flags;
     t[14..20].copy_from_slice(&[0; 6]);
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&dst);
-    pseudo[4..8].copy_from_slice(&src);
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
-    let c = fold(sum16(t, sum16(&pseudo, 0)));
+    let c = fold(sum16(t, ip.pseudo(20, 6)));
     t[16..18].copy_from_slice(&c.to_be_bytes());
     Some(l4 + 20)
 }
 
-fn port_unreachable(
-    buf: &mut [u8],
-    o: usize,
-    ihl: usize,
-    total: usize,
-    src: [u8; 4],
-    dst: [u8; 4],
-) -> Option<usize> {
-    // Quote the IP header and the first 8 bytes of its payload (RFC 792).
-    let quoted = ihl + (total - ihl).min(8);
-    let icmp = o + 20;
+/// Rewrites the packet at `o` into the port unreachable quoting its first
+/// `quoted` bytes.
+fn port_unreachable(buf: &mut [u8], o: usize, quoted: usize, ip: Answer) -> Option<usize> {
+    let icmp = o + ip.header_len();
     let end = icmp + 8 + quoted;
     if buf.len() < end {
         return None;
     }
     buf.copy_within(o..o + quoted, icmp + 8);
-    ipv4_header(&mut buf[o..o + 20], (20 + 8 + quoted) as u16, 1, dst, src);
+    let (proto, kind, code, sum) = ip.unreachable(8 + quoted);
+    ip.write_header(&mut buf[o..icmp], 8 + quoted, proto);
     let m = &mut buf[icmp..end];
-    m[0..8].copy_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
-    let c = fold(sum16(m, 0));
+    m[0..8].copy_from_slice(&[kind, code, 0, 0, 0, 0, 0, 0]);
+    let c = fold(sum16(m, sum));
     m[2..4].copy_from_slice(&c.to_be_bytes());
     Some(end)
 }
@@ -235,20 +238,48 @@ fn port_unreachable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::{
+        IpHeaders, NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket, TransportSlice,
+    };
+
+    /// The frame a builder step writes with `payload`.
+    macro_rules! frame {
+        ($b:expr, $payload:expr) => {{
+            let mut f = Vec::new();
+            $b.write(&mut f, $payload).expect("build");
+            f
+        }};
+    }
+
+    /// From `[2, 0, 0, 0, 0, 1]` to `[2, 0, 0, 0, 0, 2]`, over IPv4.
+    fn v4(src: [u8; 4], dst: [u8; 4]) -> PacketBuilderStep<IpHeaders> {
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64)
+    }
+
+    /// From `[2, 0, 0, 0, 0, 1]` to `[2, 0, 0, 0, 0, 2]`, over IPv6.
+    fn v6(src: [u8; 16], dst: [u8; 16]) -> PacketBuilderStep<IpHeaders> {
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv6(src, dst, 64)
+    }
+
+    /// `f` rejected in a pool-sized buffer: the answer, or `None`.
+    fn rejected(f: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = f.to_vec();
+        buf.resize(2048, 0);
+        let n = reject(&mut buf, f.len())?;
+        buf.truncate(n);
+        Some(buf)
+    }
 
     #[test]
     fn syn_gets_rst_ack_with_valid_checksums() {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 1], [10, 96, 0, 1], 64)
-            .tcp(40000, 80, 1000, 64000)
-            .syn();
-        let mut f = Vec::new();
-        b.write(&mut f, &[]).expect("build");
-        let mut buf = f.clone();
-        buf.resize(2048, 0);
-        let n = reject(&mut buf, f.len()).expect("answered");
-        let p = SlicedPacket::from_ethernet(&buf[..n]).expect("parse");
+        let f = frame!(
+            v4([10, 0, 0, 1], [10, 96, 0, 1])
+                .tcp(40000, 80, 1000, 64000)
+                .syn(),
+            &[]
+        );
+        let buf = rejected(&f).expect("answered");
+        let p = SlicedPacket::from_ethernet(&buf).expect("parse");
         let Some(NetSlice::Ipv4(ip)) = &p.net else {
             panic!("ipv4")
         };
@@ -281,16 +312,12 @@ mod tests {
         };
         let (client, service) = (oct(c6), oct(vip));
         // TCP SYN with 3 bytes of data: RST+ACK acknowledging SYN + data.
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv6(client, service, 64)
-            .tcp(40000, 80, 1000, 64000)
-            .syn();
-        let mut f = Vec::new();
-        b.write(&mut f, b"abc").expect("build");
-        let mut buf = f.clone();
-        buf.resize(2048, 0);
-        let n = reject(&mut buf, f.len()).expect("answered");
-        let p = SlicedPacket::from_ethernet(&buf[..n]).expect("parse");
+        let f = frame!(
+            v6(client, service).tcp(40000, 80, 1000, 64000).syn(),
+            b"abc"
+        );
+        let buf = rejected(&f).expect("answered");
+        let p = SlicedPacket::from_ethernet(&buf).expect("parse");
         let Some(NetSlice::Ipv6(ip)) = &p.net else {
             panic!("ipv6")
         };
@@ -311,15 +338,9 @@ mod tests {
         assert_eq!(&buf[6..12], &[2, 0, 0, 0, 0, 2]);
         // UDP: ICMPv6 destination unreachable, port unreachable (1/4),
         // quoting the whole (small) packet.
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv6(client, service, 64)
-            .udp(5000, 53);
-        let mut f = Vec::new();
-        b.write(&mut f, b"hello").expect("build");
-        let mut buf = f.clone();
-        buf.resize(2048, 0);
-        let n = reject(&mut buf, f.len()).expect("answered");
-        let p = SlicedPacket::from_ethernet(&buf[..n]).expect("parse");
+        let f = frame!(v6(client, service).udp(5000, 53), b"hello");
+        let buf = rejected(&f).expect("answered");
+        let p = SlicedPacket::from_ethernet(&buf).expect("parse");
         let Some(NetSlice::Ipv6(ip)) = &p.net else {
             panic!("ipv6")
         };
@@ -329,60 +350,30 @@ mod tests {
             panic!("icmpv6")
         };
         assert_eq!((i.type_u8(), i.code_u8()), (1, 4));
-        let sum = pseudo_v6(&service, &client, i.slice().len(), 58);
+        let sum = pseudo_header(&service, &client, i.slice().len(), 58);
         assert_eq!(fold(sum16(i.slice(), sum)), 0, "ICMPv6 checksum verifies");
         assert_eq!(i.payload(), &f[14..], "the invoking packet, quoted");
         // A large datagram: the answer stays within the minimum MTU.
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv6(client, service, 64)
-            .udp(5000, 53);
-        let mut f = Vec::new();
-        b.write(&mut f, &[7u8; 1400]).expect("build");
-        let l = f.len();
-        f.resize(2048, 0);
-        let n = reject(&mut f, l).expect("answered");
+        let f = frame!(v6(client, service).udp(5000, 53), &[7u8; 1400]);
+        let n = rejected(&f).expect("answered").len();
         assert_eq!(n - 14, IPV6_MIN_MTU);
         // A RST, an ICMPv6 message and a truncated packet get nothing.
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv6(client, service, 64)
-            .tcp(1, 2, 3, 4)
-            .rst();
-        let mut f = Vec::new();
-        b.write(&mut f, &[]).expect("build");
-        let l = f.len();
-        f.resize(2048, 0);
-        assert!(reject(&mut f, l).is_none());
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv6(client, service, 64)
-            .icmpv6_echo_request(1, 1);
-        let mut f = Vec::new();
-        b.write(&mut f, &[]).expect("build");
-        let l = f.len();
-        f.resize(2048, 0);
-        assert!(reject(&mut f, l).is_none());
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv6(client, service, 64)
-            .udp(5000, 53);
-        let mut f = Vec::new();
-        b.write(&mut f, b"hello").expect("build");
-        f.resize(2048, 0);
+        let f = frame!(v6(client, service).tcp(1, 2, 3, 4).rst(), &[]);
+        assert!(rejected(&f).is_none());
+        let f = frame!(v6(client, service).icmpv6_echo_request(1, 1), &[]);
+        assert!(rejected(&f).is_none());
+        let f = frame!(v6(client, service).udp(5000, 53), b"hello");
         assert!(
-            reject(&mut f, 60).is_none(),
+            rejected(&f[..60]).is_none(),
             "shorter than its payload length"
         );
     }
 
     #[test]
     fn udp_gets_port_unreachable() {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 1], [10, 96, 0, 1], 64)
-            .udp(5000, 53);
-        let mut f = Vec::new();
-        b.write(&mut f, b"hello").expect("build");
-        let mut buf = f.clone();
-        buf.resize(2048, 0);
-        let n = reject(&mut buf, f.len()).expect("answered");
-        let p = SlicedPacket::from_ethernet(&buf[..n]).expect("parse");
+        let f = frame!(v4([10, 0, 0, 1], [10, 96, 0, 1]).udp(5000, 53), b"hello");
+        let buf = rejected(&f).expect("answered");
+        let p = SlicedPacket::from_ethernet(&buf).expect("parse");
         let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
             panic!("icmp")
         };
@@ -393,14 +384,7 @@ mod tests {
         assert_eq!(i.payload().len(), 28);
         assert_eq!(&i.payload()[12..16], &[10, 0, 0, 1]);
         // A RST is never answered.
-        let b = PacketBuilder::ethernet2([2; 6], [3; 6])
-            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
-            .tcp(1, 2, 3, 4)
-            .rst();
-        let mut f = Vec::new();
-        b.write(&mut f, &[]).expect("build");
-        let l = f.len();
-        f.resize(2048, 0);
-        assert!(reject(&mut f, l).is_none());
+        let f = frame!(v4([1, 1, 1, 1], [2, 2, 2, 2]).tcp(1, 2, 3, 4).rst(), &[]);
+        assert!(rejected(&f).is_none());
     }
 }
