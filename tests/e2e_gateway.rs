@@ -12,8 +12,8 @@
 #[allow(dead_code)] // shared with the other overlay tests; this file uses part of it
 mod overlay_cluster;
 
-use overlay_cluster::{Cluster, ClusterOpts, WAIT, ping_ns, ping_until};
-use std::net::{Ipv4Addr, SocketAddr};
+use overlay_cluster::{Cluster, ClusterOpts, WAIT, ping_ns, ping_until, pod_to_outside};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::tcp_transfer_ns;
@@ -175,44 +175,6 @@ fn node_reaches_pods(c: &Cluster) {
     );
     tcp_transfer_ns(ns, &c.pods[1].ns, b1, 1 << 20)
         .unwrap_or_else(|e| panic!("node a -> remote pod TCP: {e}\n{}", c.logs()));
-}
-
-/// Pod a1 connects to 203.0.113.2 behind node a; the peer address the outside saw.
-fn pod_to_outside(c: &Cluster, ext: &Netns) -> String {
-    let pod_ns = &c.pods[0].ns;
-    assert!(
-        ping_until(pod_ns, Ipv4Addr::new(203, 0, 113, 2), WAIT),
-        "pod never reached the external address\n{}",
-        c.logs()
-    );
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let server = ext
-        .spawn_in(move || {
-            let l = std::net::TcpListener::bind("0.0.0.0:0")?;
-            let _ = port_tx.send(l.local_addr()?.port());
-            let (mut s, peer) = l.accept()?;
-            std::io::copy(&mut s, &mut std::io::sink())?;
-            Ok(peer.ip())
-        })
-        .expect("external server");
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server port");
-    pod_ns
-        .enter(move || {
-            let mut s = std::net::TcpStream::connect_timeout(
-                &SocketAddr::from(([203, 0, 113, 2], port)),
-                Duration::from_secs(10),
-            )?;
-            std::io::Write::write_all(&mut s, &vec![7u8; 256 << 10])?;
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("pod -> external TCP: {e}\n{}", c.logs()));
-    server
-        .join()
-        .expect("server thread")
-        .expect("server")
-        .to_string()
 }
 
 #[test]

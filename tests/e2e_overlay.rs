@@ -21,9 +21,9 @@ mod overlay_cluster;
 
 use overlay_cluster::{
     Cluster, ClusterOpts, Extra, NodeNs, WAIT, host_tunnel_packets, node_doc, ping_df, ping_ns,
-    ping_until, udp_echo, udp_receiver, vxlan_payload, write,
+    ping_until, pod_to_outside, udp_echo, udp_receiver, vxlan_payload, write,
 };
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 use vswitch_suite::netns::Netns;
 use vswitch_suite::pod::tcp_transfer_ns;
@@ -557,38 +557,9 @@ fn gateway_port_connects_the_node_and_the_outside() {
     // A pod reaches the outside through the node's routing, masqueraded.
     let before = masquerade_packets(ns);
     let pod_ns = &c.pods[0].ns;
-    assert!(
-        ping_until(pod_ns, Ipv4Addr::new(203, 0, 113, 2), WAIT),
-        "pod never reached the external address\n{}",
-        c.logs()
-    );
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let server = ext
-        .spawn_in(move || {
-            let l = std::net::TcpListener::bind("0.0.0.0:0")?;
-            let _ = port_tx.send(l.local_addr()?.port());
-            let (mut s, peer) = l.accept()?;
-            std::io::copy(&mut s, &mut std::io::sink())?;
-            Ok(peer.ip())
-        })
-        .expect("external server");
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server port");
-    pod_ns
-        .enter(move || {
-            let mut s = std::net::TcpStream::connect_timeout(
-                &SocketAddr::from(([203, 0, 113, 2], port)),
-                Duration::from_secs(10),
-            )?;
-            std::io::Write::write_all(&mut s, &vec![7u8; 256 << 10])?;
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("pod -> external TCP: {e}\n{}", c.logs()));
-    let peer = server.join().expect("server thread").expect("server");
+    let peer = pod_to_outside(&c, &ext);
     assert_eq!(
-        peer.to_string(),
-        "203.0.113.1",
+        peer, "203.0.113.1",
         "the outside sees the node's address (masquerade)"
     );
     assert!(masquerade_packets(ns) > before, "MASQUERADE rule not used");

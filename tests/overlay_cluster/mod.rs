@@ -593,3 +593,42 @@ pub fn vxlan_payload(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, vni: u8, data: &[
     v.extend_from_slice(&inner);
     v
 }
+
+/// Pod a1 connects to 203.0.113.2 behind node a; the peer address the outside saw.
+#[allow(dead_code)] // used by e2e_overlay and e2e_gateway
+pub fn pod_to_outside(c: &Cluster, ext: &Netns) -> String {
+    let pod_ns = &c.pods[0].ns;
+    assert!(
+        ping_until(pod_ns, Ipv4Addr::new(203, 0, 113, 2), WAIT),
+        "pod never reached the external address\n{}",
+        c.logs()
+    );
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let server = ext
+        .spawn_in(move || {
+            let l = std::net::TcpListener::bind("0.0.0.0:0")?;
+            let _ = port_tx.send(l.local_addr()?.port());
+            let (mut s, peer) = l.accept()?;
+            std::io::copy(&mut s, &mut std::io::sink())?;
+            Ok(peer.ip())
+        })
+        .expect("external server");
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server port");
+    pod_ns
+        .enter(move || {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([203, 0, 113, 2], port)),
+                Duration::from_secs(10),
+            )?;
+            std::io::Write::write_all(&mut s, &vec![7u8; 256 << 10])?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("pod -> external TCP: {e}\n{}", c.logs()));
+    server
+        .join()
+        .expect("server thread")
+        .expect("server")
+        .to_string()
+}

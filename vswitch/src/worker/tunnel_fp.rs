@@ -159,15 +159,8 @@ impl Worker {
         let Some(fp) = &self.links.fastpath else {
             return;
         };
-        let c = &fp.counters;
-        match fp.tunnel.install_encap(&k, &v) {
-            Ok(()) => {
-                c.installs.fetch_add(1, Ordering::Relaxed);
-                self.fp.tun.encaps.insert(k);
-            }
-            Err(_) => {
-                c.install_errors.fetch_add(1, Ordering::Relaxed);
-            }
+        if counted(fp, fp.tunnel.install_encap(&k, &v)) {
+            self.fp.tun.encaps.insert(k);
         }
     }
 
@@ -212,15 +205,23 @@ impl Worker {
         let Some(fp) = &self.links.fastpath else {
             return;
         };
-        let c = &fp.counters;
-        match fp.tunnel.install_decap(&k, &v) {
-            Ok(()) => {
-                c.installs.fetch_add(1, Ordering::Relaxed);
-                self.fp.tun.decaps.insert(k);
-            }
-            Err(_) => {
-                c.install_errors.fetch_add(1, Ordering::Relaxed);
-            }
+        if counted(fp, fp.tunnel.install_decap(&k, &v)) {
+            self.fp.tun.decaps.insert(k);
+        }
+    }
+}
+
+/// Counts an entry write in the fast path's install counters; true when it was written.
+fn counted(fp: &crate::port::fastpath::FastPath, written: std::io::Result<()>) -> bool {
+    let c = &fp.counters;
+    match written {
+        Ok(()) => {
+            c.installs.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(_) => {
+            c.install_errors.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }
